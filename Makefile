@@ -1,0 +1,39 @@
+# Broker: the two commands are `make run` and `make test`.
+#   make run     install what is missing, build, start the all-in-one broker
+#                (embedded store at ./db, port 8080; pass flags with ARGS="--port 9000")
+#   make test    install, build (plain and ASan+UBSan) and run every test
+#   make bench   run the benchmarks against Nchan and Mercure (bench/README.md)
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc)
+ARGS       ?=
+
+.PHONY: all deps build build-asan run test bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+build-asan: deps
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DBROKER_SANITIZE=ON >/dev/null
+	@cmake --build $(BUILD_ASAN) -j$(JOBS)
+
+run: build
+	./$(BUILD)/broker $(ARGS)
+
+test:
+	@scripts/deps.sh test
+	@tests/run_all.sh
+
+bench: build
+	@scripts/deps.sh bench
+	@bench/run.sh
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

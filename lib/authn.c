@@ -1,0 +1,132 @@
+/*
+ * authn.c - Bearer, Basic and access_token credentials against the store.
+ */
+#include "authn.h"
+#include "log.h"
+#include "password.h"
+
+#include <openssl/crypto.h>
+#include <orcania.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define BASIC_MAX 1024 /* longest base64 credential accepted */
+
+static authn_result user_usable(const authn *a, const char *username, store_user *user, const char **why)
+{
+    store_status st = store_user_get(a->store, username, user);
+    if (st == STORE_NOT_FOUND) {
+        *why = "unknown user";
+        return AUTHN_DENIED;
+    }
+    if (st != STORE_OK) {
+        *why = "the user store is unavailable";
+        return AUTHN_FAULT;
+    }
+    if (user->revoked) {
+        store_user_clear(user);
+        *why = "user is revoked";
+        return AUTHN_DENIED;
+    }
+    return AUTHN_OK;
+}
+
+static void identity_set(authn_identity *out, const store_user *u)
+{
+    snprintf(out->username, sizeof out->username, "%s", u->username);
+    snprintf(out->tenant, sizeof out->tenant, "%s", u->tenant_name);
+}
+
+static authn_result check_bearer(const authn *a, const char *jwt, authn_identity *out, const char **why)
+{
+    token_claims claims;
+    store_user user;
+    if (token_verify(a->jwt_secret, jwt, &claims, why) != 0)
+        return AUTHN_DENIED;
+    authn_result r = user_usable(a, claims.sub, &user, why);
+    if (r != AUTHN_OK)
+        return r;
+    if (strcmp(user.tenant_name, claims.tenant) != 0) {
+        *why = "token is stale: the user's tenant changed, log in again";
+        store_user_clear(&user);
+        return AUTHN_DENIED;
+    }
+    identity_set(out, &user);
+    store_user_clear(&user);
+    return AUTHN_OK;
+}
+
+authn_result authn_password(const authn *a, const char *username, const char *password, store_user *user_out,
+                            const char **why)
+{
+    authn_result r = user_usable(a, username, user_out, why);
+    if (r == AUTHN_DENIED && strcmp(*why, "unknown user") == 0) {
+        /* Same answer (and roughly the same time) as a wrong password, so
+         * that usernames cannot be probed. */
+        *why = "wrong username or password";
+        return AUTHN_DENIED;
+    }
+    if (r != AUTHN_OK)
+        return r;
+    if (!password_verify(user_out->password_hash, password)) {
+        store_user_clear(user_out);
+        *why = "wrong username or password";
+        return AUTHN_DENIED;
+    }
+    return AUTHN_OK;
+}
+
+static authn_result check_basic(const authn *a, const char *b64, authn_identity *out, const char **why)
+{
+    unsigned char decoded[BASIC_MAX];
+    size_t len = 0, b64len = strlen(b64);
+    if (b64len == 0 || b64len >= BASIC_MAX || !o_base64_decode((const unsigned char *)b64, b64len, NULL, &len) ||
+        len >= sizeof decoded || !o_base64_decode((const unsigned char *)b64, b64len, decoded, &len)) {
+        *why = "malformed Basic credentials: expected base64(username:password)";
+        return AUTHN_DENIED;
+    }
+    decoded[len] = '\0';
+    char *colon = memchr(decoded, ':', len);
+    if (colon == NULL || strlen((char *)decoded) != len) {
+        *why = "malformed Basic credentials: expected base64(username:password)";
+        return AUTHN_DENIED;
+    }
+    *colon = '\0';
+    const char *username = (const char *)decoded, *password = colon + 1;
+    store_user user;
+    authn_result r = user_usable(a, username, &user, why);
+    if (r == AUTHN_OK) {
+        if (credcache_check(a->basic_cache, username, password, user.password_hash)) {
+            identity_set(out, &user);
+        } else if (password_verify(user.password_hash, password)) {
+            credcache_remember(a->basic_cache, username, password, user.password_hash);
+            identity_set(out, &user);
+        } else {
+            *why = "wrong username or password";
+            r = AUTHN_DENIED;
+        }
+        store_user_clear(&user);
+    } else if (r == AUTHN_DENIED && strcmp(*why, "unknown user") == 0) {
+        *why = "wrong username or password";
+    }
+    OPENSSL_cleanse(decoded, sizeof decoded);
+    return r;
+}
+
+authn_result authn_check(const authn *a, const char *authorization, const char *access_token, authn_identity *out,
+                         const char **why)
+{
+    if (authorization != NULL && authorization[0] != '\0') {
+        if (strncasecmp(authorization, "Bearer ", 7) == 0)
+            return check_bearer(a, authorization + 7 + strspn(authorization + 7, " "), out, why);
+        if (strncasecmp(authorization, "Basic ", 6) == 0)
+            return check_basic(a, authorization + 6 + strspn(authorization + 6, " "), out, why);
+        *why = "unsupported Authorization scheme: use Bearer <jwt> or Basic";
+        return AUTHN_DENIED;
+    }
+    if (access_token != NULL && access_token[0] != '\0')
+        return check_bearer(a, access_token, out, why);
+    *why = "missing credentials: send Authorization: Bearer <jwt> or Basic";
+    return AUTHN_DENIED;
+}

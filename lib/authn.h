@@ -1,0 +1,44 @@
+/*
+ * authn.h - who is calling: the one credential parser of every service.
+ *
+ * Accepts `Authorization: Bearer <jwt>`, `Authorization: Basic base64(u:p)`
+ * and, where the caller allows it (/sse only), a JWT passed as the
+ * `access_token` query parameter.  A credential passes only when the user
+ * exists, is not revoked, and (for a JWT) still belongs to the tenant the
+ * token names: a user moved to another tenant must log in again, so an old
+ * token can never read the old tenant's events.
+ */
+#ifndef BROKER_AUTHN_H
+#define BROKER_AUTHN_H
+
+#include "credcache.h"
+#include "store.h"
+#include "token.h"
+
+typedef struct authn {
+    store *store;
+    const char *jwt_secret;
+    credcache *basic_cache;
+} authn;
+
+typedef struct authn_identity {
+    char username[TOKEN_NAME_MAX + 1];
+    char tenant[TOKEN_NAME_MAX + 1];
+} authn_identity;
+
+typedef enum authn_result {
+    AUTHN_OK = 0,
+    AUTHN_DENIED = 1, /* answer 401 with *why */
+    AUTHN_FAULT = 2,  /* the store failed: answer 500 */
+} authn_result;
+
+/* `authorization` is the Authorization header (may be NULL); `access_token`
+ * the query parameter (NULL where not accepted). */
+authn_result authn_check(const authn *a, const char *authorization, const char *access_token, authn_identity *out,
+                         const char **why);
+
+/* Checks username/password against the store (Argon2, no cache): for /login. */
+authn_result authn_password(const authn *a, const char *username, const char *password, store_user *user_out,
+                            const char **why);
+
+#endif

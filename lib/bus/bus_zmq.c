@@ -1,0 +1,299 @@
+/*
+ * bus_zmq.c - the bus on libzmq PUB/SUB.
+ *
+ * High-water marks are raised from ZeroMQ's default of 1,000 messages: a
+ * burst of inserts must not be dropped at the publisher just because a
+ * subscriber is busy for a moment.  Whatever is still dropped shows up as a
+ * sequence gap at the subscriber, which refills it from the store.
+ */
+#include "bus.h"
+#include "proto_bus.h"
+#include "log.h"
+
+#include <endian.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#define BUS_HWM 200000
+#define SUB_FRAMES 4
+
+static void *context;
+static pthread_once_t context_once = PTHREAD_ONCE_INIT;
+
+static void context_create(void)
+{
+    context = zmq_ctx_new();
+}
+
+static void *bus_context(void)
+{
+    pthread_once(&context_once, context_create);
+    return context;
+}
+
+struct bus_pub {
+    void *sock;
+    pthread_mutex_t lock;
+};
+
+struct bus_sub {
+    void *sock;
+    void *monitor;
+    int endpoints;
+    int connected;
+    int inproc_only;
+    zmq_msg_t frames[SUB_FRAMES];
+    int nframes;
+};
+
+bus_pub *bus_pub_open(const char *endpoint)
+{
+    bus_pub *p = calloc(1, sizeof *p);
+    int hwm = BUS_HWM, linger = 1000;
+    if (p == NULL || bus_context() == NULL)
+        goto fail;
+    p->sock = zmq_socket(bus_context(), ZMQ_PUB);
+    if (p->sock == NULL)
+        goto fail;
+    zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(p->sock, endpoint) != 0) {
+        log_error("bus: cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    pthread_mutex_init(&p->lock, NULL);
+    return p;
+fail:
+    if (p && p->sock)
+        zmq_close(p->sock);
+    free(p);
+    return NULL;
+}
+
+void bus_pub_close(bus_pub *p)
+{
+    if (p == NULL)
+        return;
+    zmq_close(p->sock);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+/* Sends `n` frames as one message under the publisher's lock. */
+static int send_frames(bus_pub *p, const void *const *bufs, const size_t *lens, int n)
+{
+    int rc = 0;
+    pthread_mutex_lock(&p->lock);
+    for (int i = 0; i < n && rc == 0; i++)
+        if (zmq_send(p->sock, bufs[i], lens[i], i + 1 < n ? ZMQ_SNDMORE : 0) < 0)
+            rc = -1;
+    pthread_mutex_unlock(&p->lock);
+    if (rc != 0)
+        log_error("bus: publish failed: %s", zmq_strerror(zmq_errno()));
+    return rc;
+}
+
+int bus_publish_event(bus_pub *p, const char *tenant, uint64_t seq, int64_t ts_ms, const char *event,
+                      const char *data, size_t data_len)
+{
+    char topic[160];
+    unsigned char header[BUS_EVENT_HEADER_LEN];
+    int tlen = snprintf(topic, sizeof topic, BUS_TOPIC_EVENT "%s/", tenant);
+    if (tlen < 0 || (size_t)tlen >= sizeof topic)
+        return -1;
+    uint64_t s = htobe64(seq), t = htobe64((uint64_t)ts_ms);
+    memcpy(header, &s, 8);
+    memcpy(header + 8, &t, 8);
+    const void *bufs[] = {topic, header, event, data};
+    size_t lens[] = {(size_t)tlen, sizeof header, strlen(event), data_len};
+    return send_frames(p, bufs, lens, 4);
+}
+
+int bus_publish_user(bus_pub *p, const char *username, int revoked)
+{
+    const void *bufs[] = {BUS_TOPIC_USER, username, revoked ? "1" : "0"};
+    size_t lens[] = {strlen(BUS_TOPIC_USER), strlen(username), 1};
+    return send_frames(p, bufs, lens, 3);
+}
+
+int bus_publish_clock(bus_pub *p, int64_t offset_ms)
+{
+    uint64_t v = htobe64((uint64_t)offset_ms);
+    const void *bufs[] = {BUS_TOPIC_CLOCK, &v};
+    size_t lens[] = {strlen(BUS_TOPIC_CLOCK), sizeof v};
+    return send_frames(p, bufs, lens, 2);
+}
+
+bus_sub *bus_sub_open(const char *endpoints)
+{
+    static atomic_int monitor_seq;
+    bus_sub *s = calloc(1, sizeof *s);
+    int hwm = BUS_HWM, linger = 0;
+    char *list = strdup(endpoints ? endpoints : ""), *save = NULL;
+    char monitor_ep[64];
+    if (s == NULL || list == NULL || bus_context() == NULL)
+        goto fail;
+    s->sock = zmq_socket(bus_context(), ZMQ_SUB);
+    if (s->sock == NULL)
+        goto fail;
+    zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, BUS_TOPIC_EVENT, strlen(BUS_TOPIC_EVENT));
+    zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, "ctl/", 4);
+    snprintf(monitor_ep, sizeof monitor_ep, "inproc://bus-monitor-%d", atomic_fetch_add(&monitor_seq, 1));
+    if (zmq_socket_monitor(s->sock, monitor_ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0)
+        goto fail;
+    s->monitor = zmq_socket(bus_context(), ZMQ_PAIR);
+    if (s->monitor == NULL || zmq_connect(s->monitor, monitor_ep) != 0)
+        goto fail;
+    s->inproc_only = 1;
+    for (char *ep = strtok_r(list, ",", &save); ep != NULL; ep = strtok_r(NULL, ",", &save)) {
+        while (*ep == ' ')
+            ep++;
+        if (*ep == '\0')
+            continue;
+        if (zmq_connect(s->sock, ep) != 0) {
+            log_error("bus: cannot connect to %s: %s", ep, zmq_strerror(zmq_errno()));
+            goto fail;
+        }
+        s->endpoints++;
+        if (strncmp(ep, "inproc://", 9) != 0)
+            s->inproc_only = 0;
+    }
+    if (s->endpoints == 0) {
+        log_error("bus: no endpoint to subscribe to");
+        goto fail;
+    }
+    free(list);
+    return s;
+fail:
+    free(list);
+    bus_sub_close(s);
+    return NULL;
+}
+
+void bus_sub_close(bus_sub *s)
+{
+    if (s == NULL)
+        return;
+    for (int i = 0; i < s->nframes; i++)
+        zmq_msg_close(&s->frames[i]);
+    if (s->monitor)
+        zmq_close(s->monitor);
+    if (s->sock)
+        zmq_close(s->sock);
+    free(s);
+}
+
+int bus_sub_fd(bus_sub *s)
+{
+    int fd = -1;
+    size_t len = sizeof fd;
+    zmq_getsockopt(s->sock, ZMQ_FD, &fd, &len);
+    return fd;
+}
+
+int bus_sub_ready(bus_sub *s)
+{
+    if (s->inproc_only)
+        return 1;
+    /* Drain the monitor: each event is two frames (id+value, then address). */
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, s->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            break;
+        }
+        uint16_t id = 0;
+        if (zmq_msg_size(&ev) >= 2)
+            memcpy(&id, zmq_msg_data(&ev), 2);
+        zmq_msg_close(&ev);
+        zmq_msg_init(&addr);
+        zmq_msg_recv(&addr, s->monitor, 0);
+        zmq_msg_close(&addr);
+        if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            s->connected++;
+        else if (id == ZMQ_EVENT_DISCONNECTED && s->connected > 0)
+            s->connected--;
+    }
+    return s->connected >= s->endpoints;
+}
+
+static int frame_is(const zmq_msg_t *m, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return zmq_msg_size((zmq_msg_t *)m) >= n && memcmp(zmq_msg_data((zmq_msg_t *)m), prefix, n) == 0;
+}
+
+int bus_sub_recv(bus_sub *s, bus_msg *msg)
+{
+    for (;;) {
+        for (int i = 0; i < s->nframes; i++)
+            zmq_msg_close(&s->frames[i]);
+        s->nframes = 0;
+        int more = 1;
+        while (more) {
+            zmq_msg_t frame;
+            zmq_msg_init(&frame);
+            if (zmq_msg_recv(&frame, s->sock, s->nframes == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+                int err = zmq_errno();
+                zmq_msg_close(&frame);
+                if (s->nframes == 0 && err == EAGAIN)
+                    return 0;
+                log_error("bus: receive failed: %s", zmq_strerror(err));
+                return -1;
+            }
+            more = zmq_msg_more(&frame);
+            if (s->nframes < SUB_FRAMES)
+                s->frames[s->nframes++] = frame;
+            else
+                zmq_msg_close(&frame);
+        }
+        memset(msg, 0, sizeof *msg);
+        zmq_msg_t *f = s->frames;
+        if (frame_is(&f[0], BUS_TOPIC_EVENT) && s->nframes == 4 && zmq_msg_size(&f[1]) == BUS_EVENT_HEADER_LEN) {
+            const char *topic = zmq_msg_data(&f[0]);
+            size_t tlen = zmq_msg_size(&f[0]);
+            uint64_t seq, ts;
+            if (tlen < strlen(BUS_TOPIC_EVENT) + 2 || topic[tlen - 1] != '/')
+                goto malformed;
+            memcpy(&seq, zmq_msg_data(&f[1]), 8);
+            memcpy(&ts, (char *)zmq_msg_data(&f[1]) + 8, 8);
+            msg->kind = BUS_EVENT;
+            msg->tenant = topic + strlen(BUS_TOPIC_EVENT);
+            msg->tenant_len = tlen - strlen(BUS_TOPIC_EVENT) - 1;
+            msg->seq = be64toh(seq);
+            msg->ts_ms = (int64_t)be64toh(ts);
+            msg->event = zmq_msg_data(&f[2]);
+            msg->event_len = zmq_msg_size(&f[2]);
+            msg->data = zmq_msg_data(&f[3]);
+            msg->data_len = zmq_msg_size(&f[3]);
+            return 1;
+        }
+        if (frame_is(&f[0], BUS_TOPIC_USER) && s->nframes == 3 && zmq_msg_size(&f[2]) == 1) {
+            msg->kind = BUS_USER;
+            msg->username = zmq_msg_data(&f[1]);
+            msg->username_len = zmq_msg_size(&f[1]);
+            msg->revoked = *(const char *)zmq_msg_data(&f[2]) == '1';
+            return 1;
+        }
+        if (frame_is(&f[0], BUS_TOPIC_CLOCK) && s->nframes == 2 && zmq_msg_size(&f[1]) == 8) {
+            uint64_t v;
+            memcpy(&v, zmq_msg_data(&f[1]), 8);
+            msg->kind = BUS_CLOCK;
+            msg->clock_offset_ms = (int64_t)be64toh(v);
+            return 1;
+        }
+        if (frame_is(&f[0], BUS_TOPIC_CERT)) {
+            msg->kind = BUS_CERT;
+            return 1;
+        }
+    malformed:
+        log_warn("bus: skipped a malformed message (%d frames)", s->nframes);
+    }
+}

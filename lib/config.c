@@ -1,0 +1,228 @@
+/*
+ * config.c - the flag table and its one parser.
+ *
+ * Each row names a flag, its type, its default and its help text, and where
+ * it lands in struct broker_config.  Booleans accept --flag, --flag=true and
+ * --flag=false (also 1/0, yes/no); other flags take --flag=value or
+ * --flag value.  Numbers are range-checked per row.
+ */
+#include "config.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef enum { FLAG_STRING, FLAG_INT, FLAG_BOOL } flag_type;
+
+typedef struct flag_def {
+    const char *name;
+    flag_type type;
+    const char *def;
+    size_t offset;
+    long min, max; /* FLAG_INT only */
+    const char *help;
+} flag_def;
+
+#define OFF(f) offsetof(broker_config, f)
+
+static const flag_def FLAGS[] = {
+    {"origin", FLAG_STRING, "*", OFF(origin), 0, 0, "CORS allowed origin (Access-Control-Allow-Origin)"},
+    {"port", FLAG_INT, "8080", OFF(port), 1, 65535, "HTTP(S) port"},
+    {"jwt_expiry", FLAG_INT, "86400", OFF(jwt_expiry), 1, 315360000, "seconds a JWT lives"},
+    {"jwt_secret", FLAG_STRING, "secret", OFF(jwt_secret), 0, 0, "HS256 key for JWTs"},
+    {"secure", FLAG_BOOL, "false", OFF(secure), 0, 0, "serve HTTPS"},
+    {"auto_cert", FLAG_BOOL, "true", OFF(auto_cert), 0, 0, "with --secure: obtain and renew a certificate by ACME for --domain"},
+    {"key_path", FLAG_STRING, "certs/private_key.pem", OFF(key_path), 0, 0, "own TLS key, when --auto_cert=false"},
+    {"cert_path", FLAG_STRING, "certs/chain.pem", OFF(cert_path), 0, 0, "own TLS certificate chain, when --auto_cert=false"},
+    {"certs", FLAG_STRING, "certs", OFF(certs), 0, 0, "where ACME keys and certificates are kept"},
+    {"db", FLAG_STRING, "db", OFF(db), 0, 0, "the embedded database's path (the default store)"},
+    {"domain", FLAG_STRING, "", OFF(domain), 0, 0, "the domain to certify; must resolve to this host"},
+    {"admin_token", FLAG_STRING, "letmein", OFF(admin_token), 0, 0, "password for the admin endpoints"},
+    {"store", FLAG_STRING, "", OFF(store), 0, 0, "store URI: empty for the embedded store at --db, or mongodb://host:port/db"},
+    {"max_body", FLAG_INT, "1048576", OFF(max_body), 64, 1073741824, "largest request body in bytes; larger answers 413"},
+    {"keepalive", FLAG_INT, "15", OFF(keepalive), 1, 3600, "seconds between SSE keep-alive comments"},
+    {"ntp_servers", FLAG_STRING, "pool.ntp.org,time.google.com,time.cloudflare.com", OFF(ntp_servers), 0, 0, "NTP servers (host[:port], comma-separated) for network time"},
+    {"acme_directory", FLAG_STRING, "https://acme-v02.api.letsencrypt.org/directory", OFF(acme_directory), 0, 0, "ACME directory URL"},
+    {"log_level", FLAG_STRING, "info", OFF(log_level), 0, 0, "error, warning, info or debug"},
+    {"bind", FLAG_STRING, "0.0.0.0", OFF(bind), 0, 0, "address to listen on"},
+    {"bus_publish", FLAG_STRING, "", OFF(bus_publish), 0, 0, "ZeroMQ endpoint the event bus publishes on (split mode; all-in-one uses inproc)"},
+    {"bus_subscribe", FLAG_STRING, "", OFF(bus_subscribe), 0, 0, "ZeroMQ endpoints (comma-separated) the stream service subscribes to (split mode)"},
+    {"sse_queue_max", FLAG_INT, "1048576", OFF(sse_queue_max), 4096, 1073741824, "bytes queued for one SSE client before it is disconnected"},
+    {"stream_workers", FLAG_INT, "1", OFF(stream_workers), 1, 64, "SSE worker processes sharing the port (SO_REUSEPORT)"},
+};
+
+#define NFLAGS (sizeof(FLAGS) / sizeof(FLAGS[0]))
+
+static const flag_def *flag_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NFLAGS; i++)
+        if (strlen(FLAGS[i].name) == len && strncmp(FLAGS[i].name, name, len) == 0)
+            return &FLAGS[i];
+    return NULL;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") || !strcasecmp(v, "on")) {
+        *out = 1;
+        return 0;
+    }
+    if (!strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "no") || !strcasecmp(v, "off")) {
+        *out = 0;
+        return 0;
+    }
+    return -1;
+}
+
+/* Sets one flag from text.  `source` says where the value came from, for the message. */
+static int flag_set(broker_config *cfg, const flag_def *f, const char *value, const char *source)
+{
+    char *field = (char *)cfg + f->offset;
+    switch (f->type) {
+    case FLAG_STRING: {
+        char **s = (char **)field;
+        char *copy = strdup(value);
+        if (copy == NULL)
+            return -1;
+        free(*s);
+        *s = copy;
+        return 0;
+    }
+    case FLAG_BOOL:
+        if (parse_bool(value, (int *)field) != 0) {
+            fprintf(stderr, "broker: invalid value '%s' for --%s (%s): expected true or false\n", value, f->name, source);
+            return -1;
+        }
+        return 0;
+    case FLAG_INT: {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0' || isspace((unsigned char)value[0])) {
+            fprintf(stderr, "broker: invalid value '%s' for --%s (%s): expected an integer\n", value, f->name, source);
+            return -1;
+        }
+        if (v < f->min || v > f->max) {
+            fprintf(stderr, "broker: value %ld for --%s (%s) is out of range %ld..%ld\n", v, f->name, source, f->min, f->max);
+            return -1;
+        }
+        *(long *)field = v;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static void env_name(const char *flag, char *buf, size_t size)
+{
+    size_t n = (size_t)snprintf(buf, size, "BROKER_%s", flag);
+    for (size_t i = 7; i < n && i < size; i++)
+        buf[i] = (char)toupper((unsigned char)buf[i]);
+}
+
+void config_print_help(FILE *out, const char *program)
+{
+    fprintf(out, "Usage: %s [--flag=value ...]\n\n", program);
+    fprintf(out, "Every flag also reads the environment variable BROKER_<FLAG>; a flag wins.\n\n");
+    for (size_t i = 0; i < NFLAGS; i++) {
+        char env[64];
+        env_name(FLAGS[i].name, env, sizeof env);
+        fprintf(out, "  --%-16s %s\n  %-18s default: %s%s%s  env: %s\n", FLAGS[i].name, FLAGS[i].help, "",
+                FLAGS[i].def[0] ? "" : "(empty)", FLAGS[i].def, FLAGS[i].type == FLAG_BOOL ? " (true/false)" : "",
+                env);
+    }
+    fprintf(out, "  --%-16s %s\n", "help", "print this help and exit");
+}
+
+int config_load(broker_config *cfg, int argc, char **argv, const char *program)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < NFLAGS; i++)
+        if (flag_set(cfg, &FLAGS[i], FLAGS[i].def, "default") != 0)
+            goto fail;
+    for (size_t i = 0; i < NFLAGS; i++) {
+        char env[64];
+        env_name(FLAGS[i].name, env, sizeof env);
+        const char *v = getenv(env);
+        if (v != NULL && flag_set(cfg, &FLAGS[i], v, env) != 0)
+            goto fail;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            config_print_help(stdout, program);
+            config_free(cfg);
+            return 1;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            fprintf(stderr, "%s: unexpected argument '%s' (flags look like --name=value; see --help)\n", program, arg);
+            goto fail;
+        }
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const flag_def *f = flag_find(name, len);
+        if (f == NULL) {
+            fprintf(stderr, "%s: unknown flag --%.*s (see --help)\n", program, (int)len, name);
+            goto fail;
+        }
+        const char *value;
+        if (eq != NULL)
+            value = eq + 1;
+        else if (f->type == FLAG_BOOL && (i + 1 >= argc || parse_bool(argv[i + 1], &(int){0}) != 0))
+            value = "true";
+        else if (i + 1 < argc)
+            value = argv[++i];
+        else {
+            fprintf(stderr, "%s: flag --%s needs a value\n", program, f->name);
+            goto fail;
+        }
+        if (flag_set(cfg, f, value, "command line") != 0)
+            goto fail;
+    }
+    if (cfg->secure && cfg->auto_cert && cfg->domain[0] == '\0') {
+        fprintf(stderr, "%s: --domain is required with --secure=true and --auto_cert=true\n", program);
+        goto fail;
+    }
+    if (strcmp(cfg->log_level, "error") && strcmp(cfg->log_level, "warning") && strcmp(cfg->log_level, "info") &&
+        strcmp(cfg->log_level, "debug")) {
+        fprintf(stderr, "%s: invalid value '%s' for --log_level: expected error, warning, info or debug\n", program,
+                cfg->log_level);
+        goto fail;
+    }
+    if (cfg->jwt_secret[0] == '\0') {
+        fprintf(stderr, "%s: --jwt_secret must not be empty\n", program);
+        goto fail;
+    }
+    if (cfg->admin_token[0] == '\0') {
+        fprintf(stderr, "%s: --admin_token must not be empty\n", program);
+        goto fail;
+    }
+    return 0;
+fail:
+    config_free(cfg);
+    return -1;
+}
+
+void config_free(broker_config *cfg)
+{
+    for (size_t i = 0; i < NFLAGS; i++) {
+        if (FLAGS[i].type == FLAG_STRING) {
+            char **s = (char **)((char *)cfg + FLAGS[i].offset);
+            free(*s);
+            *s = NULL;
+        }
+    }
+}
+
+void config_warn_insecure(const broker_config *cfg)
+{
+    if (!strcmp(cfg->jwt_secret, "secret"))
+        log_warn("WARNING: --jwt_secret is the default 'secret': anyone can forge tokens. Set --jwt_secret or BROKER_JWT_SECRET.");
+    if (!strcmp(cfg->admin_token, "letmein"))
+        log_warn("WARNING: --admin_token is the default 'letmein': anyone can manage users. Set --admin_token or BROKER_ADMIN_TOKEN.");
+}

@@ -1,0 +1,54 @@
+/*
+ * config.h - every command-line flag of every Broker binary, in one table.
+ *
+ * The table in config.c is the single source of truth: parsing, the
+ * BROKER_<FLAG> environment variables, --help and docs/FLAGS.md are all
+ * produced from it.  Precedence: default < environment < command line.
+ * A bad value stops the program with a message that names the flag.
+ */
+#ifndef BROKER_CONFIG_H
+#define BROKER_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+typedef struct broker_config {
+    char *origin;
+    long port;
+    long jwt_expiry;
+    char *jwt_secret;
+    int secure;
+    int auto_cert;
+    char *key_path;
+    char *cert_path;
+    char *certs;
+    char *db;
+    char *domain;
+    char *admin_token;
+    /* Beyond the seed's flags: what a deployment needs. */
+    char *store;        /* store URI; empty = embedded store at --db */
+    long max_body;      /* bytes */
+    long keepalive;     /* seconds between SSE keep-alive comments */
+    char *ntp_servers;  /* comma-separated host[:port] */
+    char *acme_directory;
+    char *log_level;
+    char *bind;         /* listen address */
+    char *bus_publish;  /* ZeroMQ endpoint ingest publishes on (split mode) */
+    char *bus_subscribe;/* ZeroMQ endpoint(s) stream subscribes to (split mode) */
+    long sse_queue_max; /* bytes queued for one SSE client before it is dropped */
+    long stream_workers;/* stream processes (all-in-one: 1) */
+} broker_config;
+
+/* Fills `cfg` from defaults, the environment and argv.  Returns 0 on success;
+ * 1 when --help was printed (the caller exits 0); -1 on a bad flag (the
+ * message is already on stderr; the caller exits 2). */
+int config_load(broker_config *cfg, int argc, char **argv, const char *program);
+void config_free(broker_config *cfg);
+
+/* Prints --help for `program` to `out`. */
+void config_print_help(FILE *out, const char *program);
+
+/* Logs loud warnings for insecure defaults (jwt_secret, admin_token). */
+void config_warn_insecure(const broker_config *cfg);
+
+#endif

@@ -1,0 +1,209 @@
+/*
+ * http.c - ulfius set up the way every Broker service needs it.
+ */
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <string.h>
+
+static metric_value *requests_2xx, *requests_4xx, *requests_5xx;
+
+static void count_status(unsigned status)
+{
+    if (status >= 500)
+        atomic_fetch_add(requests_5xx, 1);
+    else if (status >= 400)
+        atomic_fetch_add(requests_4xx, 1);
+    else
+        atomic_fetch_add(requests_2xx, 1);
+}
+
+int http_reply_json(struct _u_response *resp, unsigned status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(body);
+    if (text == NULL) {
+        status = 500;
+        text = strdup("{\"error\":\"the server could not encode its answer\"}");
+    }
+    ulfius_set_string_body_response(resp, status, text);
+    u_map_put(resp->map_header, "Content-Type", "application/json");
+    free(text);
+    count_status(status);
+    return U_CALLBACK_COMPLETE;
+}
+
+int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return http_reply_json(resp, status, json_pack("{s:s}", "error", msg));
+}
+
+json_t *http_json_object(const struct _u_request *req, struct _u_response *resp)
+{
+    json_error_t err;
+    if (req->binary_body == NULL || req->binary_body_length == 0) {
+        http_reply_error(resp, 400, "request body is empty: expected a JSON object");
+        return NULL;
+    }
+    /* jansson rejects invalid UTF-8, NUL bytes inside strings (no
+     * JSON_ALLOW_NUL) and nesting deeper than its parser limit. */
+    json_t *obj = json_loadb(req->binary_body, req->binary_body_length, 0, &err);
+    if (obj == NULL) {
+        http_reply_error(resp, 400, "malformed JSON at line %d, column %d: %s", err.line, err.column, err.text);
+        return NULL;
+    }
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        http_reply_error(resp, 400, "request body must be a JSON object");
+        return NULL;
+    }
+    return obj;
+}
+
+int http_field_string(json_t *obj, const char *key, int required, const char **out, struct _u_response *resp)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (v == NULL || json_is_null(v)) {
+        if (required) {
+            http_reply_error(resp, 400, "missing field '%s'", key);
+            return -1;
+        }
+        return 0;
+    }
+    if (!json_is_string(v)) {
+        http_reply_error(resp, 400, "field '%s' must be a string", key);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* The one ulfius callback: body limit, then the route's handler. */
+static int dispatch(const struct _u_request *req, struct _u_response *resp, void *user_data)
+{
+    const http_binding *b = user_data;
+    size_t max_body = (size_t)b->server->cfg->max_body;
+    const char *cl = u_map_get_case(req->map_header, "Content-Length");
+    if (req->binary_body_length > max_body || (cl != NULL && strtoull(cl, NULL, 10) > max_body))
+        return http_reply_error(resp, 413, "request body is larger than %zu bytes (--max_body)", max_body);
+    return b->handler(req, resp, b->ctx);
+}
+
+static int preflight(const struct _u_request *req, struct _u_response *resp, void *user_data)
+{
+    (void)req;
+    (void)user_data;
+    u_map_put(resp->map_header, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    u_map_put(resp->map_header, "Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID");
+    u_map_put(resp->map_header, "Access-Control-Max-Age", "86400");
+    ulfius_set_empty_body_response(resp, 204);
+    count_status(204);
+    return U_CALLBACK_COMPLETE;
+}
+
+/* No route matched: 405 if some route has this path, else 404. */
+static int fallback(const struct _u_request *req, struct _u_response *resp, void *user_data)
+{
+    const http_server *s = user_data;
+    for (size_t i = 0; i < s->nbindings; i++)
+        if (strcmp(s->bindings[i].path, req->url_path) == 0)
+            return http_reply_error(resp, 405, "method %s is not allowed on %s", req->http_verb, req->url_path);
+    return http_reply_error(resp, 404, "no such endpoint: %s", req->url_path);
+}
+
+int http_server_init(http_server *s, const broker_config *cfg)
+{
+    memset(s, 0, sizeof *s);
+    s->cfg = cfg;
+    requests_2xx = metrics_counter("broker_http_requests_total{code=\"2xx\"}", "HTTP requests answered, by status class");
+    requests_4xx = metrics_counter("broker_http_requests_total{code=\"4xx\"}", "HTTP requests answered, by status class");
+    requests_5xx = metrics_counter("broker_http_requests_total{code=\"5xx\"}", "HTTP requests answered, by status class");
+    s->bind_addr.sin_family = AF_INET;
+    s->bind_addr.sin_port = htons((uint16_t)cfg->port);
+    if (inet_pton(AF_INET, cfg->bind, &s->bind_addr.sin_addr) != 1) {
+        log_error("--bind: '%s' is not an IPv4 address", cfg->bind);
+        return -1;
+    }
+    if (ulfius_init_instance(&s->instance, (unsigned)cfg->port, &s->bind_addr, NULL) != U_OK) {
+        log_error("http: ulfius_init_instance failed");
+        return -1;
+    }
+    /* Read one byte past the limit, so that an oversized body is seen as such
+     * without buffering all of it. */
+    s->instance.max_post_body_size = (size_t)cfg->max_body + 1;
+    u_map_put(s->instance.default_headers, "Access-Control-Allow-Origin", cfg->origin);
+    if (strcmp(cfg->origin, "*") != 0)
+        u_map_put(s->instance.default_headers, "Vary", "Origin");
+    u_map_put(s->instance.default_headers, "Cache-Control", "no-store");
+    ulfius_set_default_endpoint(&s->instance, fallback, s);
+    return 0;
+}
+
+int http_server_add_routes(http_server *s, const http_route *routes, void *ctx)
+{
+    for (const http_route *r = routes; r->method != NULL; r++) {
+        if (s->nbindings >= HTTP_MAX_ROUTES) {
+            log_error("http: too many routes (HTTP_MAX_ROUTES)");
+            return -1;
+        }
+        int known = 0;
+        for (size_t i = 0; i < s->nbindings; i++)
+            known |= strcmp(s->bindings[i].path, r->path) == 0;
+        http_binding *b = &s->bindings[s->nbindings++];
+        *b = (http_binding){.server = s, .handler = r->handler, .ctx = ctx, .path = r->path};
+        if (ulfius_add_endpoint_by_val(&s->instance, r->method, r->path, NULL, 0, dispatch, b) != U_OK)
+            return -1;
+        if (!known && ulfius_add_endpoint_by_val(&s->instance, "OPTIONS", r->path, NULL, 0, preflight, NULL) != U_OK)
+            return -1;
+    }
+    return 0;
+}
+
+int http_server_start(http_server *s, int listen_self)
+{
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    struct MHD_OptionItem ops[] = {
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL},
+        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL},
+        /* Idle keep-alive connections and slow senders are closed after 60 s. */
+        {MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, 8192, NULL},
+        {MHD_OPTION_THREAD_STACK_SIZE, 256 * 1024, NULL},
+        {MHD_OPTION_SOCK_ADDR, 0, &s->bind_addr},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (!listen_self)
+        flags |= MHD_USE_NO_LISTEN_SOCKET;
+    if (!listen_self)
+        ops[5] = ops[6];
+    if (ulfius_start_framework_with_mhd_options(&s->instance, flags, ops) != U_OK) {
+        log_error("http: could not start the HTTP server on %s:%ld", s->cfg->bind, s->cfg->port);
+        return -1;
+    }
+    s->started = 1;
+    return 0;
+}
+
+int http_server_adopt(http_server *s, int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    return MHD_add_connection(s->instance.mhd_daemon, fd, addr, addrlen) == MHD_YES ? 0 : -1;
+}
+
+void http_server_stop(http_server *s)
+{
+    if (s->started)
+        ulfius_stop_framework(&s->instance);
+    s->started = 0;
+    ulfius_clean_instance(&s->instance);
+}

@@ -1,0 +1,82 @@
+/*
+ * http.h - the request/response side of every service, on ulfius.
+ *
+ * A service describes its endpoints as a table of http_route and adds it to
+ * an http_server; the server takes care of what every endpoint shares:
+ *   - JSON replies and the one error shape {"error": "..."} (http_reply_*),
+ *   - CORS: Access-Control-Allow-Origin on every answer, and a preflight
+ *     OPTIONS answer on every known path,
+ *   - the body limit (--max_body -> 413) before a handler runs,
+ *   - 404 for an unknown path, 405 for a known path with the wrong method,
+ *   - request counters for /metrics.
+ *
+ * Threading (measured choice, see bench/RESULTS.md): libmicrohttpd runs one
+ * thread per connection, polled with poll() (not select(), so descriptors
+ * above FD_SETSIZE work).  Request handlers block on Argon2 (~40 ms) and on
+ * the store's fsync; a thread per connection keeps one slow login from
+ * stalling unrelated requests.  Long-lived SSE connections never reach this
+ * server: the stream service owns them (services/stream).
+ */
+#ifndef BROKER_HTTP_H
+#define BROKER_HTTP_H
+
+#include <jansson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <ulfius.h>
+
+#include "config.h"
+
+typedef int (*http_handler)(const struct _u_request *req, struct _u_response *resp, void *ctx);
+
+typedef struct http_route {
+    const char *method;
+    const char *path;
+    http_handler handler;
+} http_route;
+
+#define HTTP_MAX_ROUTES 48
+
+typedef struct http_binding {
+    struct http_server *server;
+    http_handler handler;
+    void *ctx;
+    const char *path;
+} http_binding;
+
+typedef struct http_server {
+    struct _u_instance instance;
+    const broker_config *cfg;
+    http_binding bindings[HTTP_MAX_ROUTES];
+    size_t nbindings;
+    struct sockaddr_in bind_addr;
+    int started;
+} http_server;
+
+int http_server_init(http_server *s, const broker_config *cfg);
+/* Adds every route of `routes` (ended by a row with a NULL method); `ctx` is
+ * passed to each handler. */
+int http_server_add_routes(http_server *s, const http_route *routes, void *ctx);
+/* listen_self: 1 = listen on --bind:--port; 0 = no socket of its own,
+ * connections come through http_server_adopt(). */
+int http_server_start(http_server *s, int listen_self);
+/* Hands an accepted connection to the server (the stream front loop does
+ * this for every request that is not /sse). */
+int http_server_adopt(http_server *s, int fd, const struct sockaddr *addr, socklen_t addrlen);
+void http_server_stop(http_server *s);
+
+/* Replies: each returns U_CALLBACK_COMPLETE, so a handler can `return http_reply_...`. */
+int http_reply_json(struct _u_response *resp, unsigned status, json_t *body /* reference stolen */);
+int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Parses the request body as a JSON object.  On failure replies 400 with what
+ * was wrong and returns NULL. */
+json_t *http_json_object(const struct _u_request *req, struct _u_response *resp);
+
+/* Field readers for request objects: each replies 400 naming the field and
+ * returns -1 when the field is missing (if required) or of the wrong type.
+ * A missing optional field leaves *out NULL and returns 0. */
+int http_field_string(json_t *obj, const char *key, int required, const char **out, struct _u_response *resp);
+
+#endif

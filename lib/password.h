@@ -1,0 +1,17 @@
+/*
+ * password.h - Argon2id password hashing (libargon2).
+ *
+ * Parameters follow OWASP's minimum for Argon2id (19 MiB, 2 passes, 1 lane):
+ * about 40 ms on this 2-core machine, so a login costs one of those and the
+ * Basic-credential cache (credcache.h) keeps it off the hot path.
+ */
+#ifndef BROKER_PASSWORD_H
+#define BROKER_PASSWORD_H
+
+/* Hashes `password` with a fresh random salt.  Returns a malloc'd encoded
+ * hash ("$argon2id$v=19$m=...") or NULL on failure (logged). */
+char *password_hash(const char *password);
+/* 1 when `password` matches `encoded`, 0 otherwise (including a malformed hash). */
+int password_verify(const char *encoded, const char *password);
+
+#endif

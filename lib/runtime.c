@@ -1,0 +1,134 @@
+/*
+ * runtime.c - common start-up and shutdown of a service process.
+ */
+#include "runtime.h"
+#include "email.h"
+#include "log.h"
+#include "metrics.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
+{
+    memset(rt, 0, sizeof *rt);
+    int rc = config_load(&rt->cfg, argc, argv, service);
+    if (rc != 0)
+        return rc;
+    if (log_init(service, rt->cfg.log_level) != 0) {
+        fprintf(stderr, "%s: cannot start logging\n", service);
+        goto fail;
+    }
+    config_warn_insecure(&rt->cfg);
+    /* SIGINT/SIGTERM are taken by runtime_wait_for_signal(); block them before
+     * any thread starts so that every thread inherits the mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* A peer that closes its socket must not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    if (email_init() != 0)
+        goto fail;
+    const char *uri = rt->cfg.store[0] ? rt->cfg.store : rt->cfg.db;
+    rt->store = store_open(uri);
+    if (rt->store == NULL) {
+        log_error("cannot open the store '%s' (--store/--db)", uri);
+        goto fail;
+    }
+    rt->basic_cache = credcache_new(4096, 300);
+    if (rt->basic_cache == NULL)
+        goto fail;
+    rt->authn = (authn){.store = rt->store, .jwt_secret = rt->cfg.jwt_secret, .basic_cache = rt->basic_cache};
+    return 0;
+fail:
+    runtime_close(rt);
+    return -1;
+}
+
+static void publish_user_change(broker_runtime *rt, const char *username, int revoked, void *arg)
+{
+    (void)arg;
+    bus_publish_user(rt->bus, username, revoked);
+}
+
+int runtime_open_bus(broker_runtime *rt, const char *endpoint)
+{
+    rt->bus = bus_pub_open(endpoint);
+    if (rt->bus == NULL)
+        return -1;
+    rt->user_changed = publish_user_change;
+    return 0;
+}
+
+void runtime_close(broker_runtime *rt)
+{
+    bus_pub_close(rt->bus);
+    rt->bus = NULL;
+    credcache_free(rt->basic_cache);
+    rt->basic_cache = NULL;
+    if (rt->store != NULL)
+        store_close(rt->store);
+    rt->store = NULL;
+    config_free(&rt->cfg);
+}
+
+void runtime_wait_for_signal(void)
+{
+    sigset_t set;
+    int sig = 0;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigwait(&set, &sig);
+    log_info("signal %d: shutting down", sig);
+}
+
+static int healthz(const struct _u_request *req, struct _u_response *resp, void *ctx)
+{
+    (void)req;
+    (void)ctx;
+    return http_reply_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static int readyz(const struct _u_request *req, struct _u_response *resp, void *ctx)
+{
+    broker_runtime *rt = ctx;
+    (void)req;
+    if (store_ping(rt->store) != STORE_OK)
+        return http_reply_json(resp, 503, json_pack("{s:s,s:s}", "status", "unavailable", "error", "the store does not answer"));
+    if (rt->ready_check != NULL) {
+        const char *why = rt->ready_check(rt, rt->ready_check_arg);
+        if (why != NULL)
+            return http_reply_json(resp, 503, json_pack("{s:s,s:s}", "status", "unavailable", "error", why));
+    }
+    return http_reply_json(resp, 200, json_pack("{s:s}", "status", "ready"));
+}
+
+static int metrics(const struct _u_request *req, struct _u_response *resp, void *ctx)
+{
+    (void)req;
+    (void)ctx;
+    char *text = metrics_render();
+    if (text == NULL)
+        return http_reply_error(resp, 500, "could not render metrics");
+    ulfius_set_string_body_response(resp, 200, text);
+    u_map_put(resp->map_header, "Content-Type", "text/plain; version=0.0.4");
+    free(text);
+    return U_CALLBACK_COMPLETE;
+}
+
+int health_add_routes(http_server *s, broker_runtime *rt)
+{
+    static const http_route routes[] = {
+        {"GET", "/healthz", healthz},
+        {"GET", "/readyz", readyz},
+        {"GET", "/metrics", metrics},
+        {NULL, NULL, NULL},
+    };
+    return http_server_add_routes(s, routes, rt);
+}

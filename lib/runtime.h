@@ -1,0 +1,54 @@
+/*
+ * runtime.h - what every service process holds: its flags, its store, its
+ * credential checker, and hooks the services fill in.
+ *
+ * runtime_open() does the common start-up (flags, logging, warnings, store,
+ * e-mail lists) so that each main() is a few lines.
+ */
+#ifndef BROKER_RUNTIME_H
+#define BROKER_RUNTIME_H
+
+#include "authn.h"
+#include "bus.h"
+#include "config.h"
+#include "credcache.h"
+#include "http.h"
+#include "store.h"
+
+typedef struct broker_runtime broker_runtime;
+
+struct broker_runtime {
+    broker_config cfg;
+    store *store;
+    credcache *basic_cache;
+    authn authn;
+    /* The publisher of this process's bus messages (events from ingest,
+     * user changes from auth); NULL when the process publishes nothing. */
+    bus_pub *bus;
+    /* Called after a user is revoked, unrevoked or updated, so that other
+     * parts (the bus, open streams, other processes' caches) can react.
+     * NULL when nothing listens. */
+    void (*user_changed)(broker_runtime *rt, const char *username, int revoked, void *arg);
+    void *user_changed_arg;
+    /* Extra readiness check (the bus); NULL = none.  Returns NULL when ready,
+     * else a static reason. */
+    const char *(*ready_check)(broker_runtime *rt, void *arg);
+    void *ready_check_arg;
+};
+
+/* Returns 0 when running; 1 when --help was printed; -1 on a start-up error
+ * (already reported). */
+int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service);
+void runtime_close(broker_runtime *rt);
+
+/* Opens rt->bus on `endpoint` (--bus_publish, or inproc in the all-in-one)
+ * and makes user changes travel on it.  Returns 0 or -1 (logged). */
+int runtime_open_bus(broker_runtime *rt, const char *endpoint);
+
+/* Blocks until SIGINT or SIGTERM. */
+void runtime_wait_for_signal(void);
+
+/* GET /healthz, /readyz and /metrics, for every service's http_server. */
+int health_add_routes(http_server *s, broker_runtime *rt);
+
+#endif

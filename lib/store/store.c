@@ -1,0 +1,69 @@
+/*
+ * store.c - picks a backend from a URI, and the helpers every backend shares.
+ *
+ * The services only ever see `store *` and the store_* wrappers of store.h;
+ * this is the one place that knows which backends exist.
+ */
+#include "store.h"
+
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+store *store_open(const char *uri)
+{
+    if (uri == NULL || *uri == '\0') {
+        log_error("store: no store URI or database path given");
+        return NULL;
+    }
+    if (has_prefix(uri, "mongodb://") || has_prefix(uri, "mongodb+srv://")) {
+        /* The URI may carry a password: it is not logged. */
+        log_error("store: MongoDB backend not built yet");
+        return NULL;
+    }
+    const char *path = uri;
+    if (has_prefix(uri, "sqlite://"))
+        path = uri + strlen("sqlite://");
+    else if (has_prefix(uri, "sqlite:"))
+        path = uri + strlen("sqlite:");
+    return store_sqlite_open(path);
+}
+
+void store_close(store *s)
+{
+    if (s != NULL)
+        s->ops->close(s);
+}
+
+void store_user_clear(store_user *u)
+{
+    if (u == NULL)
+        return;
+    free(u->username);
+    free(u->password_hash);
+    free(u->tenant_name);
+    free(u->email);
+    free(u->data);
+    memset(u, 0, sizeof(*u));
+}
+
+const char *store_status_text(store_status st)
+{
+    switch (st) {
+    case STORE_OK:
+        return "ok";
+    case STORE_NOT_FOUND:
+        return "not found";
+    case STORE_CONFLICT:
+        return "conflict";
+    case STORE_UNAVAILABLE:
+        return "store unavailable";
+    }
+    return "unknown store status";
+}

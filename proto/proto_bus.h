@@ -1,0 +1,42 @@
+/*
+ * proto/proto_bus.h - the bus envelope: what travels between services over ZeroMQ
+ * PUB/SUB.  Shared by every service; change it only together with all of them.
+ *
+ * Topics (first frame; ZeroMQ subscriptions match it by prefix):
+ *   "ev/<tenant>/"   an event of <tenant>.  Tenant names are [A-Za-z0-9_.-],
+ *                    so the closing '/' makes sure no tenant's topic is a
+ *                    prefix of another's ("ev/t_1/" vs "ev/t_10/").
+ *   "ctl/user/"      a user was revoked, unrevoked or updated: open streams of
+ *                    that user close, caches drop it.
+ *   "ctl/clock/"     the network-corrected clock offset (from certd).
+ *   "ctl/cert/"      a certificate was renewed (from certd).
+ *
+ * Frames of an event message:
+ *   1. topic          "ev/<tenant>/"
+ *   2. header         16 bytes: seq (uint64, big-endian), ts_ms (int64, big-endian)
+ *   3. event name     UTF-8, 1..256 bytes
+ *   4. data           compact JSON text
+ * `seq` is the per-tenant sequence allocated by the store with the write: a
+ * subscriber that sees seq jump past last+1 has missed events and fills the
+ * gap from the store; seq <= last is a duplicate and is dropped.
+ *
+ * Frames of "ctl/user/": 2. username  3. one byte, '1' revoked or '0' not.
+ * Frames of "ctl/clock/": 2. offset in ms, int64 big-endian.
+ * Frames of "ctl/cert/": 2. the certificate's path.
+ *
+ * Endpoints: the all-in-one uses "inproc://broker-bus"; a split deployment
+ * binds each publisher on tcp (ingest on tcp port 5556, auth on 5557) and
+ * every stream process connects to all of them (--bus_subscribe).
+ */
+#ifndef BROKER_PROTO_BUS_H
+#define BROKER_PROTO_BUS_H
+
+#define BUS_TOPIC_EVENT "ev/"
+#define BUS_TOPIC_USER "ctl/user/"
+#define BUS_TOPIC_CLOCK "ctl/clock/"
+#define BUS_TOPIC_CERT "ctl/cert/"
+#define BUS_INPROC_ENDPOINT "inproc://broker-bus"
+#define BUS_EVENT_HEADER_LEN 16
+#define BUS_EVENT_NAME_MAX 256
+
+#endif
