@@ -173,8 +173,8 @@ int config_load(broker_config *cfg, int argc, char **argv, const char *program)
         const char *value;
         if (eq != NULL)
             value = eq + 1;
-        else if (f->type == FLAG_BOOL && (i + 1 >= argc || parse_bool(argv[i + 1], &(int){0}) != 0))
-            value = "true";
+        else if (f->type == FLAG_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0))
+            value = "true"; /* a bare boolean flag: --secure */
         else if (i + 1 < argc)
             value = argv[++i];
         else {

@@ -1,0 +1,411 @@
+"""Black-box test harness: starts the real broker binary and talks HTTP to it.
+
+The contract under test is SPEC.md (the shared copy). Nothing here knows the server's
+internals: every check goes through the public HTTP API, the command line and the logs.
+
+Environment:
+  BROKER_BIN               binary to start (default: <repo>/build/broker)
+  BROKER_TEST_BASE_URL     use this already-running server instead of starting one
+                           (split deployments); tests needing special flags then skip
+  BROKER_TEST_ADMIN_TOKEN  admin token of that server   (default: letmein)
+  BROKER_TEST_JWT_SECRET   JWT secret of that server    (default: secret)
+  BROKER_TEST_JWT_EXPIRY   JWT lifetime of that server  (default: 86400)
+  BROKER_TEST_ORIGIN       --origin of that server      (default: *)
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import shutil
+import tempfile
+import time
+import uuid
+
+import pytest
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+BROKER_BIN = os.environ.get("BROKER_BIN", os.path.join(REPO, "build", "broker"))
+EXTERNAL_URL = os.environ.get("BROKER_TEST_BASE_URL", "").rstrip("/")
+
+DEFAULT_EXPIRY = 86400
+STARTUP_TIMEOUT = 10.0  # seconds until /healthz must answer
+STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+HTTP_TIMEOUT = 10.0  # every request is bounded
+
+# Servers currently running; their stderr is attached to any failing test's report.
+_ACTIVE = []
+# Scratch dirs (db, logs) of started servers; removed at the end unless BROKER_TEST_KEEP=1.
+_WORKDIRS = []
+
+
+def uniq(prefix="u"):
+    """A username (or tenant) no other test uses."""
+    return "%s_%s" % (prefix, uuid.uuid4().hex[:16])
+
+
+def needs_own_server(reason="needs a server started with special flags"):
+    if EXTERNAL_URL:
+        pytest.skip("BROKER_TEST_BASE_URL is set: %s" % reason)
+
+
+# ---------------------------------------------------------------- JWT helpers
+
+def b64url_encode(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text):
+    text = text.encode("ascii") if isinstance(text, str) else text
+    return base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+
+
+def jwt_parts(token):
+    """(header dict, payload dict, signature bytes) of a compact JWS, unverified."""
+    parts = token.split(".")
+    assert len(parts) == 3, "JWT must have 3 dot-separated parts: %r" % token
+    return (json.loads(b64url_decode(parts[0])), json.loads(b64url_decode(parts[1])),
+            b64url_decode(parts[2]))
+
+
+def make_jwt(payload, secret, alg="HS256", header=None):
+    """Sign a token ourselves (to forge tokens the server must refuse, or accept)."""
+    hdr = header if header is not None else {"alg": alg, "typ": "JWT"}
+    signing_input = (b64url_encode(json.dumps(hdr, separators=(",", ":")).encode()) + "." +
+                     b64url_encode(json.dumps(payload, separators=(",", ":")).encode()))
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}.get(alg)
+    if digest is None:  # "none" and friends: no signature
+        return signing_input + "."
+    sig = hmac.new(secret.encode(), signing_input.encode("ascii"), digest).digest()
+    return signing_input + "." + b64url_encode(sig)
+
+
+def hs256_signature_ok(token, secret):
+    head, payload, sig = token.split(".")
+    want = hmac.new(secret.encode(), (head + "." + payload).encode("ascii"), hashlib.sha256).digest()
+    return hmac.compare_digest(want, b64url_decode(sig))
+
+
+def basic_header(username, password):
+    raw = ("%s:%s" % (username, password)).encode("utf-8")
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+
+
+def bearer_header(token):
+    return {"Authorization": "Bearer " + token}
+
+
+# ---------------------------------------------------------------- assertions
+
+def describe(r):
+    return "%s %s -> %s %r" % (r.request.method, r.request.url, r.status_code, r.text[:500])
+
+
+def assert_json_response(r):
+    ctype = r.headers.get("Content-Type", "")
+    assert ctype.lower().startswith("application/json"), \
+        "Content-Type %r is not application/json: %s" % (ctype, describe(r))
+    try:
+        return r.json()
+    except ValueError:
+        raise AssertionError("body is not JSON: %s" % describe(r))
+
+
+def assert_error(r, status):
+    """SPEC: every error answers {"error": "<non-empty words>"} with the given status."""
+    if isinstance(status, int):
+        status = (status,)
+    assert r.status_code in status, "expected %s: %s" % (status, describe(r))
+    body = assert_json_response(r)
+    assert isinstance(body, dict) and isinstance(body.get("error"), str) \
+        and body["error"].strip(), "error body must be {\"error\": \"...\"}: %s" % describe(r)
+    return body
+
+
+def assert_ok(r):
+    assert r.status_code == 200, "expected 200: %s" % describe(r)
+    return assert_json_response(r)
+
+
+# ---------------------------------------------------------------- the server
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(extra=None):
+    """The caller's environment without BROKER_* settings (they would change the server),
+    plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env.update(extra or {})
+    return env
+
+
+class User:
+    def __init__(self, username, password, tenant_name, created):
+        self.username = username
+        self.password = password
+        self.tenant_name = tenant_name
+        self.created = created  # the user object create_user answered
+
+    def basic(self):
+        return basic_header(self.username, self.password)
+
+
+class Broker:
+    """A broker under test: a base URL, its secrets, and helpers to talk to it.
+    Owns the process when the harness started it (proc is None for an external server)."""
+
+    def __init__(self, base_url, admin_token, jwt_secret, jwt_expiry=DEFAULT_EXPIRY,
+                 origin="*", proc=None, stderr_path=None, workdir=None, name="broker"):
+        self.base_url = base_url
+        self.admin_token = admin_token
+        self.jwt_secret = jwt_secret
+        self.jwt_expiry = jwt_expiry
+        self.origin = origin
+        self.proc = proc
+        self.stderr_path = stderr_path
+        self.workdir = workdir
+        self.name = name
+
+    # -- raw HTTP
+    def url(self, path):
+        return self.base_url + path
+
+    def request(self, method, path, **kw):
+        kw.setdefault("timeout", HTTP_TIMEOUT)
+        return requests.request(method, self.url(path), **kw)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        if body is not None:
+            kw["json"] = body
+        return self.request("POST", path, **kw)
+
+    def post_raw(self, path, raw, headers=None, **kw):
+        hdrs = {"Content-Type": "application/json"}
+        hdrs.update(headers or {})
+        return self.request("POST", path, data=raw, headers=hdrs, **kw)
+
+    # -- user system
+    def admin(self, path, **fields):
+        """POST an admin endpoint with the right admin_token."""
+        body = {"admin_token": self.admin_token}
+        body.update(fields)
+        return self.post(path, body)
+
+    def create_user_raw(self, **fields):
+        body = {"admin_token": self.admin_token}
+        body.update(fields)
+        return self.post("/create_user", body)
+
+    def create_user(self, username=None, password=None, tenant_name=None, **extra):
+        """Create a user (unique names by default) and insist on 200."""
+        username = username if username is not None else uniq("user")
+        password = password if password is not None else "pw-" + uuid.uuid4().hex[:12]
+        tenant_name = tenant_name if tenant_name is not None else uniq("tenant")
+        r = self.create_user_raw(username=username, password=password,
+                                 tenant_name=tenant_name, **extra)
+        created = assert_ok(r)
+        return User(username, password, tenant_name, created)
+
+    def login_raw(self, username, password):
+        return self.post("/login", {"username": username, "password": password})
+
+    def login(self, username, password):
+        body = assert_ok(self.login_raw(username, password))
+        assert isinstance(body.get("jwt"), str) and body["jwt"], "login answered %r" % body
+        return body["jwt"]
+
+    def verify(self, headers):
+        return self.get("/verify", headers=headers)
+
+    def healthy(self):
+        try:
+            r = self.get("/healthz", timeout=2)
+            return r.status_code == 200
+        except requests.RequestException:
+            return False
+
+    # -- process
+    def alive(self):
+        return self.proc is None or self.proc.poll() is None
+
+    def stderr_text(self):
+        if not self.stderr_path or not os.path.exists(self.stderr_path):
+            return ""
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stderr_tail(self, limit=8000):
+        text = self.stderr_text()
+        return text if len(text) <= limit else "...\n" + text[-limit:]
+
+    def stop(self):
+        """SIGTERM, then SIGKILL after STOP_GRACE seconds. Returns the exit code."""
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_GRACE)
+        return self.proc.returncode
+
+
+def spawn(args, env, workdir, tag="broker"):
+    """Start the binary with `args`; stdout and stderr go to files in workdir."""
+    if not os.access(BROKER_BIN, os.X_OK):
+        pytest.fail("broker binary not found or not executable: %s (build it, or set BROKER_BIN)"
+                    % BROKER_BIN)
+    stderr_path = os.path.join(workdir, tag + ".stderr")
+    stdout_path = os.path.join(workdir, tag + ".stdout")
+    with open(stderr_path, "wb") as err, open(stdout_path, "wb") as out:
+        proc = subprocess.Popen([BROKER_BIN] + list(args), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err, env=env, cwd=workdir)
+    return proc, stderr_path
+
+
+def wait_healthy(broker, timeout=STARTUP_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not broker.alive():
+            return False
+        if broker.healthy():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def start_broker(extra_args=(), env=None, admin_token=None, jwt_secret=None, port=None,
+                 port_flag=True, db_flag=True, secrets_flags=True, jwt_expiry=None,
+                 origin="*", wait=True, tag="broker"):
+    """Start the broker on a free loopback port with a fresh --db; wait for /healthz.
+
+    port_flag=False leaves --port out (the port then comes from env, e.g. BROKER_PORT).
+    secrets_flags=False leaves --admin_token/--jwt_secret out (server defaults or env).
+    """
+    admin_token = admin_token or "adm-" + uuid.uuid4().hex
+    jwt_secret = jwt_secret or "jwt-" + uuid.uuid4().hex
+    workdir = tempfile.mkdtemp(prefix="broker-bb-")
+    _WORKDIRS.append(workdir)
+    last_err = ""
+    for _attempt in range(3):  # a free port can be taken between probe and bind: retry
+        listen_port = port or free_port()
+        args = []
+        if port_flag:
+            args += ["--port", str(listen_port)]
+        if db_flag:
+            # A path that does not exist yet: the server must create what it needs.
+            args += ["--db", os.path.join(workdir, "db")]
+        if secrets_flags:
+            args += ["--admin_token", admin_token, "--jwt_secret", jwt_secret]
+        if jwt_expiry is not None:
+            args += ["--jwt_expiry", str(jwt_expiry)]
+        args += list(extra_args)
+        proc, stderr_path = spawn(args, clean_env(env), workdir, tag)
+        b = Broker("http://127.0.0.1:%d" % listen_port, admin_token, jwt_secret,
+                   jwt_expiry or DEFAULT_EXPIRY, origin, proc, stderr_path, workdir, tag)
+        _ACTIVE.append(b)
+        if not wait:
+            return b
+        if wait_healthy(b):
+            return b
+        b.stop()
+        last_err = b.stderr_tail()
+        if port is not None or "in use" not in last_err.lower():
+            break
+    pytest.fail("broker did not answer /healthz within %.0f s (args %r, exit %r)\nstderr:\n%s"
+                % (STARTUP_TIMEOUT, args, b.proc.returncode, last_err))
+
+
+def external_broker():
+    return Broker(EXTERNAL_URL,
+                  os.environ.get("BROKER_TEST_ADMIN_TOKEN", "letmein"),
+                  os.environ.get("BROKER_TEST_JWT_SECRET", "secret"),
+                  int(os.environ.get("BROKER_TEST_JWT_EXPIRY", str(DEFAULT_EXPIRY))),
+                  os.environ.get("BROKER_TEST_ORIGIN", "*"),
+                  name="external")
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def broker():
+    """The server for one test module (external one when BROKER_TEST_BASE_URL is set)."""
+    if EXTERNAL_URL:
+        b = external_broker()
+        assert b.healthy(), "BROKER_TEST_BASE_URL %s does not answer /healthz" % EXTERNAL_URL
+        yield b
+        return
+    b = start_broker(tag="module")
+    yield b
+    crashed = not b.alive()
+    b.stop()
+    if crashed:
+        pytest.fail("broker exited during the module (exit %r); stderr:\n%s"
+                    % (b.proc.returncode, b.stderr_tail()))
+
+
+@pytest.fixture(scope="module")
+def broker_factory():
+    """start(extra_args=(), env=None, **kw) -> Broker with extra flags/env; skips when
+    BROKER_TEST_BASE_URL is set. Everything started is stopped at the end of the module."""
+    started = []
+
+    def start(extra_args=(), env=None, **kw):
+        flags = [str(a) for a in extra_args] + ["%s=%s" % kv for kv in sorted(kw.items())]
+        needs_own_server("this test starts a server with its own flags (%s)" % " ".join(flags))
+        kw.setdefault("tag", "factory%d" % len(started))
+        b = start_broker(extra_args, env, **kw)
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_user(broker):
+    """One user for read-only tests (saves Argon2 work)."""
+    return broker.create_user(email="shared@example.com", data={"k": [1, 2]})
+
+
+@pytest.fixture(scope="module")
+def shared_jwt(broker, shared_user):
+    return broker.login(shared_user.username, shared_user.password)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_workdirs():
+    yield
+    for b in list(_ACTIVE):
+        b.stop()
+    if os.environ.get("BROKER_TEST_KEEP") != "1":
+        for d in _WORKDIRS:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for b in list(_ACTIVE):
+            rep.sections.append(("broker stderr: %s (%s)" % (b.name, b.base_url),
+                                 b.stderr_tail() or "(empty)"))
