@@ -49,8 +49,8 @@ static const flag_def FLAGS[] = {
     {"acme_directory", FLAG_STRING, "https://acme-v02.api.letsencrypt.org/directory", OFF(acme_directory), 0, 0, "ACME directory URL"},
     {"log_level", FLAG_STRING, "info", OFF(log_level), 0, 0, "error, warning, info or debug"},
     {"bind", FLAG_STRING, "0.0.0.0", OFF(bind), 0, 0, "address to listen on"},
-    {"bus_publish", FLAG_STRING, "", OFF(bus_publish), 0, 0, "ZeroMQ endpoint the event bus publishes on (split mode; all-in-one uses inproc)"},
-    {"bus_subscribe", FLAG_STRING, "", OFF(bus_subscribe), 0, 0, "ZeroMQ endpoints (comma-separated) the stream service subscribes to (split mode)"},
+    {"bus_publish", FLAG_STRING, "", OFF(bus_publish), 0, 0, "ZeroMQ endpoint this service publishes on (split mode; empty: ingest tcp://*:5556, auth tcp://*:5557; the all-in-one uses inproc)"},
+    {"bus_subscribe", FLAG_STRING, "", OFF(bus_subscribe), 0, 0, "ZeroMQ endpoints (comma-separated) the stream service subscribes to (split mode; empty: tcp://127.0.0.1:5556,tcp://127.0.0.1:5557)"},
     {"sse_queue_max", FLAG_INT, "1048576", OFF(sse_queue_max), 4096, 1073741824, "bytes queued for one SSE client before it is disconnected"},
     {"stream_workers", FLAG_INT, "1", OFF(stream_workers), 1, 64, "SSE worker processes sharing the port (SO_REUSEPORT)"},
 };

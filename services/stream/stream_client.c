@@ -1,0 +1,177 @@
+/*
+ * stream_client.c - one SSE subscriber: its queue of frames and its socket.
+ *
+ * The queue is a ring of frame pointers that grows by doubling; an idle
+ * subscriber holds no ring at all (it is freed when it drains), which keeps
+ * an idle connection at the size of struct stream_client in user space.
+ */
+#include "stream_internal.h"
+#include "log.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define WRITEV_MAX 64
+
+stream_client *client_new(stream_engine *e, int fd)
+{
+    stream_client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->kind = WATCH_CLIENT;
+    c->fd = fd;
+    c->state = CLIENT_HEAD;
+    e->nclients++;
+    return c;
+}
+
+static void queue_clear(stream_client *c)
+{
+    for (uint32_t i = 0; i < c->qlen; i++)
+        sse_frame_unref(c->queue[(c->qhead + i) & (c->qcap - 1)]);
+    free(c->queue);
+    c->queue = NULL;
+    c->qhead = c->qlen = c->qcap = c->head_off = 0;
+    c->qbytes = 0;
+}
+
+int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f)
+{
+    if (c->closing)
+        return -1;
+    if (c->qbytes + f->len > e->queue_max) {
+        atomic_fetch_add(e->m_dropped_slow, 1);
+        log_info("stream: %s reads too slowly (%zu bytes queued): disconnected", c->username ? c->username : "client",
+                 c->qbytes);
+        client_schedule_close(e, c);
+        return -1;
+    }
+    if (c->qlen == c->qcap) {
+        uint32_t ncap = c->qcap ? c->qcap * 2 : 8;
+        sse_frame **nq = malloc(ncap * sizeof *nq);
+        if (nq == NULL) {
+            client_schedule_close(e, c);
+            return -1;
+        }
+        for (uint32_t i = 0; i < c->qlen; i++)
+            nq[i] = c->queue[(c->qhead + i) & (c->qcap - 1)];
+        free(c->queue);
+        c->queue = nq;
+        c->qcap = ncap;
+        c->qhead = 0;
+    }
+    c->queue[(c->qhead + c->qlen) & (c->qcap - 1)] = sse_frame_ref(f);
+    c->qlen++;
+    c->qbytes += f->len;
+    if (!c->dirty) {
+        c->dirty = 1;
+        c->dirty_next = e->dirty;
+        e->dirty = c;
+    }
+    return 0;
+}
+
+int client_flush(stream_engine *e, stream_client *c)
+{
+    while (c->qlen > 0 && !c->closing) {
+        struct iovec iov[WRITEV_MAX];
+        int n = 0;
+        for (uint32_t i = 0; i < c->qlen && n < WRITEV_MAX; i++, n++) {
+            sse_frame *f = c->queue[(c->qhead + i) & (c->qcap - 1)];
+            size_t off = i == 0 ? c->head_off : 0;
+            iov[n].iov_base = f->bytes + off;
+            iov[n].iov_len = f->len - off;
+        }
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0; /* EPOLLOUT will call again */
+            if (errno == EINTR)
+                continue;
+            client_schedule_close(e, c);
+            return -1;
+        }
+        size_t left = (size_t)w;
+        c->qbytes -= left;
+        while (left > 0) {
+            sse_frame *f = c->queue[c->qhead];
+            size_t rest = f->len - c->head_off;
+            if (left < rest) {
+                c->head_off += (uint32_t)left;
+                break;
+            }
+            left -= rest;
+            c->head_off = 0;
+            sse_frame_unref(f);
+            c->qhead = (c->qhead + 1) & (c->qcap - 1);
+            c->qlen--;
+            if (c->state == CLIENT_STREAMING)
+                atomic_fetch_add(e->m_delivered, 1);
+        }
+    }
+    if (c->qlen == 0 && c->queue != NULL) {
+        free(c->queue);
+        c->queue = NULL;
+        c->qcap = c->qhead = 0;
+    }
+    return c->closing ? -1 : 0;
+}
+
+void client_schedule_close(stream_engine *e, stream_client *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->close_next = e->to_close;
+    e->to_close = c;
+}
+
+/* Unlinks from whatever list holds the client and frees it.  Only the close
+ * list calls this (and shutdown), never a walk over a tenant. */
+void client_destroy(stream_engine *e, stream_client *c)
+{
+    if (c->state == CLIENT_STREAMING) {
+        tenant_unsubscribe(e, c);
+        atomic_fetch_sub(e->m_clients, 1);
+    } else {
+        if (c->prev)
+            c->prev->next = c->next;
+        else if (e->heads == c)
+            e->heads = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    queue_clear(c);
+    free(c->username);
+    e->nclients--;
+    free(c);
+}
+
+void client_reject(stream_engine *e, stream_client *c, int status, const char *reason, const char *message)
+{
+    char buf[1024];
+    json_t *obj = json_pack("{s:s}", "error", message);
+    char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    int blen = body ? (int)strlen(body) : 0;
+    int len = snprintf(buf, sizeof buf,
+                       "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                       "Access-Control-Allow-Origin: %s\r\nConnection: close\r\n\r\n%s",
+                       status, reason, blen, e->rt->cfg.origin, body ? body : "");
+    free(body);
+    atomic_fetch_add(e->m_rejected, 1);
+    if (len > 0 && (size_t)len < sizeof buf) {
+        /* A fresh socket's send buffer takes this whole; if not, the client
+         * just sees the connection close. */
+        ssize_t w = write(c->fd, buf, (size_t)len);
+        (void)w;
+    }
+    client_schedule_close(e, c);
+}

@@ -1,0 +1,484 @@
+/*
+ * stream_engine.c - the stream service's epoll loop.
+ *
+ * One thread owns every SSE connection of the process.  Each turn of the loop:
+ *   1. epoll_wait, then for each ready descriptor: accept new connections,
+ *      read request heads (peeking, so that a connection handed to the
+ *      request/response server keeps every byte), drain the bus, tick timers,
+ *      note writable sockets;
+ *   2. write every subscriber that has frames queued (one writev each, all of
+ *      its pending frames), so a burst of events costs one syscall per
+ *      subscriber rather than one per event;
+ *   3. close the subscribers marked for closing.
+ * Closing is deferred to step 3 so that no list is changed while it is walked.
+ */
+#include "stream_internal.h"
+#include "authn.h"
+#include "clock.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EPOLL_BATCH 512
+#define BUS_BATCH 4096          /* messages per turn before others get a go */
+#define HEAD_TIMEOUT_MS 10000   /* a request head must arrive within this */
+#define ACCEPT_PAUSE_MS 200     /* after EMFILE */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int stream_listen(const char *bind_addr, long port, int reuse_port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, bind_addr, &sa.sin_addr) != 1) {
+        log_error("--bind: '%s' is not an IPv4 address", bind_addr);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuse_port)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 4096) != 0) {
+        log_error("cannot listen on %s:%ld: %s", bind_addr, port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static const char *engine_ready(broker_runtime *rt, void *arg)
+{
+    (void)rt;
+    stream_engine *e = arg;
+    return atomic_load(&e->ready) ? NULL : "the stream service is not connected to the event bus yet";
+}
+
+static int watch(stream_engine *e, int fd, uint32_t events, void *tag)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = tag};
+    return epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int listen_fd, const char *bus_endpoints)
+{
+    stream_engine *e = calloc(1, sizeof *e);
+    char preamble[512];
+    if (e == NULL)
+        return NULL;
+    e->rt = rt;
+    e->http = http;
+    e->listen_fd = listen_fd;
+    e->timer_fd = e->wake_fd = e->epfd = -1;
+    e->listener_tag = WATCH_LISTENER;
+    e->bus_tag = WATCH_BUS;
+    e->timer_tag = WATCH_TIMER;
+    e->wake_tag = WATCH_WAKE;
+    e->queue_max = (size_t)rt->cfg.sse_queue_max;
+    e->bus_endpoints = strdup(bus_endpoints);
+    e->tenant_mask = 1023;
+    e->tenants = calloc(e->tenant_mask + 1, sizeof *e->tenants);
+    int plen = snprintf(preamble, sizeof preamble,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                        "Connection: keep-alive\r\nX-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: %s\r\n%s\r\n"
+                        "retry: 3000\n\n",
+                        rt->cfg.origin, strcmp(rt->cfg.origin, "*") ? "Vary: Origin\r\n" : "");
+    e->preamble = (plen > 0 && (size_t)plen < sizeof preamble) ? sse_frame_text(preamble, (size_t)plen) : NULL;
+    e->keepalive = sse_frame_text(": keep-alive\n\n", 14);
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    e->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    e->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct itimerspec tick = {.it_interval = {1, 0}, .it_value = {0, 100 * 1000 * 1000}};
+    if (e->bus_endpoints == NULL || e->tenants == NULL || e->preamble == NULL || e->keepalive == NULL || e->epfd < 0 ||
+        e->timer_fd < 0 || e->wake_fd < 0 || timerfd_settime(e->timer_fd, 0, &tick, NULL) != 0 ||
+        watch(e, listen_fd, EPOLLIN, &e->listener_tag) != 0 || watch(e, e->timer_fd, EPOLLIN, &e->timer_tag) != 0 ||
+        watch(e, e->wake_fd, EPOLLIN, &e->wake_tag) != 0) {
+        log_error("stream: cannot set up the event loop: %s", strerror(errno));
+        stream_engine_free(e);
+        return NULL;
+    }
+    e->m_clients = metrics_gauge("broker_sse_subscribers", "open SSE streams");
+    e->m_delivered = metrics_counter("broker_sse_frames_written_total", "SSE frames (events and keep-alives) written");
+    e->m_dropped_slow = metrics_counter("broker_sse_slow_dropped_total", "SSE clients disconnected for reading too slowly");
+    e->m_gaps = metrics_counter("broker_bus_gaps_filled_total", "sequence gaps on the bus filled from the store");
+    e->m_rejected = metrics_counter("broker_sse_rejected_total", "SSE requests answered with an error");
+    e->next_keepalive_ms = mono_ms() + rt->cfg.keepalive * 1000;
+    rt->ready_check = engine_ready;
+    rt->ready_check_arg = e;
+    return e;
+}
+
+/* ---- connections ----------------------------------------------------- */
+
+static void accept_all(stream_engine *e)
+{
+    for (;;) {
+        int fd = accept4(e->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_warn("stream: cannot accept (%s): pausing accepts for %d ms", strerror(errno), ACCEPT_PAUSE_MS);
+                epoll_ctl(e->epfd, EPOLL_CTL_DEL, e->listen_fd, NULL);
+                e->accept_paused_until_ms = mono_ms() + ACCEPT_PAUSE_MS;
+            }
+            return; /* EAGAIN, or a transient error such as ECONNABORTED */
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        stream_client *c = client_new(e, fd);
+        if (c == NULL || watch(e, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, c) != 0) {
+            if (c) {
+                c->fd = -1;
+                client_destroy(e, c);
+            }
+            close(fd);
+            continue;
+        }
+        c->deadline_ms = mono_ms() + HEAD_TIMEOUT_MS;
+        c->next = e->heads;
+        if (e->heads)
+            e->heads->prev = c;
+        e->heads = c;
+    }
+}
+
+static void unlink_head(stream_engine *e, stream_client *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        e->heads = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+/* Gives a connection, with its bytes unread, to the request/response server. */
+static void hand_off(stream_engine *e, stream_client *c)
+{
+    struct sockaddr_storage addr;
+    socklen_t alen = sizeof addr;
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (getpeername(c->fd, (struct sockaddr *)&addr, &alen) != 0 || e->http == NULL ||
+        http_server_adopt(e->http, c->fd, (struct sockaddr *)&addr, alen) != 0) {
+        /* MHD closes the socket itself when it refuses it. */
+        if (e->http == NULL)
+            close(c->fd);
+    }
+    c->fd = -1;
+    client_schedule_close(e, c);
+}
+
+static void start_stream(stream_engine *e, stream_client *c, const char *head, size_t len)
+{
+    sse_request req;
+    const char *why = NULL;
+    authn_identity who;
+    if (sse_request_parse(head, len, &req, &why) != 0) {
+        client_reject(e, c, 400, "Bad Request", why);
+        return;
+    }
+    if (!atomic_load(&e->ready)) {
+        client_reject(e, c, 503, "Service Unavailable", "the stream service is not connected to the event bus yet; retry");
+        return;
+    }
+    authn_result r = authn_check(&e->rt->authn, req.authorization[0] ? req.authorization : NULL, req.access_token,
+                                 &who, &why);
+    if (r != AUTHN_OK) {
+        if (r == AUTHN_FAULT)
+            client_reject(e, c, 500, "Internal Server Error", why);
+        else
+            client_reject(e, c, 401, "Unauthorized", why);
+        return;
+    }
+    c->username = strdup(who.username);
+    if (c->username == NULL) {
+        client_reject(e, c, 503, "Service Unavailable", "out of memory");
+        return;
+    }
+    tenant_subscribe(e, c, who.tenant, &req);
+}
+
+/* A connection still sending its request head: decide whose it is. */
+static void read_head(stream_engine *e, stream_client *c)
+{
+    char buf[SSE_HEAD_MAX];
+    ssize_t n = recv(c->fd, buf, sizeof buf, MSG_PEEK);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        client_schedule_close(e, c);
+        return;
+    }
+    if (n < 0)
+        return;
+    sse_route route = sse_request_route(buf, (size_t)n);
+    if (route == SSE_ROUTE_NEED_MORE)
+        return;
+    unlink_head(e, c);
+    if (route == SSE_ROUTE_OTHER) {
+        hand_off(e, c);
+        return;
+    }
+    size_t hl = sse_request_head_length(buf, (size_t)n);
+    if (hl == 0) {
+        if ((size_t)n == sizeof buf) {
+            client_reject(e, c, 431, "Request Header Fields Too Large", "request head is larger than 8 KiB");
+        } else { /* wait for the rest; back on the head list */
+            c->next = e->heads;
+            if (e->heads)
+                e->heads->prev = c;
+            e->heads = c;
+        }
+        return;
+    }
+    if (recv(c->fd, buf, hl, 0) != (ssize_t)hl) { /* consume exactly the head */
+        client_schedule_close(e, c);
+        return;
+    }
+    start_stream(e, c, buf, hl);
+}
+
+/* A streaming client sent bytes or hung up. */
+static void read_streaming(stream_engine *e, stream_client *c)
+{
+    char sink[1024];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(c->fd, sink, sizeof sink, 0);
+        if (n > 0)
+            continue; /* nothing a client sends on a stream means anything */
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            client_schedule_close(e, c);
+        return;
+    }
+}
+
+static void on_client(stream_engine *e, stream_client *c, uint32_t events)
+{
+    if (c->closing)
+        return;
+    if (c->state == CLIENT_HEAD) {
+        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            read_head(e, c);
+        return;
+    }
+    if (events & (EPOLLHUP | EPOLLERR)) {
+        client_schedule_close(e, c);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP))
+        read_streaming(e, c);
+    if ((events & EPOLLOUT) && c->qlen > 0 && !c->dirty) {
+        c->dirty = 1;
+        c->dirty_next = e->dirty;
+        e->dirty = c;
+    }
+}
+
+/* ---- bus and timers -------------------------------------------------- */
+
+/* Returns 1 when messages may still be pending (the batch limit was hit). */
+static int drain_bus(stream_engine *e)
+{
+    bus_msg m;
+    for (int i = 0; i < BUS_BATCH; i++) {
+        int r = bus_sub_recv(e->bus, &m);
+        if (r <= 0)
+            return 0;
+        switch (m.kind) {
+        case BUS_EVENT:
+            tenant_dispatch(e, &m);
+            break;
+        case BUS_USER:
+            tenants_close_user(e, m.username, m.username_len);
+            break;
+        case BUS_CLOCK:
+            clock_set_offset_ms(m.clock_offset_ms);
+            break;
+        case BUS_CERT:
+            break;
+        }
+    }
+    return 1;
+}
+
+static void on_tick(stream_engine *e)
+{
+    uint64_t expirations;
+    ssize_t r = read(e->timer_fd, &expirations, sizeof expirations);
+    (void)r;
+    int64_t now = mono_ms();
+    for (stream_client *c = e->heads, *next; c; c = next) {
+        next = c->next;
+        if (c->deadline_ms < now && !c->closing) {
+            unlink_head(e, c);
+            client_reject(e, c, 408, "Request Timeout", "the request head did not arrive in time");
+        }
+    }
+    if (!atomic_load(&e->ready) && bus_sub_ready(e->bus))
+        atomic_store(&e->ready, 1);
+    if (now >= e->next_keepalive_ms) {
+        tenants_keepalive(e);
+        e->next_keepalive_ms = now + e->rt->cfg.keepalive * 1000;
+    }
+    if (e->accept_paused_until_ms && now >= e->accept_paused_until_ms) {
+        e->accept_paused_until_ms = 0;
+        watch(e, e->listen_fd, EPOLLIN, &e->listener_tag);
+    }
+}
+
+static void flush_dirty(stream_engine *e)
+{
+    while (e->dirty != NULL) {
+        stream_client *c = e->dirty;
+        e->dirty = c->dirty_next;
+        c->dirty = 0;
+        c->dirty_next = NULL;
+        if (c->closing)
+            continue;
+        if (client_flush(e, c) == 0 && c->replaying && c->qlen == 0)
+            tenant_replay_more(e, c); /* may mark it dirty again */
+    }
+}
+
+static void close_pending(stream_engine *e)
+{
+    while (e->to_close != NULL) {
+        stream_client *c = e->to_close;
+        e->to_close = c->close_next;
+        client_destroy(e, c);
+    }
+}
+
+static void *engine_main(void *arg)
+{
+    stream_engine *e = arg;
+    struct epoll_event events[EPOLL_BATCH];
+    /* ZMQ_FD signals only once a read has found the socket empty, so the
+     * first turn drains the bus before waiting on it. */
+    int bus_pending = 1;
+    e->bus = bus_sub_open(e->bus_endpoints);
+    if (e->bus == NULL) {
+        log_error("stream: cannot subscribe to the bus at %s", e->bus_endpoints);
+        return NULL;
+    }
+    e->bus_fd = bus_sub_fd(e->bus);
+    if (watch(e, e->bus_fd, EPOLLIN, &e->bus_tag) != 0) {
+        log_error("stream: cannot watch the bus: %s", strerror(errno));
+        return NULL;
+    }
+    if (bus_sub_ready(e->bus))
+        atomic_store(&e->ready, 1);
+    while (!atomic_load(&e->stop)) {
+        int n = epoll_wait(e->epfd, events, EPOLL_BATCH, bus_pending ? 0 : 1000);
+        if (n < 0 && errno != EINTR) {
+            log_error("stream: epoll_wait: %s", strerror(errno));
+            break;
+        }
+        int bus_ready = bus_pending;
+        for (int i = 0; i < n; i++) {
+            watch_kind kind = *(watch_kind *)events[i].data.ptr;
+            switch (kind) {
+            case WATCH_LISTENER:
+                accept_all(e);
+                break;
+            case WATCH_BUS:
+                bus_ready = 1;
+                break;
+            case WATCH_TIMER:
+                on_tick(e);
+                break;
+            case WATCH_WAKE:
+                break;
+            case WATCH_CLIENT:
+                on_client(e, events[i].data.ptr, events[i].events);
+                break;
+            }
+        }
+        /* ZMQ_FD only signals edges: drain whenever it fired, and also after
+         * each turn while a batch limit left messages behind. */
+        bus_pending = bus_ready ? drain_bus(e) : 0;
+        flush_dirty(e);
+        close_pending(e);
+    }
+    return NULL;
+}
+
+int stream_engine_start(stream_engine *e)
+{
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0)
+        return -1;
+    e->thread_started = 1;
+    return 0;
+}
+
+void stream_engine_free(stream_engine *e)
+{
+    if (e == NULL)
+        return;
+    if (e->thread_started) {
+        uint64_t one = 1;
+        atomic_store(&e->stop, 1);
+        ssize_t w = write(e->wake_fd, &one, sizeof one);
+        (void)w;
+        pthread_join(e->thread, NULL);
+    }
+    if (e->rt->ready_check_arg == e) {
+        e->rt->ready_check = NULL;
+        e->rt->ready_check_arg = NULL;
+    }
+    close_pending(e);
+    while (e->heads)
+        client_destroy(e, e->heads);
+    tenants_free(e);
+    bus_sub_close(e->bus);
+    sse_frame_unref(e->preamble);
+    sse_frame_unref(e->keepalive);
+    if (e->epfd >= 0)
+        close(e->epfd);
+    if (e->timer_fd >= 0)
+        close(e->timer_fd);
+    if (e->wake_fd >= 0)
+        close(e->wake_fd);
+    if (e->listen_fd >= 0)
+        close(e->listen_fd);
+    free(e->bus_endpoints);
+    free(e);
+}
+
+/* ---- the request/response side of /sse -------------------------------- */
+
+static int sse_redirect(const struct _u_request *req, struct _u_response *resp, void *ctx)
+{
+    (void)ctx;
+    /* Only reached by a keep-alive connection the request/response server
+     * already owns: send the client to a fresh connection. */
+    u_map_put(resp->map_header, "Location", req->http_url);
+    u_map_put(resp->map_header, "Connection", "close");
+    return http_reply_error(resp, 307, "reconnect for the event stream");
+}
+
+int stream_add_routes(http_server *s, broker_runtime *rt)
+{
+    static const http_route routes[] = {
+        {"GET", "/sse", sse_redirect},
+        {NULL, NULL, NULL},
+    };
+    return http_server_add_routes(s, routes, rt);
+}

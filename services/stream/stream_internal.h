@@ -1,0 +1,134 @@
+/*
+ * stream_internal.h - the parts of the stream engine, shared by its files:
+ *   sse_frame.c       reference-counted, serialised SSE frames
+ *   stream_client.c   one subscriber: its queue, writes, close
+ *   stream_tenant.c   tenants: subscribers, live dispatch, gap fill, replay
+ *   stream_engine.c   the epoll loop: accept, route, heads, bus, timers
+ * Everything here runs on the engine's one thread; nothing is locked.
+ */
+#ifndef BROKER_STREAM_INTERNAL_H
+#define BROKER_STREAM_INTERNAL_H
+
+#include "bus.h"
+#include "metrics.h"
+#include "sse_request.h"
+#include "stream.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- frames ---------------------------------------------------------- */
+
+/* Bytes ready for the wire, shared by every subscriber that queues them. */
+typedef struct sse_frame {
+    uint32_t refs;
+    uint32_t len;
+    char bytes[];
+} sse_frame;
+
+/* "id: <seq>\nevent: <name>\ndata: <json>\n\n" */
+sse_frame *sse_frame_event(uint64_t seq, const char *event, size_t event_len, const char *data, size_t data_len);
+sse_frame *sse_frame_text(const char *text, size_t len);
+static inline sse_frame *sse_frame_ref(sse_frame *f)
+{
+    f->refs++;
+    return f;
+}
+void sse_frame_unref(sse_frame *f);
+
+/* ---- epoll tags ------------------------------------------------------ */
+
+typedef enum watch_kind { WATCH_LISTENER, WATCH_BUS, WATCH_TIMER, WATCH_WAKE, WATCH_CLIENT } watch_kind;
+
+/* ---- subscribers ----------------------------------------------------- */
+
+typedef struct stream_tenant stream_tenant;
+
+typedef enum client_state { CLIENT_HEAD, CLIENT_STREAMING } client_state;
+
+typedef struct stream_client {
+    watch_kind kind; /* WATCH_CLIENT: first, so an epoll pointer tells what it is */
+    int fd;
+    uint8_t state;
+    uint8_t replaying; /* catching up from the store; live events wait */
+    uint8_t dirty;     /* on the engine's flush list */
+    uint8_t closing;   /* on the engine's close list */
+    uint32_t qhead, qlen, qcap; /* ring of frames */
+    uint32_t head_off;          /* bytes of the first frame already written */
+    size_t qbytes;              /* bytes queued, not yet written */
+    sse_frame **queue;
+    uint64_t last_seq; /* highest event id queued for this client */
+    int64_t deadline_ms; /* CLIENT_HEAD: when an unfinished head is dropped */
+    stream_tenant *tenant;
+    struct stream_client *prev, *next; /* the tenant's list, or the engine's head list */
+    struct stream_client *dirty_next, *close_next;
+    char *username;
+} stream_client;
+
+/* ---- tenants --------------------------------------------------------- */
+
+struct stream_tenant {
+    char *name;
+    uint64_t last_seq;       /* highest event id dispatched from the bus (or read at creation) */
+    stream_client *clients;  /* doubly linked */
+    size_t nclients;
+    stream_tenant *hnext;    /* hash chain */
+};
+
+/* ---- the engine ------------------------------------------------------ */
+
+struct stream_engine {
+    broker_runtime *rt;
+    http_server *http;
+    int epfd, listen_fd, timer_fd, wake_fd;
+    watch_kind listener_tag, bus_tag, timer_tag, wake_tag;
+    char *bus_endpoints;
+    bus_sub *bus;
+    int bus_fd;
+    _Atomic int ready;  /* bus connected: read by /readyz from other threads */
+    _Atomic int stop;
+    pthread_t thread;
+    int thread_started;
+    size_t queue_max;
+    int64_t next_keepalive_ms;
+    int64_t accept_paused_until_ms;
+
+    stream_tenant **tenants; /* hash table */
+    size_t tenant_mask, ntenants;
+    stream_client *heads;    /* clients still sending their request head */
+    stream_client *dirty;    /* clients with frames to write */
+    stream_client *to_close; /* clients to close at the end of this turn */
+    size_t nclients;
+
+    sse_frame *preamble;  /* HTTP response head + "retry: 3000" */
+    sse_frame *keepalive; /* ": keep-alive" */
+
+    metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected;
+};
+
+/* stream_client.c */
+stream_client *client_new(stream_engine *e, int fd);
+/* Queues a frame (takes a reference); marks the client dirty.  Returns -1
+ * (and schedules the close) when the queue bound is passed. */
+int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f);
+/* Writes what the socket takes.  Returns -1 when the client is gone. */
+int client_flush(stream_engine *e, stream_client *c);
+void client_schedule_close(stream_engine *e, stream_client *c);
+void client_destroy(stream_engine *e, stream_client *c);
+/* Writes a small complete HTTP answer and schedules the close. */
+void client_reject(stream_engine *e, stream_client *c, int status, const char *reason, const char *message);
+
+/* stream_tenant.c */
+stream_tenant *tenant_find(stream_engine *e, const char *name, size_t len);
+/* Subscribes an authenticated client: snapshot or replay, then live.  -1 on a
+ * store fault (the client has been answered). */
+int tenant_subscribe(stream_engine *e, stream_client *c, const char *tenant, const sse_request *req);
+void tenant_unsubscribe(stream_engine *e, stream_client *c);
+void tenant_dispatch(stream_engine *e, const bus_msg *m);
+/* Continues a replaying client's catch-up while its queue has room. */
+void tenant_replay_more(stream_engine *e, stream_client *c);
+void tenants_close_user(stream_engine *e, const char *username, size_t len);
+void tenants_keepalive(stream_engine *e);
+void tenants_free(stream_engine *e);
+
+#endif

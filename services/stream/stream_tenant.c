@@ -1,0 +1,323 @@
+/*
+ * stream_tenant.c - tenants of one stream process: who listens, and what they
+ * have been sent.
+ *
+ * A tenant exists here while it has subscribers.  Its last_seq is the highest
+ * event id dispatched to them; an event from the bus with a smaller or equal
+ * id is a duplicate, one with a larger id than last_seq + 1 reveals a gap,
+ * which is read from the store (the store holds every event before it is
+ * published) and dispatched first.  Each subscriber also keeps its own
+ * last_seq, so it never gets an event twice whatever path brought it.
+ *
+ * A new subscriber gets the snapshot (the latest event of each name, oldest
+ * first) or, with Last-Event-ID, a replay: events after that id read from the
+ * store in pages while its queue has room; live events wait for it until the
+ * replay reaches the tenant's last_seq.
+ */
+#include "stream_internal.h"
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define REPLAY_PAGE 256
+#define REPLAY_QUEUE_BYTES (64 * 1024)
+
+static size_t name_hash(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return (size_t)h;
+}
+
+stream_tenant *tenant_find(stream_engine *e, const char *name, size_t len)
+{
+    for (stream_tenant *t = e->tenants[name_hash(name, len) & e->tenant_mask]; t; t = t->hnext)
+        if (strlen(t->name) == len && memcmp(t->name, name, len) == 0)
+            return t;
+    return NULL;
+}
+
+static void tenants_grow(stream_engine *e)
+{
+    size_t ncap = (e->tenant_mask + 1) * 2;
+    stream_tenant **nt = calloc(ncap, sizeof *nt);
+    if (nt == NULL)
+        return; /* keep the old table: longer chains, still correct */
+    for (size_t i = 0; i <= e->tenant_mask; i++) {
+        for (stream_tenant *t = e->tenants[i], *next; t; t = next) {
+            next = t->hnext;
+            size_t b = name_hash(t->name, strlen(t->name)) & (ncap - 1);
+            t->hnext = nt[b];
+            nt[b] = t;
+        }
+    }
+    free(e->tenants);
+    e->tenants = nt;
+    e->tenant_mask = ncap - 1;
+}
+
+static stream_tenant *tenant_create(stream_engine *e, const char *name)
+{
+    stream_tenant *t = calloc(1, sizeof *t);
+    if (t == NULL || (t->name = strdup(name)) == NULL) {
+        free(t);
+        return NULL;
+    }
+    if (e->ntenants + 1 > (e->tenant_mask + 1) * 2)
+        tenants_grow(e);
+    size_t b = name_hash(name, strlen(name)) & e->tenant_mask;
+    t->hnext = e->tenants[b];
+    e->tenants[b] = t;
+    e->ntenants++;
+    return t;
+}
+
+static void tenant_remove(stream_engine *e, stream_tenant *t)
+{
+    stream_tenant **pp = &e->tenants[name_hash(t->name, strlen(t->name)) & e->tenant_mask];
+    while (*pp != t)
+        pp = &(*pp)->hnext;
+    *pp = t->hnext;
+    e->ntenants--;
+    free(t->name);
+    free(t);
+}
+
+/* Frames read from the store for one subscriber, before any is queued, so
+ * that a store fault can still be answered with a clean 503. */
+typedef struct frame_list {
+    sse_frame **items;
+    size_t n, cap;
+    uint64_t last_seq;
+    int failed;
+} frame_list;
+
+static int collect_event(const store_event *ev, void *arg)
+{
+    frame_list *fl = arg;
+    if (fl->n == fl->cap) {
+        size_t ncap = fl->cap ? fl->cap * 2 : 16;
+        sse_frame **ni = realloc(fl->items, ncap * sizeof *ni);
+        if (ni == NULL) {
+            fl->failed = 1;
+            return 1;
+        }
+        fl->items = ni;
+        fl->cap = ncap;
+    }
+    sse_frame *f = sse_frame_event(ev->seq, ev->event, strlen(ev->event), ev->data, strlen(ev->data));
+    if (f == NULL) {
+        fl->failed = 1;
+        return 1;
+    }
+    fl->items[fl->n++] = f;
+    if (ev->seq > fl->last_seq)
+        fl->last_seq = ev->seq;
+    return 0;
+}
+
+/* Queues every collected frame on `c` (while it stays open) and frees the list. */
+static void frames_deliver(stream_engine *e, stream_client *c, frame_list *fl)
+{
+    for (size_t i = 0; i < fl->n; i++) {
+        if (!c->closing)
+            client_enqueue(e, c, fl->items[i]);
+        sse_frame_unref(fl->items[i]);
+    }
+    free(fl->items);
+    memset(fl, 0, sizeof *fl);
+}
+
+static int count_only(const store_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    return 0;
+}
+
+int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, const sse_request *req)
+{
+    frame_list fl = {0};
+    uint64_t max_seq = 0;
+    int replay = req->has_last_event_id;
+    store_status st;
+    stream_tenant *t = tenant_find(e, name, strlen(name));
+
+    /* The store's view first: nothing is sent before we know it answers. */
+    if (replay)
+        st = store_event_latest(e->rt->store, name, count_only, NULL, &max_seq);
+    else
+        st = store_event_latest(e->rt->store, name, collect_event, &fl, &max_seq);
+    if (st != STORE_OK || fl.failed) {
+        frames_deliver(e, c, &fl); /* c is not streaming yet: this only frees */
+        client_reject(e, c, 503, "Service Unavailable", "the event store is unavailable; retry");
+        return -1;
+    }
+    /* An id this tenant never reached (say, from before the database was
+     * reset) cannot be resumed: such a client gets the snapshot instead. */
+    if (replay && req->last_event_id > max_seq) {
+        replay = 0;
+        st = store_event_latest(e->rt->store, name, collect_event, &fl, &max_seq);
+        if (st != STORE_OK || fl.failed) {
+            frames_deliver(e, c, &fl);
+            client_reject(e, c, 503, "Service Unavailable", "the event store is unavailable; retry");
+            return -1;
+        }
+    }
+    if (t == NULL) {
+        t = tenant_create(e, name);
+        if (t == NULL) {
+            frames_deliver(e, c, &fl);
+            client_reject(e, c, 503, "Service Unavailable", "out of memory");
+            return -1;
+        }
+        t->last_seq = max_seq;
+    }
+    c->tenant = t;
+    c->state = CLIENT_STREAMING;
+    c->next = t->clients;
+    c->prev = NULL;
+    if (t->clients)
+        t->clients->prev = c;
+    t->clients = c;
+    t->nclients++;
+    atomic_fetch_add(e->m_clients, 1);
+
+    client_enqueue(e, c, e->preamble);
+    if (replay) {
+        c->last_seq = req->last_event_id;
+    } else {
+        c->last_seq = max_seq;
+        frames_deliver(e, c, &fl);
+    }
+    /* Events this process dispatched beyond what the client has (possible
+     * when the store was read behind the bus) come from the store too. */
+    if (c->last_seq < t->last_seq) {
+        c->replaying = 1;
+        tenant_replay_more(e, c);
+    }
+    return 0;
+}
+
+void tenant_unsubscribe(stream_engine *e, stream_client *c)
+{
+    stream_tenant *t = c->tenant;
+    if (t == NULL)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        t->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->tenant = NULL;
+    if (--t->nclients == 0)
+        tenant_remove(e, t);
+}
+
+void tenant_replay_more(stream_engine *e, stream_client *c)
+{
+    stream_tenant *t = c->tenant;
+    while (c->replaying && !c->closing && c->qbytes < REPLAY_QUEUE_BYTES) {
+        frame_list fl = {0};
+        fl.last_seq = c->last_seq;
+        store_status st = store_event_range(e->rt->store, t->name, c->last_seq, t->last_seq, REPLAY_PAGE,
+                                            collect_event, &fl);
+        if (st != STORE_OK || fl.failed) {
+            frames_deliver(e, c, &fl);
+            log_error("stream: replay for tenant %s failed: closing the stream (the client resumes)", t->name);
+            client_schedule_close(e, c);
+            return;
+        }
+        size_t got = fl.n;
+        uint64_t upto = fl.last_seq;
+        frames_deliver(e, c, &fl);
+        c->last_seq = upto;
+        if (got < REPLAY_PAGE || c->last_seq >= t->last_seq) {
+            /* Caught up with what this process has dispatched: live from here. */
+            c->replaying = 0;
+            if (c->last_seq < t->last_seq)
+                c->last_seq = t->last_seq;
+        }
+    }
+}
+
+/* Queues one frame for every live subscriber of `t` that has not had it. */
+static void dispatch_frame(stream_engine *e, stream_tenant *t, uint64_t seq, sse_frame *f)
+{
+    for (stream_client *c = t->clients; c; c = c->next) {
+        if (c->replaying || c->closing || seq <= c->last_seq)
+            continue;
+        if (client_enqueue(e, c, f) == 0)
+            c->last_seq = seq;
+    }
+}
+
+typedef struct gap_fill {
+    stream_engine *e;
+    stream_tenant *t;
+    int failed;
+} gap_fill;
+
+static int dispatch_stored(const store_event *ev, void *arg)
+{
+    gap_fill *g = arg;
+    sse_frame *f = sse_frame_event(ev->seq, ev->event, strlen(ev->event), ev->data, strlen(ev->data));
+    if (f == NULL) {
+        g->failed = 1;
+        return 1;
+    }
+    dispatch_frame(g->e, g->t, ev->seq, f);
+    sse_frame_unref(f);
+    return 0;
+}
+
+void tenant_dispatch(stream_engine *e, const bus_msg *m)
+{
+    stream_tenant *t = tenant_find(e, m->tenant, m->tenant_len);
+    if (t == NULL || m->seq <= t->last_seq)
+        return; /* nobody listens here, or a duplicate */
+    if (m->seq > t->last_seq + 1) {
+        gap_fill g = {e, t, 0};
+        atomic_fetch_add(e->m_gaps, 1);
+        if (store_event_range(e->rt->store, t->name, t->last_seq, m->seq - 1, 0, dispatch_stored, &g) != STORE_OK ||
+            g.failed)
+            log_error("stream: could not fill a gap of tenant %s from the store", t->name);
+    }
+    sse_frame *f = sse_frame_event(m->seq, m->event, m->event_len, m->data, m->data_len);
+    if (f == NULL) {
+        log_error("stream: out of memory for an event of tenant %s", t->name);
+        return;
+    }
+    dispatch_frame(e, t, m->seq, f);
+    sse_frame_unref(f);
+    t->last_seq = m->seq;
+}
+
+void tenants_close_user(stream_engine *e, const char *username, size_t len)
+{
+    for (size_t i = 0; i <= e->tenant_mask; i++)
+        for (stream_tenant *t = e->tenants[i]; t; t = t->hnext)
+            for (stream_client *c = t->clients; c; c = c->next)
+                if (c->username && strlen(c->username) == len && memcmp(c->username, username, len) == 0)
+                    client_schedule_close(e, c);
+}
+
+void tenants_keepalive(stream_engine *e)
+{
+    for (size_t i = 0; i <= e->tenant_mask; i++)
+        for (stream_tenant *t = e->tenants[i]; t; t = t->hnext)
+            for (stream_client *c = t->clients; c; c = c->next)
+                client_enqueue(e, c, e->keepalive);
+}
+
+void tenants_free(stream_engine *e)
+{
+    for (size_t i = 0; e->tenants && i <= e->tenant_mask; i++)
+        while (e->tenants[i] != NULL)
+            client_destroy(e, e->tenants[i]->clients); /* the last one frees the tenant */
+    free(e->tenants);
+    e->tenants = NULL;
+}
