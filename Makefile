@@ -2,6 +2,7 @@
 #   make run     install what is missing, build, start the all-in-one broker
 #                (embedded store at ./db, port 8080; pass flags with ARGS="--port 9000")
 #   make test    install, build (plain and ASan+UBSan) and run every test
+#   make run-split  the split deployment on loopback (gateway on 8080)
 #   make bench   run the benchmarks against Nchan and Mercure (bench/README.md)
 
 BUILD      ?= build
@@ -9,7 +10,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 ARGS       ?=
 
-.PHONY: all deps build build-asan run test bench clean
+.PHONY: all deps build build-asan run run-split test bench clean
 
 all: build
 
@@ -26,6 +27,11 @@ build-asan: deps
 
 run: build
 	./$(BUILD)/broker $(ARGS)
+
+# The split deployment on loopback: auth, ingest, two stream processes, nginx gateway.
+run-split: build
+	@scripts/deps.sh split
+	scripts/run-split.sh $(ARGS)
 
 test:
 	@scripts/deps.sh test

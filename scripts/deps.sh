@@ -3,6 +3,7 @@
 # missing.  Safe to run again: it does nothing when everything is there.
 #   scripts/deps.sh          build + run dependencies
 #   scripts/deps.sh test     also what the tests need
+#   scripts/deps.sh split    also what `make run-split` needs (nginx)
 #   scripts/deps.sh bench    also what the benchmarks need
 set -euo pipefail
 
@@ -10,7 +11,8 @@ pkgs=(cmake make gcc pkg-config libulfius-dev libjwt-dev libjansson-dev libargon
       libmongoc-dev libzmq3-dev libsqlite3-dev libmicrohttpd-dev libyder-dev liborcania-dev
       uuid-dev libssl-dev)
 case "${1:-}" in
-  test) pkgs+=(python3 python3-pytest python3-requests clang libclang-rt-14-dev curl) ;;
+  test) pkgs+=(python3 python3-pytest python3-requests clang libclang-rt-14-dev curl nginx-light) ;;
+  split) pkgs+=(nginx-light curl) ;;
   bench) pkgs+=(python3 nginx libnginx-mod-nchan wrk curl) ;;
 esac
 

@@ -1,0 +1,132 @@
+/*
+ * broker-stream - GET /sse on its own (split deployment).
+ *
+ * A process may hold at most RLIMIT_NOFILE descriptors (20,000 on the
+ * machines this was built on, and not raisable), so one process holds about
+ * 19,900 streams.  --stream_workers N forks N worker processes that each
+ * listen on the same port with SO_REUSEPORT (the kernel spreads new
+ * connections among them) and each subscribe to the whole bus.  The parent
+ * only supervises: it restarts a worker that dies and stops them all on
+ * SIGTERM/SIGINT.
+ */
+#include "log.h"
+#include "stream.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_SUBSCRIBE "tcp://127.0.0.1:5556,tcp://127.0.0.1:5557"
+
+static int worker_main(int argc, char **argv, int index)
+{
+    broker_runtime rt;
+    http_server http;
+    stream_engine *engine = NULL;
+    char name[32];
+    snprintf(name, sizeof name, "broker-stream[%d]", index);
+    int rc = runtime_open(&rt, argc, argv, name);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    const char *bus = rt.cfg.bus_subscribe[0] ? rt.cfg.bus_subscribe : DEFAULT_SUBSCRIBE;
+    int status = 1, listen_fd = -1;
+    if (http_server_init(&http, &rt.cfg) != 0)
+        goto out;
+    if (health_add_routes(&http, &rt) != 0 || stream_add_routes(&http, &rt) != 0 || http_server_start(&http, 0) != 0)
+        goto out_http;
+    listen_fd = stream_listen(rt.cfg.bind, rt.cfg.port, 1);
+    if (listen_fd < 0 || (engine = stream_engine_new(&rt, &http, listen_fd, bus)) == NULL ||
+        stream_engine_start(engine) != 0)
+        goto out_engine;
+    log_info("%s listening on %s:%ld, subscribed to %s", name, rt.cfg.bind, rt.cfg.port, bus);
+    runtime_wait_for_signal();
+    status = 0;
+out_engine:
+    if (engine != NULL)
+        stream_engine_free(engine);
+    else if (listen_fd >= 0)
+        close(listen_fd);
+out_http:
+    http_server_stop(&http);
+out:
+    runtime_close(&rt);
+    return status;
+}
+
+/* Raises the soft descriptor limit to the hard one: streams are descriptors. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static pid_t spawn(int argc, char **argv, int index)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(worker_main(argc, argv, index));
+    return pid;
+}
+
+int main(int argc, char **argv)
+{
+    broker_config cfg;
+    int rc = config_load(&cfg, argc, argv, "broker-stream");
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    int workers = (int)cfg.stream_workers;
+    config_free(&cfg);
+    raise_nofile();
+    if (workers == 1)
+        return worker_main(argc, argv, 0);
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    pid_t *pids = calloc((size_t)workers, sizeof *pids);
+    if (pids == NULL)
+        return 1;
+    for (int i = 0; i < workers; i++)
+        pids[i] = spawn(argc, argv, i);
+    for (;;) {
+        int sig = 0;
+        sigwait(&set, &sig);
+        if (sig != SIGCHLD)
+            break;
+        int st;
+        pid_t dead;
+        while ((dead = waitpid(-1, &st, WNOHANG)) > 0) {
+            for (int i = 0; i < workers; i++) {
+                if (pids[i] != dead)
+                    continue;
+                fprintf(stderr, "broker-stream: worker %d (pid %d) ended with status %d; restarting it\n", i,
+                        (int)dead, WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+                sleep(1); /* no tight restart loop when a worker cannot start */
+                pids[i] = spawn(argc, argv, i);
+            }
+        }
+    }
+    for (int i = 0; i < workers; i++)
+        if (pids[i] > 0)
+            kill(pids[i], SIGTERM);
+    int status = 0;
+    for (int i = 0; i < workers; i++) {
+        int st = 0;
+        if (pids[i] > 0 && waitpid(pids[i], &st, 0) > 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+            status = 1;
+    }
+    free(pids);
+    return status;
+}
