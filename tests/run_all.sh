@@ -75,6 +75,22 @@ note "black-box: all-in-one broker under ASan+UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   BROKER_SANITIZED=1 BROKER_BIN=$ROOT/build-asan/broker run_pytest "blackbox-asan" blackbox-asan tests/blackbox
 
+note "split deployment on loopback (auth, ingest, 2 x stream, nginx gateway)"
+split_port=$((20000 + RANDOM % 20000))
+rm -f "$WORK/split.ready"
+SPLIT_READY_FILE=$WORK/split.ready GATEWAY_PORT=$split_port BUS_INGEST_PORT=$((split_port + 10)) \
+  BUS_AUTH_PORT=$((split_port + 11)) DB=$WORK/split-db scripts/run-split.sh >"$WORK/split.log" 2>&1 &
+split_pid=$!
+for _ in $(seq 1 150); do [ -f "$WORK/split.ready" ] && break; kill -0 $split_pid 2>/dev/null || break; sleep 0.2; done
+if [ -f "$WORK/split.ready" ]; then
+  BROKER_SPLIT_GATEWAY=http://127.0.0.1:$split_port BROKER_SPLIT_STREAMS=$((split_port + 3)),$((split_port + 4)) \
+    run_pytest "split: cross-process" split tests/split
+  BROKER_TEST_BASE_URL=http://127.0.0.1:$split_port run_pytest "split: black-box via gateway" split-blackbox tests/blackbox
+else
+  echo "split deployment did not start:"; cat "$WORK/split.log"; record "split deployment" 0 1
+fi
+kill -TERM $split_pid 2>/dev/null; wait $split_pid 2>/dev/null
+
 note "results"
 printf '%s\n' "${report[@]}"
 echo "summary: $passed passed, $failed failed"

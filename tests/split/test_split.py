@@ -1,0 +1,165 @@
+"""The split deployment (scripts/run-split.sh): auth, ingest and two stream
+processes sharing one store, the bus on tcp, an nginx gateway in front.
+
+Run by tests/run_all.sh with the deployment already up; it reads
+BROKER_SPLIT_GATEWAY (http://127.0.0.1:PORT) and BROKER_SPLIT_STREAMS
+(comma-separated ports of the two stream processes).
+"""
+import json
+import os
+import socket
+import time
+import uuid
+
+import pytest
+import requests
+
+GATEWAY = os.environ.get("BROKER_SPLIT_GATEWAY")
+STREAMS = [int(p) for p in os.environ.get("BROKER_SPLIT_STREAMS", "").split(",") if p]
+ADMIN = os.environ.get("BROKER_SPLIT_ADMIN_TOKEN", "letmein")
+
+pytestmark = pytest.mark.skipif(not GATEWAY or len(STREAMS) < 2,
+                                reason="no split deployment (BROKER_SPLIT_GATEWAY/BROKER_SPLIT_STREAMS unset)")
+
+
+class Stream:
+    """A raw-socket SSE reader with bounded waits."""
+
+    def __init__(self, port, headers):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.sock.sendall(f"GET /sse HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
+        self.buf = b""
+        head = self._read_until(b"\r\n\r\n", 5)
+        self.status = int(head.split(b" ")[1])
+
+    def _read_until(self, marker, timeout):
+        deadline = time.monotonic() + timeout
+        while marker not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {marker!r} within {timeout}s")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("stream closed")
+            self.buf += chunk
+        part, self.buf = self.buf.split(marker, 1)
+        return part
+
+    def next_event(self, timeout=5):
+        while True:
+            block = self._read_until(b"\n\n", timeout).decode()
+            fields = {}
+            for line in block.split("\n"):
+                if line.startswith(":") or not line:
+                    continue
+                k, _, v = line.partition(": ")
+                fields[k] = v
+            if "id" in fields:
+                return int(fields["id"]), fields["event"], json.loads(fields["data"])
+
+    def closed_within(self, timeout):
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+                if not self.sock.recv(65536):
+                    return True
+        except (ConnectionResetError, socket.timeout):
+            return time.monotonic() < deadline
+        return False
+
+    def close(self):
+        self.sock.close()
+
+
+def make_user(tenant):
+    name = f"u-{uuid.uuid4().hex[:10]}"
+    r = requests.post(f"{GATEWAY}/create_user", json={"username": name, "password": "password123",
+                                                      "admin_token": ADMIN, "tenant_name": tenant}, timeout=10)
+    assert r.status_code == 200, r.text
+    jwt = requests.post(f"{GATEWAY}/login", json={"username": name, "password": "password123"}, timeout=10).json()["jwt"]
+    return name, {"Authorization": f"Bearer {jwt}"}
+
+
+def insert(auth, event, data):
+    r = requests.post(f"{GATEWAY}/insert", json={"event": event, "data": data}, headers=auth, timeout=10)
+    assert r.status_code == 200, r.text
+    return int(r.json()["id"])
+
+
+def test_both_stream_processes_see_every_event():
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    _, auth = make_user(tenant)
+    streams = [Stream(port, auth) for port in STREAMS]
+    try:
+        assert all(s.status == 200 for s in streams)
+        ids = [insert(auth, f"e{i % 3}", {"n": i}) for i in range(30)]
+        for s in streams:
+            got = [s.next_event() for _ in ids]
+            assert [g[0] for g in got] == ids
+            assert [g[2]["n"] for g in got] == list(range(30))
+    finally:
+        for s in streams:
+            s.close()
+
+
+def test_gateway_serves_the_stream_and_sync_on_connect():
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    _, auth = make_user(tenant)
+    insert(auth, "a", 1)
+    second = insert(auth, "b", 2)
+    third = insert(auth, "a", 3)
+    port = int(GATEWAY.rsplit(":", 1)[1])
+    s = Stream(port, auth)
+    try:
+        assert s.status == 200
+        assert s.next_event() == (second, "b", 2)
+        assert s.next_event() == (third, "a", 3)
+        live = insert(auth, "c", {"x": "é"})
+        assert s.next_event() == (live, "c", {"x": "é"})
+    finally:
+        s.close()
+
+
+def test_resume_on_the_other_process_misses_nothing():
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    _, auth = make_user(tenant)
+    first = Stream(STREAMS[0], auth)
+    ids = [insert(auth, "e", i) for i in range(5)]
+    seen = [first.next_event()[0] for _ in range(3)]
+    first.close()
+    more = [insert(auth, "e", i) for i in range(5, 8)]
+    second = Stream(STREAMS[1], dict(auth, **{"Last-Event-ID": str(seen[-1])}))
+    try:
+        rest = [second.next_event()[0] for _ in range(len(ids) - 3 + len(more))]
+        assert rest == ids[3:] + more
+    finally:
+        second.close()
+
+
+def test_revocation_through_auth_closes_streams_on_every_process():
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    name, auth = make_user(tenant)
+    _, other_auth = make_user(tenant)
+    streams = [Stream(port, auth) for port in STREAMS]
+    bystander = Stream(STREAMS[0], other_auth)
+    try:
+        r = requests.post(f"{GATEWAY}/revoke_user", json={"admin_token": ADMIN, "username": name}, timeout=10)
+        assert r.status_code == 200
+        assert all(s.closed_within(5) for s in streams)
+        live = insert(other_auth, "still", True)
+        assert bystander.next_event() == (live, "still", True)
+        r = requests.post(f"{GATEWAY}/insert", json={"event": "x", "data": 1}, headers=auth, timeout=10)
+        assert r.status_code == 401
+    finally:
+        for s in streams + [bystander]:
+            s.close()
+
+
+def test_every_service_reports_ready():
+    for port in STREAMS:
+        r = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert r.status_code == 200 and r.json()["status"] == "ready"
+    assert requests.get(f"{GATEWAY}/healthz", timeout=5).json() == {"status": "ok"}
