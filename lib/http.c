@@ -176,8 +176,9 @@ int http_server_start(http_server *s, int listen_self)
     struct MHD_OptionItem ops[] = {
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL},
         {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL},
-        /* Idle keep-alive connections and slow senders are closed after 60 s. */
-        {MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL},
+        /* Idle keep-alive connections and slow senders (slowloris) are closed
+         * after 20 s without progress. */
+        {MHD_OPTION_CONNECTION_TIMEOUT, 20, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, 8192, NULL},
         {MHD_OPTION_THREAD_STACK_SIZE, 256 * 1024, NULL},
         {MHD_OPTION_SOCK_ADDR, 0, &s->bind_addr},

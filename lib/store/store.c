@@ -22,11 +22,8 @@ store *store_open(const char *uri)
         log_error("store: no store URI or database path given");
         return NULL;
     }
-    if (has_prefix(uri, "mongodb://") || has_prefix(uri, "mongodb+srv://")) {
-        /* The URI may carry a password: it is not logged. */
-        log_error("store: MongoDB backend not built yet");
-        return NULL;
-    }
+    if (has_prefix(uri, "mongodb://") || has_prefix(uri, "mongodb+srv://"))
+        return store_mongo_open(uri); /* the URI may carry a password: never logged */
     const char *path = uri;
     if (has_prefix(uri, "sqlite://"))
         path = uri + strlen("sqlite://");

@@ -97,6 +97,7 @@ void store_close(store *s);
 
 /* Backend constructors, for store_open() and the conformance tests. */
 store *store_sqlite_open(const char *path);
+store *store_mongo_open(const char *uri);
 
 void store_user_clear(store_user *u);
 const char *store_status_text(store_status st);

@@ -11,8 +11,32 @@
 
 static const char SSE_PREFIX[] = "GET /sse";
 
+/* Checks the request line as far as it has arrived: 1 plausible so far, 0 bad. */
+static int request_line_plausible(const char *buf, size_t len)
+{
+    size_t i = 0;
+    while (i < len && buf[i] >= 'A' && buf[i] <= 'Z')
+        i++;
+    if (i == len)
+        return i <= 16; /* a method still arriving */
+    if (i == 0 || buf[i] != ' ')
+        return 0;
+    for (i++; i < len; i++) {
+        unsigned char ch = (unsigned char)buf[i];
+        if (ch == '\n' || (ch == '\r' && i + 1 < len && buf[i + 1] == '\n'))
+            return 1;
+        if (ch == '\r' && i + 1 == len)
+            return 1; /* its '\n' has not arrived yet */
+        if (ch < 0x20 || ch == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
 sse_route sse_request_route(const char *buf, size_t len)
 {
+    if (!request_line_plausible(buf, len))
+        return SSE_ROUTE_BAD;
     size_t plen = sizeof SSE_PREFIX - 1;
     size_t n = len < plen ? len : plen;
     if (memcmp(buf, SSE_PREFIX, n) != 0)

@@ -19,9 +19,13 @@ typedef enum sse_route {
     SSE_ROUTE_NEED_MORE = 0, /* not enough bytes to decide yet */
     SSE_ROUTE_SSE = 1,       /* "GET /sse" or "GET /sse?...": the stream service's */
     SSE_ROUTE_OTHER = 2,     /* anything else: the request/response server's */
+    SSE_ROUTE_BAD = 3,       /* not an HTTP request line: answered 400 at once */
 } sse_route;
 
-/* Decides from the first bytes of a connection whose request it is. */
+/* Decides from the first bytes of a connection whose request it is.  The
+ * request line must be METHOD SP TARGET SP VERSION with a method of capital
+ * letters and no control byte before its end, so that garbage (binary, NUL
+ * bytes) is refused here and never reaches a parser that reads it another way. */
 sse_route sse_request_route(const char *buf, size_t len);
 
 /* Length of the head (through the blank line) when `buf` holds a whole one;

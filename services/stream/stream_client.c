@@ -40,11 +40,13 @@ static void queue_clear(stream_client *c)
     c->qbytes = 0;
 }
 
-int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f)
+int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded)
 {
     if (c->closing)
         return -1;
-    if (c->qbytes + f->len > e->queue_max) {
+    /* An empty queue takes any frame, so one event larger than the bound
+     * still goes out to a client that keeps up. */
+    if (bounded && c->qbytes > 0 && c->qbytes + f->len > e->queue_max) {
         atomic_fetch_add(e->m_dropped_slow, 1);
         log_info("stream: %s reads too slowly (%zu bytes queued): disconnected", c->username ? c->username : "client",
                  c->qbytes);

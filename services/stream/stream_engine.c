@@ -232,6 +232,10 @@ static void read_head(stream_engine *e, stream_client *c)
     if (route == SSE_ROUTE_NEED_MORE)
         return;
     unlink_head(e, c);
+    if (route == SSE_ROUTE_BAD) {
+        client_reject(e, c, 400, "Bad Request", "malformed HTTP request line");
+        return;
+    }
     if (route == SSE_ROUTE_OTHER) {
         hand_off(e, c);
         return;
@@ -352,8 +356,8 @@ static void flush_dirty(stream_engine *e)
         c->dirty_next = NULL;
         if (c->closing)
             continue;
-        if (client_flush(e, c) == 0 && c->replaying && c->qlen == 0)
-            tenant_replay_more(e, c); /* may mark it dirty again */
+        if (client_flush(e, c) == 0 && c->replaying)
+            tenant_replay_more(e, c); /* reads more once the queue has room; may mark it dirty again */
     }
 }
 

@@ -108,9 +108,12 @@ struct stream_engine {
 
 /* stream_client.c */
 stream_client *client_new(stream_engine *e, int fd);
-/* Queues a frame (takes a reference); marks the client dirty.  Returns -1
- * (and schedules the close) when the queue bound is passed. */
-int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f);
+/* Queues a frame (takes a reference); marks the client dirty.  A live frame
+ * (bounded) that would take the queue past --sse_queue_max schedules the
+ * close instead and returns -1: the client reads too slowly.  Snapshot and
+ * replay frames are not bounded this way: the replay is paged by bytes
+ * (tenant_replay_more) and a client goes live only with room in its queue. */
+int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded);
 /* Writes what the socket takes.  Returns -1 when the client is gone. */
 int client_flush(stream_engine *e, stream_client *c);
 void client_schedule_close(stream_engine *e, stream_client *c);

@@ -20,8 +20,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REPLAY_PAGE 256
+#define REPLAY_PAGE 32
 #define REPLAY_QUEUE_BYTES (64 * 1024)
+
+/* Replay fills a client's queue up to this many bytes at a time, and a client
+ * goes live only when its queue holds no more than this: live events then
+ * have at least half of --sse_queue_max of room. */
+static size_t replay_budget(const stream_engine *e)
+{
+    size_t half = e->queue_max / 2;
+    return half < REPLAY_QUEUE_BYTES ? half : REPLAY_QUEUE_BYTES;
+}
 
 static size_t name_hash(const char *s, size_t len)
 {
@@ -123,7 +132,7 @@ static void frames_deliver(stream_engine *e, stream_client *c, frame_list *fl)
 {
     for (size_t i = 0; i < fl->n; i++) {
         if (!c->closing)
-            client_enqueue(e, c, fl->items[i]);
+            client_enqueue(e, c, fl->items[i], 0);
         sse_frame_unref(fl->items[i]);
     }
     free(fl->items);
@@ -185,19 +194,20 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, const
     t->nclients++;
     atomic_fetch_add(e->m_clients, 1);
 
-    client_enqueue(e, c, e->preamble);
+    client_enqueue(e, c, e->preamble, 0);
     if (replay) {
         c->last_seq = req->last_event_id;
     } else {
         c->last_seq = max_seq;
         frames_deliver(e, c, &fl);
     }
-    /* Events this process dispatched beyond what the client has (possible
-     * when the store was read behind the bus) come from the store too. */
-    if (c->last_seq < t->last_seq) {
-        c->replaying = 1;
-        tenant_replay_more(e, c);
-    }
+    /* Every new client starts by catching up from the store: after a
+     * Last-Event-ID that is the replay; after a snapshot it is whatever this
+     * process dispatched beyond the store's read (usually nothing), and a
+     * wait until a large snapshot has drained.  tenant_replay_more() puts it
+     * live when done. */
+    c->replaying = 1;
+    tenant_replay_more(e, c);
     return 0;
 }
 
@@ -220,7 +230,8 @@ void tenant_unsubscribe(stream_engine *e, stream_client *c)
 void tenant_replay_more(stream_engine *e, stream_client *c)
 {
     stream_tenant *t = c->tenant;
-    while (c->replaying && !c->closing && c->qbytes < REPLAY_QUEUE_BYTES) {
+    size_t budget = replay_budget(e);
+    while (c->replaying && !c->closing && c->qbytes <= budget) {
         frame_list fl = {0};
         fl.last_seq = c->last_seq;
         store_status st = store_event_range(e->rt->store, t->name, c->last_seq, t->last_seq, REPLAY_PAGE,
@@ -235,11 +246,14 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
         uint64_t upto = fl.last_seq;
         frames_deliver(e, c, &fl);
         c->last_seq = upto;
-        if (got < REPLAY_PAGE || c->last_seq >= t->last_seq) {
-            /* Caught up with what this process has dispatched: live from here. */
+        if ((got < REPLAY_PAGE || c->last_seq >= t->last_seq) && c->qbytes <= budget) {
+            /* Caught up with what this process has dispatched, with room in
+             * the queue: live from here. */
             c->replaying = 0;
             if (c->last_seq < t->last_seq)
                 c->last_seq = t->last_seq;
+        } else if (got == 0) {
+            break; /* nothing left to read: go live once the queue drains */
         }
     }
 }
@@ -250,7 +264,7 @@ static void dispatch_frame(stream_engine *e, stream_tenant *t, uint64_t seq, sse
     for (stream_client *c = t->clients; c; c = c->next) {
         if (c->replaying || c->closing || seq <= c->last_seq)
             continue;
-        if (client_enqueue(e, c, f) == 0)
+        if (client_enqueue(e, c, f, 1) == 0)
             c->last_seq = seq;
     }
 }
@@ -310,7 +324,7 @@ void tenants_keepalive(stream_engine *e)
     for (size_t i = 0; i <= e->tenant_mask; i++)
         for (stream_tenant *t = e->tenants[i]; t; t = t->hnext)
             for (stream_client *c = t->clients; c; c = c->next)
-                client_enqueue(e, c, e->keepalive);
+                client_enqueue(e, c, e->keepalive, 1);
 }
 
 void tenants_free(stream_engine *e)
