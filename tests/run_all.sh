@@ -75,6 +75,16 @@ note "black-box: all-in-one broker under ASan+UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   BROKER_SANITIZED=1 BROKER_BIN=$ROOT/build-asan/broker run_pytest "blackbox-asan" blackbox-asan tests/blackbox
 
+note "browser (headless chromium) against the all-in-one broker"
+browser_port=$((20000 + RANDOM % 20000))
+build/broker --port=$browser_port --db="$WORK/browser-db" --admin_token=browser-admin \
+  --jwt_secret=browser-secret 2>"$WORK/browser-broker.log" &
+browser_pid=$!
+for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$browser_port/healthz" && break; sleep 0.1; done
+BROKER_BROWSER_BASE=http://127.0.0.1:$browser_port BROKER_BROWSER_ADMIN_TOKEN=browser-admin \
+  run_pytest "browser: all-in-one" browser tests/browser
+kill -TERM $browser_pid; wait $browser_pid 2>/dev/null
+
 note "split deployment on loopback (auth, ingest, 2 x stream, nginx gateway)"
 split_port=$((20000 + RANDOM % 20000))
 rm -f "$WORK/split.ready"
@@ -86,6 +96,7 @@ if [ -f "$WORK/split.ready" ]; then
   BROKER_SPLIT_GATEWAY=http://127.0.0.1:$split_port BROKER_SPLIT_STREAMS=$((split_port + 3)),$((split_port + 4)) \
     run_pytest "split: cross-process" split tests/split
   BROKER_TEST_BASE_URL=http://127.0.0.1:$split_port run_pytest "split: black-box via gateway" split-blackbox tests/blackbox
+  BROKER_BROWSER_BASE=http://127.0.0.1:$split_port run_pytest "split: browser via gateway" split-browser tests/browser
 else
   echo "split deployment did not start:"; cat "$WORK/split.log"; record "split deployment" 0 1
 fi
