@@ -145,6 +145,10 @@ typedef struct sqlite_store {
     pthread_mutex_t commit_lock; /* guards pending, committing and each req's done */
     insert_req *pending, **pending_tail;
     int committing;
+    pthread_mutex_t ckpt_lock; /* guards wal_frames, ckpt_stop; with ckpt_wake */
+    pthread_cond_t ckpt_wake;
+    int wal_frames, ckpt_stop, ckpt_started;
+    pthread_t ckpt_thread;
     pthread_mutex_t write_lock; /* guards writer */
     sqlite_conn *writer;
     pthread_mutex_t pool_lock; /* guards idle[] and n_idle */
@@ -401,6 +405,55 @@ static char *resolve_db_file(const char *path)
     return file;
 }
 
+/* ---- checkpoints ------------------------------------------------------------ */
+
+#define CHECKPOINT_FRAMES 1000 /* SQLite's own default threshold */
+
+/* Called by SQLite after each commit on the writer: wakes the checkpointer
+ * instead of checkpointing inside the commit (which used to put the copy of
+ * the WAL into some unlucky insert's latency). */
+static int wal_committed(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    sqlite_store *s = arg;
+    (void)db;
+    (void)name;
+    pthread_mutex_lock(&s->ckpt_lock);
+    s->wal_frames = frames;
+    if (frames >= CHECKPOINT_FRAMES)
+        pthread_cond_signal(&s->ckpt_wake);
+    pthread_mutex_unlock(&s->ckpt_lock);
+    return SQLITE_OK;
+}
+
+/* A PASSIVE checkpoint on a connection of its own: it copies what no reader
+ * still needs and never blocks a writer. */
+static void *checkpointer(void *arg)
+{
+    sqlite_store *s = arg;
+    sqlite_conn *c = conn_open(s->path, SQLITE_OPEN_READWRITE);
+    /* A connection opens the file lazily; until it has read something it
+     * does not know the database is in WAL mode and checkpoints nothing. */
+    if (c != NULL && exec_sql(c, "SELECT count(*) FROM sqlite_master", "checkpointer") != 0) {
+        conn_close(c);
+        c = NULL;
+    }
+    pthread_mutex_lock(&s->ckpt_lock);
+    while (!s->ckpt_stop) {
+        if (s->wal_frames < CHECKPOINT_FRAMES) {
+            pthread_cond_wait(&s->ckpt_wake, &s->ckpt_lock);
+            continue;
+        }
+        s->wal_frames = 0;
+        pthread_mutex_unlock(&s->ckpt_lock);
+        if (c != NULL && sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) != SQLITE_OK)
+            log_warn("store sqlite: checkpoint: %s", sqlite3_errmsg(c->db));
+        pthread_mutex_lock(&s->ckpt_lock);
+    }
+    pthread_mutex_unlock(&s->ckpt_lock);
+    conn_close(c);
+    return NULL;
+}
+
 /* Process-wide settings, before SQLite's first use.  Memory statistics take a
  * global mutex on every allocation SQLite makes: with many request threads
  * that lock was contended on every insert, and nothing reads the statistics. */
@@ -431,12 +484,20 @@ store *store_sqlite_open(const char *path)
     s->pending_tail = &s->pending;
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_mutex_init(&s->pool_lock, NULL);
+    pthread_mutex_init(&s->ckpt_lock, NULL);
+    pthread_cond_init(&s->ckpt_wake, NULL);
     s->path = resolve_db_file(path);
     if (s->path == NULL)
         goto fail;
     s->writer = conn_open(s->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     if (s->writer == NULL || writer_setup(s->writer) != 0)
         goto fail;
+    /* Checkpoints run on their own thread, never inside a commit. */
+    sqlite3_wal_autocheckpoint(s->writer->db, 0);
+    sqlite3_wal_hook(s->writer->db, wal_committed, s);
+    if (pthread_create(&s->ckpt_thread, NULL, checkpointer, s) != 0)
+        goto fail;
+    s->ckpt_started = 1;
     log_info("store sqlite: %s (WAL, synchronous=FULL)", s->path);
     return &s->base;
 fail:
@@ -450,11 +511,20 @@ static void sqlite_close(store *base)
     sqlite_store *s = (sqlite_store *)base;
     if (s == NULL)
         return;
+    if (s->ckpt_started) {
+        pthread_mutex_lock(&s->ckpt_lock);
+        s->ckpt_stop = 1;
+        pthread_cond_signal(&s->ckpt_wake);
+        pthread_mutex_unlock(&s->ckpt_lock);
+        pthread_join(s->ckpt_thread, NULL);
+    }
     for (int i = 0; i < s->n_idle; i++)
         conn_close(s->idle[i]);
     conn_close(s->writer); /* last: it checkpoints and removes the WAL */
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->write_lock);
+    pthread_cond_destroy(&s->ckpt_wake);
+    pthread_mutex_destroy(&s->ckpt_lock);
     pthread_mutex_destroy(&s->commit_lock);
     free(s->path);
     free(s);
