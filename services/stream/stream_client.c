@@ -25,19 +25,30 @@ stream_client *client_new(stream_engine *e, int fd)
         return NULL;
     c->kind = WATCH_CLIENT;
     c->fd = fd;
+    c->queue = c->inline_queue;
+    c->qcap = CLIENT_INLINE_QUEUE;
     c->state = CLIENT_HEAD;
     e->nclients++;
     return c;
+}
+
+/* Back to the inline ring (the queue must be empty). */
+static void queue_shrink(stream_client *c)
+{
+    if (c->queue != c->inline_queue)
+        free(c->queue);
+    c->queue = c->inline_queue;
+    c->qcap = CLIENT_INLINE_QUEUE;
+    c->qhead = 0;
 }
 
 static void queue_clear(stream_client *c)
 {
     for (uint32_t i = 0; i < c->qlen; i++)
         sse_frame_unref(c->queue[(c->qhead + i) & (c->qcap - 1)]);
-    free(c->queue);
-    c->queue = NULL;
-    c->qhead = c->qlen = c->qcap = c->head_off = 0;
+    c->qlen = c->head_off = 0;
     c->qbytes = 0;
+    queue_shrink(c);
 }
 
 int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded)
@@ -54,7 +65,7 @@ int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded
         return -1;
     }
     if (c->qlen == c->qcap) {
-        uint32_t ncap = c->qcap ? c->qcap * 2 : 8;
+        uint32_t ncap = c->qcap * 2;
         sse_frame **nq = malloc(ncap * sizeof *nq);
         if (nq == NULL) {
             client_schedule_close(e, c);
@@ -62,7 +73,8 @@ int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded
         }
         for (uint32_t i = 0; i < c->qlen; i++)
             nq[i] = c->queue[(c->qhead + i) & (c->qcap - 1)];
-        free(c->queue);
+        if (c->queue != c->inline_queue)
+            free(c->queue);
         c->queue = nq;
         c->qcap = ncap;
         c->qhead = 0;
@@ -113,14 +125,11 @@ int client_flush(stream_engine *e, stream_client *c)
             c->qhead = (c->qhead + 1) & (c->qcap - 1);
             c->qlen--;
             if (c->state == CLIENT_STREAMING)
-                atomic_fetch_add(e->m_delivered, 1);
+                e->delivered++;
         }
     }
-    if (c->qlen == 0 && c->queue != NULL) {
-        free(c->queue);
-        c->queue = NULL;
-        c->qcap = c->qhead = 0;
-    }
+    if (c->qlen == 0 && c->queue != c->inline_queue)
+        queue_shrink(c);
     return c->closing ? -1 : 0;
 }
 

@@ -359,6 +359,10 @@ static void flush_dirty(stream_engine *e)
         if (client_flush(e, c) == 0 && c->replaying)
             tenant_replay_more(e, c); /* reads more once the queue has room; may mark it dirty again */
     }
+    if (e->delivered) {
+        atomic_fetch_add(e->m_delivered, (long long)e->delivered);
+        e->delivered = 0;
+    }
 }
 
 static void close_pending(stream_engine *e)
