@@ -8,15 +8,17 @@
  *     guarantee rests on single-document atomicity and unique indexes.
  *   - A tenant's sequence is allocated BY the event insert itself: an event is
  *     inserted at (the tenant's highest stored seq) + 1, and the unique index
- *     events(tenant, seq) makes exactly one of two racing writers win; the
- *     loser (only ever another process, see below) reads the max again and
- *     retries.  Events are never deleted, so the stored seqs of a tenant are
- *     always exactly 1..max: no hole even if a process dies at any point, no
- *     counter that can drift from the events, and "the tenant's max seq" is
- *     simply the highest stored event, all of whose predecessors are readable.
+ *     events(tenant, seq) makes exactly one of two racing writers win.  The
+ *     loser (only ever another process, see below) knows that seq is stored
+ *     now, so it probes seq + 1, re-reading the max every few conflicts and
+ *     giving up (STORE_UNAVAILABLE) after INSERT_CONFLICT_TIMEOUT_US.  Events
+ *     are never deleted, so the stored seqs of a tenant are always exactly
+ *     1..max: no hole even if a process dies at any point, no counter that
+ *     can drift from the events, and "the tenant's max seq" is simply the
+ *     highest stored event, all of whose predecessors are readable.
  *     (A findAndModify/$inc counter was the first plan; it leaves holes when a
- *     writer dies between the bump and the insert, and concurrent writers make
- *     transient gaps visible to readers.  FerretDB v1 also runs findAndModify
+ *     writer dies between the bump and the insert, concurrent writers make
+ *     transient gaps visible to readers, and FerretDB v1 runs findAndModify
  *     and update as read-modify-write without atomicity, so $inc there hands
  *     out duplicates.)
  *   - Inside one process, writers of a tenant queue on one of SEQ_STRIPES
@@ -30,9 +32,11 @@
  *     h <= M and event h exists with that name (then it is the newest of its
  *     name at or below M, because every such event raised the hint before it
  *     was written).  Any other hint (an insert in flight, one that failed or
- *     died after raising it) costs one indexed query on events(tenant, event,
- *     seq) for that name.  So the snapshot is exact at M without a
- *     transaction; a stale hint heals on the name's next insert.
+ *     died after raising it, a probe's look-ahead) costs one indexed query on
+ *     events(tenant, event, seq) for that name.  So the snapshot is exact at
+ *     M without a transaction; a stale hint heals on the name's next insert.
+ *     On FerretDB v1, whose $max is not atomic, this holds for writers in one
+ *     process (the stripe lock orders them), not across processes.
  *   - Every write uses the URI's write concern with j:true added and w
  *     defaulting to "majority": an answered insert is journaled.  An insert
  *     whose answer was lost (network error after the server applied it) is
@@ -144,6 +148,14 @@ static store_status mg_fail(const char *what, const bson_error_t *err)
 static int is_duplicate_key(const bson_error_t *err)
 {
     return err->code == DUPLICATE_KEY;
+}
+
+/* A required string argument is NULL: a caller's bug, answered like the
+ * SQLite backend's NOT NULL constraint, never a crash. */
+static store_status mg_missing(const char *what)
+{
+    log_error("store mongodb: %s: a required field is missing", what);
+    return STORE_UNAVAILABLE;
 }
 
 /* ---- small BSON helpers -------------------------------------------------- */
@@ -367,7 +379,11 @@ store *store_mongo_open(const char *uri_text)
     mongoc_client_pool_set_error_api(s->pool, MONGOC_ERROR_API_VERSION_2);
     if (ensure_indexes(s) != 0)
         goto fail;
-    log_info("store mongodb: %s (write concern w=majority or the URI's, j=true)", s->where);
+    const mongoc_write_concern_t *wc = mongoc_uri_get_write_concern(uri);
+    if (mongoc_write_concern_get_wmajority(wc))
+        log_info("store mongodb: %s (writes w=majority, j=true)", s->where);
+    else
+        log_info("store mongodb: %s (writes w=%d, j=true)", s->where, (int)mongoc_write_concern_get_w(wc));
     mongoc_uri_destroy(uri);
     return &s->base;
 fail:
@@ -470,6 +486,8 @@ static void append_user_fields(bson_t *doc, const store_user *u)
 static store_status mongo_user_create(store *base, const store_user *u)
 {
     mongo_store *s = (mongo_store *)base;
+    if (u->username == NULL || u->password_hash == NULL || u->tenant_name == NULL)
+        return mg_missing("user create");
     mg_coll c;
     if (coll_acquire(s, COLL_USERS, &c) != 0)
         return STORE_UNAVAILABLE;
@@ -521,6 +539,8 @@ static store_status mongo_user_get(store *base, const char *username, store_user
 {
     mongo_store *s = (mongo_store *)base;
     memset(out, 0, sizeof(*out));
+    if (username == NULL)
+        return STORE_NOT_FOUND;
     mg_coll c;
     if (coll_acquire(s, COLL_USERS, &c) != 0)
         return STORE_UNAVAILABLE;
@@ -577,6 +597,8 @@ static store_status mongo_user_list(store *base, store_user_fn fn, void *arg)
 /* $set on the user named `username`; no match = no such user. */
 static store_status user_set(mongo_store *s, const char *username, const bson_t *set, const char *what)
 {
+    if (username == NULL)
+        return STORE_NOT_FOUND;
     mg_coll c;
     if (coll_acquire(s, COLL_USERS, &c) != 0)
         return STORE_UNAVAILABLE;
@@ -730,6 +752,8 @@ static store_status mongo_event_insert(store *base, const char *tenant, const ch
                                        int64_t ts_ms, uint64_t *seq_out)
 {
     mongo_store *s = (mongo_store *)base;
+    if (tenant == NULL || event == NULL || data == NULL)
+        return mg_missing("event insert");
     seq_stripe *st = stripe_for(s, tenant);
     mongoc_client_t *client = mongoc_client_pool_pop(s->pool);
     if (client == NULL) {
@@ -836,7 +860,8 @@ static store_status events_walk(mongoc_collection_t *events, const bson_t *filte
     bson_append_document_end(&opts, &sort);
     if (limit > 0)
         BSON_APPEND_INT64(&opts, "limit", limit);
-    store_status ret = cursor_walk(mongoc_collection_find_with_opts(events, filter, &opts, NULL), event_walk_doc, w, what);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(events, filter, &opts, NULL);
+    store_status ret = cursor_walk(cur, event_walk_doc, w, what);
     bson_destroy(&opts);
     return ret;
 }
@@ -845,6 +870,8 @@ static store_status mongo_event_range(store *base, const char *tenant, uint64_t 
                                       store_event_fn fn, void *arg)
 {
     mongo_store *s = (mongo_store *)base;
+    if (tenant == NULL)
+        return mg_missing("event range");
     const uint64_t imax = (uint64_t)INT64_MAX;
     if (after >= imax)
         return STORE_OK;
@@ -990,6 +1017,8 @@ static store_status mongo_event_latest(store *base, const char *tenant, store_ev
                                        uint64_t *max_seq_out)
 {
     mongo_store *s = (mongo_store *)base;
+    if (tenant == NULL)
+        return mg_missing("event latest");
     mongoc_client_t *client = mongoc_client_pool_pop(s->pool);
     if (client == NULL) {
         log_error("store mongodb: no client from the pool");
@@ -1068,8 +1097,9 @@ static store_status mongo_ping(store *base)
     bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));
     bson_t reply;
     bson_error_t err;
-    store_status ret = mongoc_client_command_simple(client, s->db_name, cmd, NULL, &reply, &err) ? STORE_OK
-                                                                                                 : mg_fail("ping", &err);
+    store_status ret = STORE_OK;
+    if (!mongoc_client_command_simple(client, s->db_name, cmd, NULL, &reply, &err))
+        ret = mg_fail("ping", &err);
     bson_destroy(&reply);
     bson_destroy(cmd);
     mongoc_client_pool_push(s->pool, client);

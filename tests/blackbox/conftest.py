@@ -33,6 +33,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 BROKER_BIN = os.environ.get("BROKER_BIN", os.path.join(REPO, "build", "broker"))
 EXTERNAL_URL = os.environ.get("BROKER_TEST_BASE_URL", "").rstrip("/")
+# mongodb://host:port/ : every server this suite starts then uses the MongoDB
+# backend, each on a database of its own, instead of the embedded store.
+STORE_URI_BASE = os.environ.get("BROKER_TEST_STORE_URI", "")
 
 DEFAULT_EXPIRY = 86400
 STARTUP_TIMEOUT = 10.0  # seconds until /healthz must answer
@@ -312,6 +315,8 @@ def start_broker(extra_args=(), env=None, admin_token=None, jwt_secret=None, por
         if db_flag:
             # A path that does not exist yet: the server must create what it needs.
             args += ["--db", os.path.join(workdir, "db")]
+            if STORE_URI_BASE:
+                args += ["--store", STORE_URI_BASE.rstrip("/") + "/bb_" + uuid.uuid4().hex[:12]]
         if secrets_flags:
             args += ["--admin_token", admin_token, "--jwt_secret", jwt_secret]
         if jwt_expiry is not None:
