@@ -99,6 +99,7 @@ static void tenant_remove(stream_engine *e, stream_tenant *t)
 typedef struct frame_list {
     sse_frame **items;
     size_t n, cap;
+    uint64_t after; /* replay: only ids above this */
     uint64_t last_seq;
     int failed;
 } frame_list;
@@ -106,6 +107,8 @@ typedef struct frame_list {
 static int collect_event(const store_event *ev, void *arg)
 {
     frame_list *fl = arg;
+    if (fl->after != 0 && ev->seq <= fl->after)
+        return 0; /* a store that answers a range loosely: never send an id twice */
     if (fl->n == fl->cap) {
         size_t ncap = fl->cap ? fl->cap * 2 : 16;
         sse_frame **ni = realloc(fl->items, ncap * sizeof *ni);
@@ -233,6 +236,7 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
     size_t budget = replay_budget(e);
     while (c->replaying && !c->closing && c->qbytes <= budget) {
         frame_list fl = {0};
+        fl.after = c->last_seq;
         fl.last_seq = c->last_seq;
         store_status st = store_event_range(e->rt->store, t->name, c->last_seq, t->last_seq, REPLAY_PAGE,
                                             collect_event, &fl);
@@ -242,11 +246,14 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
             client_schedule_close(e, c);
             return;
         }
-        size_t got = fl.n;
+        size_t got = fl.n; /* rows that moved the client forward */
         uint64_t upto = fl.last_seq;
         frames_deliver(e, c, &fl);
         c->last_seq = upto;
-        if ((got < REPLAY_PAGE || c->last_seq >= t->last_seq) && c->qbytes <= budget) {
+        /* Done when the tenant's last dispatched id is reached, or when the
+         * store has nothing more (a hole at the end).  A short page is not
+         * proof of the end: a store may return fewer rows than asked. */
+        if ((got == 0 || c->last_seq >= t->last_seq) && c->qbytes <= budget) {
             /* Caught up with what this process has dispatched, with room in
              * the queue: live from here. */
             c->replaying = 0;

@@ -69,7 +69,10 @@ def deployment():
     ferret("stop.sh", os.path.join(work, "fdb"))
     log.close()
     text = open(os.path.join(work, "broker.log")).read()
-    shutil.rmtree(work, ignore_errors=True)
+    if not os.environ.get("BROKER_TEST_KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print("KEPT", work)
     assert code == 0, "broker did not exit cleanly (%s):\n%s" % (code, text[-3000:])
 
 
@@ -155,8 +158,14 @@ def test_inserts_fail_cleanly_while_mongodb_is_down_and_nothing_answered_is_lost
     ids = sorted(i for i, _ in answered)
     assert len(set(ids)) == len(ids), "an id was answered twice"
     stored = read_replay(base, auth, len(ids) + 50)
+    time.sleep(3)
+    stored2 = read_replay(base, auth, len(ids) + 50)
+    print("REPLAY1", len(stored), "REPLAY2", len(stored2))
     stored_ids = {e["id"]: e["data"]["n"] for e in stored}
     missing = [(i, n) for i, n in answered if stored_ids.get(i) != n]
-    assert not missing, "answered inserts missing from the store: %r" % missing[:10]
+    around = [(e["id"], e["data"]["n"]) for e in stored if missing and abs(e["id"] - missing[0][0]) < 6]
+    assert not missing, "answered inserts missing from the store: %r; the store around them: %r; answered around them: %r; stored %d events up to id %r; answered %d up to id %r" % (
+        missing[:10], around, [a for a in answered if missing and abs(a[0] - missing[0][0]) < 6],
+        len(stored), max(stored_ids) if stored_ids else None, len(answered), max(ids) if ids else None)
     # Ids stay strictly increasing in the stream.
     assert [e["id"] for e in stored] == sorted(e["id"] for e in stored)

@@ -1,0 +1,1223 @@
+#!/usr/bin/env python3
+"""Broker against Nchan and Mercure on this machine, under the same load generator.
+
+    bench/run.sh                                   # every workload, every system (make bench)
+    bench/run.sh --quick                           # smoke run, small sizes (~3 min)
+    bench/run.sh --workloads W1,W2c --systems broker,nchan
+
+Systems, started one after the other, each on a fresh instance for every workload, loopback only:
+  broker   build/broker (all-in-one, embedded store in a temporary folder)
+  nchan    nginx + Debian's libnginx-mod-nchan (bench/peers/nchan.conf.in), memory store
+  mercure  Caddy + the Mercure module (bench/peers/mercure, built with Go into
+           ${BROKER_CACHE:-~/.cache/broker}/mercure-caddy), local (in-memory) transport
+
+Workloads:
+  W1   idle capacity: N idle subscribers; server memory per connection (RSS delta / conns)
+       and server CPU while idle (keep-alives every 15 s on all three)
+  W2a  paced fan-out: N subscribers of one topic; events one at a time at a rate raised step
+       by step until the deliveries stop growing; deliveries/s and server CPU us/delivery
+  W2b  burst: N subscribers; 100 events back to back; time until everyone has all 100
+  W2c  latency: N subscribers; 5 events/s for 10 s; publish-to-delivery p50/p99
+  W3   ingest: wrk, 50 keep-alive connections, 2 threads, 10 s, POST; inserts/s and p99
+  W4   many tenants: T tenants (topics/channels) x 10 subscribers; events spread round
+       robin over the tenants at a fixed rate; delivery completeness and latency
+
+Load generators: build/sseload (bench/sseload.c) for subscribers, build/pubload
+(bench/pubload.c) for paced publishing, wrk (bench/wrk/post.lua) for W3.  Server RSS and
+CPU are read from /proc for the server's whole process tree; the load generators' own CPU is
+reported separately.  Results: Markdown on stdout and in bench/results/latest.md, JSON in
+bench/results/latest.json.
+"""
+import argparse
+import base64
+import concurrent.futures
+import hashlib
+import hmac
+import json
+import os
+import platform
+import resource
+import selectors
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+BUILD = os.environ.get("BROKER_BUILD", os.path.join(ROOT, "build"))
+CACHE = os.environ.get("BROKER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "broker"))
+GO = os.environ.get("GO", "/usr/local/go/bin/go")
+NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
+SSELOAD = os.path.join(BUILD, "sseload")
+PUBLOAD = os.path.join(BUILD, "pubload")
+MERCURE_BIN = os.path.join(CACHE, "mercure-caddy")
+HZ = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+KEEPALIVE_S = 15
+ALL_SYSTEMS = ["broker", "nchan", "mercure"]
+ALL_WORKLOADS = ["W1", "W2a", "W2b", "W2c", "W3", "W4"]
+
+
+def log(*a):
+    print("[bench %s]" % time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- sizes
+def sizes(quick):
+    if quick:
+        return dict(w1_conns=[1000], w1_idle_s=4, w2_conns=1000, w2a_rates=[10, 50, 200, 800, 3200],
+                    w2a_step_s=3.0, w2b_events=100, w2c_rate=5, w2c_events=25, w3_duration=3,
+                    w3_conns=50, w4_tenants=100, w4_sample=20, w4_subs=10, w4_events=5, w4_rate=100)
+    return dict(w1_conns=[10000, 19000], w1_idle_s=20, w2_conns=10000,
+                w2a_rates=[2, 5, 10, 20, 50, 100, 200, 400, 800, 1600], w2a_step_s=5.0, w2b_events=100,
+                w2c_rate=5, w2c_events=50, w3_duration=10, w3_conns=50,
+                w4_tenants=1000, w4_sample=100, w4_subs=10, w4_events=10, w4_rate=500)
+
+
+# ---------------------------------------------------------------- /proc helpers
+def proc_tree(root):
+    """root and all its descendants."""
+    parents = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parents[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        if p in parents or p == root:
+            out.append(p)
+            todo.extend(c for c, pp in parents.items() if pp == p)
+    return out
+
+
+def cpu_seconds(pids):
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / HZ
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def rss_bytes(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def pss_bytes(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    return {"nproc": os.cpu_count(), "mem_gib": round(mem_kb / 2**20, 1), "kernel": platform.release(),
+            "cpu": model, "fd_hard_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1]}
+
+
+def free_port(start):
+    for p in range(start, start + 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+                return p
+            except OSError:
+                continue
+    raise SystemExit("no free port")
+
+
+def http(method, url, body=None, headers=None, timeout=30, raw=False):
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        out = r.read()
+        return out if raw else json.loads(out or b"null")
+
+
+def wait_http(url, timeout=30, ok=(200,)):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            req = urllib.request.Request(url)
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status in ok:
+                    return
+        except urllib.error.HTTPError as e:
+            if e.code in ok:
+                return
+            last = e
+        except Exception as e:  # noqa: BLE001 - still starting
+            last = e
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout}s: {last}")
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def hs256_jwt(claims, key):
+    h = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    p = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    s = b64url(hmac.new(key.encode(), f"{h}.{p}".encode(), hashlib.sha256).digest())
+    return f"{h}.{p}.{s}"
+
+
+# ---------------------------------------------------------------- builds
+def run_checked(cmd, **kw):
+    log("$", " ".join(shlex.quote(c) for c in cmd))
+    subprocess.run(cmd, check=True, **kw)
+
+
+def build_tools():
+    for src, out in (("sseload.c", SSELOAD), ("pubload.c", PUBLOAD)):
+        src = os.path.join(BENCH, src)
+        if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            run_checked(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", out, src])
+
+
+def build_broker():
+    for attempt in range(3):
+        r = subprocess.run(["cmake", "--build", BUILD, "-j2"], cwd=ROOT, capture_output=True, text=True)
+        if r.returncode == 0:
+            return
+        log(f"broker build failed (attempt {attempt + 1}), retrying in 60 s:\n" + r.stdout[-1500:] + r.stderr[-1500:])
+        time.sleep(60)
+    raise SystemExit("cannot build the broker (cmake --build build)")
+
+
+def ensure_packages(systems):
+    need = []
+    if "nchan" in systems and not os.path.exists(NCHAN_MODULE):
+        need.append("nchan")
+    if not shutil.which("wrk"):
+        need.append("wrk")
+    if "nchan" in systems and not shutil.which("nginx"):
+        need.append("nginx")
+    if need:
+        log("missing", need, "-> scripts/deps.sh bench")
+        run_checked([os.path.join(ROOT, "scripts", "deps.sh"), "bench"])
+
+
+def build_mercure():
+    src = os.path.join(BENCH, "peers", "mercure")
+    h = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        with open(os.path.join(src, name), "rb") as f:
+            h.update(name.encode() + b"\0" + f.read())
+    go_version = subprocess.run([GO, "version"], capture_output=True, text=True, check=True).stdout.strip()
+    h.update(go_version.encode())
+    stamp = h.hexdigest()
+    stamp_file = MERCURE_BIN + ".stamp"
+    try:
+        with open(stamp_file) as f:
+            if f.read().strip() == stamp and os.access(MERCURE_BIN, os.X_OK):
+                return None
+    except OSError:
+        pass
+    os.makedirs(CACHE, exist_ok=True)
+    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod",
+               # the proxy's checksum database does not answer for this module; go.sum pins it
+               GONOSUMDB="github.com/dunglas/mercure")
+    log("building the Mercure Caddy binary (first time: a few minutes)")
+    t0 = time.time()
+    tmp = MERCURE_BIN + ".tmp"
+    run_checked([GO, "build", "-trimpath", "-o", tmp, "."], cwd=src, env=env)
+    os.replace(tmp, MERCURE_BIN)
+    with open(stamp_file, "w") as f:
+        f.write(stamp + "\n")
+    took = time.time() - t0
+    log(f"Mercure built in {took:.0f} s")
+    return took
+
+
+def versions(systems):
+    v = {}
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        v["broker"] = f"git {rev}{' (uncommitted changes)' if dirty else ''}"
+    except OSError:
+        v["broker"] = "?"
+    if "nchan" in systems:
+        ng = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().replace("nginx version: ", "")
+        nc = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libnginx-mod-nchan"], capture_output=True, text=True).stdout
+        v["nchan"] = f"{ng}, libnginx-mod-nchan {nc}"
+    if "mercure" in systems:
+        mods = {}
+        with open(os.path.join(BENCH, "peers", "mercure", "go.mod")) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] in ("github.com/dunglas/mercure/caddy", "github.com/caddyserver/caddy/v2",
+                                                    "github.com/dunglas/mercure"):
+                    mods[parts[0]] = parts[1]
+        v["mercure"] = (f"mercure {mods.get('github.com/dunglas/mercure', mods.get('github.com/dunglas/mercure/caddy', '?'))}"
+                        f", caddy {mods.get('github.com/caddyserver/caddy/v2', '?')}")
+    return v
+
+
+# ---------------------------------------------------------------- systems
+class System:
+    name = "?"
+    port = 0
+
+    def __init__(self, args):
+        self.args = args
+        self.proc = None
+        self.dir = None
+        self.logf = None
+
+    def pids(self):
+        return proc_tree(self.proc.pid) if self.proc and self.proc.poll() is None else []
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                for pid in reversed(proc_tree(self.proc.pid)):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                self.proc.wait(timeout=10)
+        self.proc = None
+        if self.logf:
+            self.logf.close()
+            self.logf = None
+        if self.dir and not self.args.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def log_tail(self):
+        try:
+            with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
+                return f.read()[-2000:]
+        except (OSError, TypeError):
+            return ""
+
+    def _spawn(self, cmd, env=None):
+        self.logf = open(os.path.join(self.dir, "server.log"), "a")
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env,
+                                     cwd=self.dir, start_new_session=True)
+
+    def clean_baseline(self):
+        """Before a memory baseline: nothing to do for most servers."""
+
+    # per-tenant subscriber path + headers for sseload; publish spec for pubload
+    def tenants(self, n):
+        raise NotImplementedError
+
+
+class Broker(System):
+    name = "broker"
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="bench-broker-")
+        self.port = free_port(27180)
+        self.admin, self.secret = "bench-admin-token", "bench-jwt-secret-0123456789"
+        cmd = [os.path.join(BUILD, "broker"), f"--port={self.port}", "--bind=127.0.0.1", f"--db={self.dir}/db",
+               f"--admin_token={self.admin}", f"--jwt_secret={self.secret}", "--log_level=warning",
+               f"--keepalive={KEEPALIVE_S}", "--ntp_servers=127.0.0.1:9"]
+        self.cmd = cmd
+        self._spawn(cmd)
+        wait_http(f"http://127.0.0.1:{self.port}/readyz")
+
+    def clean_baseline(self):
+        """Restart on the same store: create_user/login ran Argon2 (tens of MiB), and glibc keeps
+        that heap for later allocations, which would hide the subscribers' memory. The JWTs
+        stay valid (same secret, users in the store)."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=20)
+        self.logf.close()
+        self._spawn(self.cmd)
+        wait_http(f"http://127.0.0.1:{self.port}/readyz")
+
+    def _user(self, i):
+        u, t = f"bench{i}", f"tenant{i}"
+        base = f"http://127.0.0.1:{self.port}"
+        http("POST", base + "/create_user", {"username": u, "password": "benchpass1", "admin_token": self.admin,
+                                             "tenant_name": t}, timeout=120)
+        return u, t
+
+    def _login(self, u):
+        return http("POST", f"http://127.0.0.1:{self.port}/login", {"username": u, "password": "benchpass1"},
+                    timeout=120)["jwt"]
+
+    def tenants(self, n):
+        """n users, one per tenant; returns their JWTs (login for the first, the rest
+        minted with the same claims when the server accepts a minted one, else /login)."""
+        t0 = time.time()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as ex:
+            users = list(ex.map(self._user, range(n)))
+        jwt0 = self._login(users[0][0])
+        jwts = [jwt0]
+        if n > 1:
+            claims0 = json.loads(base64.urlsafe_b64decode(jwt0.split(".")[1] + "=="))
+
+            def mint(u, t):
+                c = dict(claims0)
+                c["sub"], c["tenant"] = u, t
+                return hs256_jwt(c, self.secret)
+            try:
+                ok = http("GET", f"http://127.0.0.1:{self.port}/verify",
+                          headers={"Authorization": "Bearer " + mint(*users[1])})["username"] == users[1][0]
+            except Exception:  # noqa: BLE001
+                ok = False
+            if ok:
+                jwts += [mint(u, t) for u, t in users[1:]]
+            else:
+                with concurrent.futures.ThreadPoolExecutor(max_workers=4) as ex:
+                    jwts += list(ex.map(self._login, [u for u, _ in users[1:]]))
+        if n > 10:
+            log(f"broker: {n} users/tenants ready in {time.time() - t0:.1f} s")
+        return [{"sub_path": f"/sse?access_token={j}", "sub_headers": [], "var": j} for j in jwts]
+
+    def pub_spec(self, var=None):
+        return {"path": "/insert",
+                "headers": [f"Authorization: Bearer {var if var else '{V}'}", "Content-Type: application/json"],
+                "body": '{"event":"e","data":{"t":{T},"n":{N}}}'}
+
+    def wrk_env(self, tenant):
+        return {"WRK_PATH": "/insert", "WRK_AUTH": f"Bearer {tenant['var']}", "WRK_CTYPE": "application/json",
+                "WRK_BODY": '{"event":"e","data":{"t":0,"n":1,"s":"ingest"}}'}
+
+
+class Nchan(System):
+    name = "nchan"
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="bench-nchan-")
+        os.chmod(self.dir, 0o755)
+        self.port = free_port(27280)
+        with open(os.path.join(BENCH, "peers", "nchan.conf.in")) as f:
+            conf = f.read()
+        subs = {"@PREFIX@": self.dir, "@NCHAN_MODULE@": NCHAN_MODULE,
+                "@USER_LINE@": "user root root;" if os.geteuid() == 0 else "",
+                "@WORKERS@": str(self.args.nchan_workers), "@SHM@": "512M", "@BUFFER@": "100",
+                "@MSG_TIMEOUT@": "60s", "@PORT@": str(self.port), "@PING@": str(KEEPALIVE_S)}
+        for k, v in subs.items():
+            conf = conf.replace(k, v)
+        conf_path = os.path.join(self.dir, "nginx.conf")
+        with open(conf_path, "w") as f:
+            f.write(conf)
+        self._spawn(["nginx", "-p", self.dir, "-c", conf_path, "-e", os.path.join(self.dir, "error.log"),
+                     "-g", "daemon off;"])
+        wait_http(f"http://127.0.0.1:{self.port}/nope", ok=(404,))
+        # wait for the workers
+        deadline = time.time() + 10
+        while len(self.pids()) < 1 + self.args.nchan_workers and time.time() < deadline:
+            time.sleep(0.1)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful stop of nginx
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        super().stop()
+
+    def tenants(self, n):
+        return [{"sub_path": f"/sub/ch{i}", "sub_headers": [], "var": f"ch{i}"} for i in range(n)]
+
+    def pub_spec(self, var=None):
+        return {"path": f"/pub/{var if var else '{V}'}", "headers": ["Content-Type: application/json"],
+                "body": '{"t":{T},"n":{N}}'}
+
+    def wrk_env(self, tenant):
+        return {"WRK_PATH": f"/pub/{tenant['var']}", "WRK_AUTH": "", "WRK_CTYPE": "application/json",
+                "WRK_BODY": '{"t":0,"n":1,"s":"ingest"}'}
+
+
+class Mercure(System):
+    name = "mercure"
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="bench-mercure-")
+        self.port = free_port(27380)
+        self.pub_key = "bench-mercure-publisher-key-0123456789"
+        self.sub_key = "bench-mercure-subscriber-key-0123456789"
+        self.pub_jwt = hs256_jwt({"mercure": {"publish": ["*"]}}, self.pub_key)
+        transport = self.args.mercure_transport
+        if transport == "bolt":
+            transport = f"bolt {{\n\t\t\t\tpath {self.dir}/mercure.db\n\t\t\t}}"
+        with open(os.path.join(BENCH, "peers", "Caddyfile.in")) as f:
+            conf = f.read()
+        for k, v in {"@PREFIX@": self.dir, "@PORT@": str(self.port), "@TRANSPORT@": transport,
+                     "@PUB_KEY@": self.pub_key, "@SUB_KEY@": self.sub_key, "@PING@": str(KEEPALIVE_S)}.items():
+            conf = conf.replace(k, v)
+        path = os.path.join(self.dir, "Caddyfile")
+        with open(path, "w") as f:
+            f.write(conf)
+        env = dict(os.environ, HOME=self.dir, XDG_DATA_HOME=self.dir, XDG_CONFIG_HOME=self.dir)
+        self._spawn([MERCURE_BIN, "run", "--config", path, "--adapter", "caddyfile"], env=env)
+        wait_http(f"http://127.0.0.1:{self.port}/nope", ok=(404,))
+
+    def tenants(self, n):
+        return [{"sub_path": f"/.well-known/mercure?topic=ch{i}", "sub_headers": [], "var": f"ch{i}"} for i in range(n)]
+
+    def pub_spec(self, var=None):
+        return {"path": "/.well-known/mercure",
+                "headers": [f"Authorization: Bearer {self.pub_jwt}", "Content-Type: application/x-www-form-urlencoded"],
+                "body": f"topic={var if var else '{V}'}&data=%7B%22t%22%3A{{T}}%2C%22n%22%3A{{N}}%7D"}
+
+    def wrk_env(self, tenant):
+        return {"WRK_PATH": "/.well-known/mercure", "WRK_AUTH": f"Bearer {self.pub_jwt}",
+                "WRK_CTYPE": "application/x-www-form-urlencoded",
+                "WRK_BODY": f"topic={tenant['var']}&data=%7B%22t%22%3A0%2C%22n%22%3A1%2C%22s%22%3A%22ingest%22%7D"}
+
+
+SYSTEMS = {"broker": Broker, "nchan": Nchan, "mercure": Mercure}
+
+
+# ---------------------------------------------------------------- load generators
+class SSELoad:
+    """One sseload run; reads CONNECTED/RESULT from stdout and progress lines from stderr."""
+
+    def __init__(self, port, path, n, extra, headers=(), progress=0.25):
+        cmd = [SSELOAD, "--port", str(port), "--path", path, "-n", str(n), "-q", "--progress", str(progress)]
+        for h in headers:
+            cmd += ["--header", h]
+        cmd += [str(x) for x in extra]
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        self.connected = None
+        self.connected_at = None
+        self.result = None
+        self.events = 0          # latest progress count
+        self.samples = []        # (monotonic, events)
+        self.err_tail = []
+        self._cv = threading.Condition()
+        self._t_out = threading.Thread(target=self._read_out, daemon=True)
+        self._t_err = threading.Thread(target=self._read_err, daemon=True)
+        self._t_out.start()
+        self._t_err.start()
+
+    def _read_out(self):
+        for line in self.proc.stdout:
+            if line.startswith("CONNECTED"):
+                with self._cv:
+                    self.connected = int(line.split()[1])
+                    self.connected_at = time.monotonic()
+                    self._cv.notify_all()
+            elif line.startswith("RESULT "):
+                self.result = json.loads(line[7:])
+
+    def _read_err(self):
+        for line in self.proc.stderr:
+            if " events " in line:
+                try:
+                    ev = int(line.split(" events ")[1].split()[0])
+                    self.events = ev
+                    self.samples.append((time.monotonic(), ev))
+                except (IndexError, ValueError):
+                    pass
+            else:
+                self.err_tail = (self.err_tail + [line.rstrip()])[-10:]
+
+    def wait_connected(self, timeout):
+        with self._cv:
+            self._cv.wait_for(lambda: self.connected is not None or self.proc.poll() is not None, timeout)
+        if self.connected is None:
+            raise RuntimeError("sseload did not connect: " + " | ".join(self.err_tail))
+        return self.connected
+
+    def pids(self):
+        return proc_tree(self.proc.pid) if self.proc.poll() is None else []
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+
+    def finish(self, timeout):
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._t_out.join(timeout=10)
+        self._t_err.join(timeout=10)
+        if self.result is None:
+            raise RuntimeError("sseload gave no RESULT: " + " | ".join(self.err_tail))
+        return self.result
+
+
+def pubload(port, spec, rate, count=0, duration=0, conns=1, vars_file=None, timeout=120):
+    cmd = [PUBLOAD, "--port", str(port), "--path", spec["path"], "--body", spec["body"], "--rate", str(rate),
+           "--count", str(count), "--conns", str(conns), "--timeout", str(timeout)]
+    if duration:
+        cmd += ["--duration", str(duration)]
+    for h in spec["headers"]:
+        cmd += ["--header", h]
+    if vars_file:
+        cmd += ["--vars", vars_file]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30)
+    lines = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
+    if not lines:
+        raise RuntimeError(f"pubload failed: {r.stderr.strip()[-500:]}")
+    return json.loads(lines[-1][7:])
+
+
+class Sampler:
+    """Samples CPU seconds of the server and of the load generators every `period` s."""
+
+    def __init__(self, server, loads, period=0.25):
+        self.server, self.loads, self.period = server, loads, period
+        self.samples = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append(self.now())
+            self._stop.wait(self.period)
+
+    def now(self):
+        lp = [p for l in self.loads for p in l.pids()]
+        return (time.monotonic(), cpu_seconds(self.server.pids()), cpu_seconds(lp),
+                max((l.events for l in self.loads), default=0))
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(timeout=5)
+
+
+def interp(samples, t, idx):
+    """Value idx of samples at monotonic time t, linear between the two nearest samples."""
+    prev = None
+    for s in samples:
+        if s[0] >= t:
+            if prev is None or s[0] == prev[0]:
+                return s[idx]
+            f = (t - prev[0]) / (s[0] - prev[0])
+            return prev[idx] + f * (s[idx] - prev[idx])
+        prev = s
+    return samples[-1][idx] if samples else 0
+
+
+def ms(x):
+    return None if x is None else round(x, 3)
+
+
+# ---------------------------------------------------------------- workloads
+def w1(sysobj, S, args):
+    rows = []
+    for n in S["w1_conns"]:
+        sysobj.start()
+        try:
+            tenant = sysobj.tenants(1)[0]
+            sysobj.clean_baseline()
+            time.sleep(1.0)
+            pids = sysobj.pids()
+            rss0, pss0 = rss_bytes(pids), pss_bytes(pids)
+            hold = 30 + S["w1_idle_s"] + 30
+            load = SSELoad(sysobj.port, tenant["sub_path"], n, ["--hold", hold, "--timeout", hold + 120,
+                                                                   "--connect-rate", 4000], progress=1)
+            t0 = time.monotonic()
+            connected = load.wait_connected(120)
+            connect_s = time.monotonic() - t0
+            time.sleep(3)
+            pids = sysobj.pids()
+            rss1, pss1 = rss_bytes(pids), pss_bytes(pids)
+            fds = sum(len(os.listdir(f"/proc/{p}/fd")) for p in pids if os.path.exists(f"/proc/{p}/fd"))
+            c0, l0 = cpu_seconds(pids), cpu_seconds(load.pids())
+            time.sleep(S["w1_idle_s"])
+            pids = sysobj.pids()
+            c1, l1 = cpu_seconds(pids), cpu_seconds(load.pids())
+            rss2 = rss_bytes(pids)
+            load.stop()
+            res = load.finish(60)
+            alive = sysobj.alive()
+        finally:
+            sysobj.stop()
+        opened = max(1, connected)
+        rows.append({"conns": n, "open": res["connections_open"], "open_at_end": res["connections_open_at_end"],
+                     "connect_errors": res["connect_errors"], "non200": res["non200"],
+                     "errors": {k: res[k] for k in ("err_addrnotavail", "err_refused", "err_timeout", "err_reset",
+                                                    "err_other", "connect_retries")},
+                     "connect_s": round(connect_s, 2), "server_procs": len(pids),
+                     "rss_before_mb": round(rss0 / 2**20, 1), "rss_with_mb": round(rss1 / 2**20, 1),
+                     "rss_after_idle_mb": round(rss2 / 2**20, 1),
+                     "rss_per_conn_b": round((rss1 - rss0) / opened), "pss_per_conn_b": round((pss1 - pss0) / opened),
+                     "idle_cpu_pct": round(100 * (c1 - c0) / S["w1_idle_s"], 2), "idle_s": S["w1_idle_s"], "server_fds": fds,
+                     "sseload_cpu_pct": round(100 * (l1 - l0) / S["w1_idle_s"], 2),
+                     "keepalives": res["keepalives_total"], "server_alive": alive})
+        log(f"  W1 {sysobj.name} {n}: {rows[-1]}")
+    return {"rows": rows}
+
+
+def w2a(sysobj, S, args):
+    n = S["w2_conns"]
+    step_s = S["w2a_step_s"]
+    sysobj.start()
+    steps = []
+    try:
+        tenant = sysobj.tenants(1)[0]
+        spec = sysobj.pub_spec(tenant["var"])
+        total_t = len(S["w2a_rates"]) * (step_s + 6) + 60
+        load = SSELoad(sysobj.port, tenant["sub_path"], n, ["--timeout", int(total_t), "--max-ids", 100,
+                                                             "--connect-rate", 4000, "--procs", 2], progress=0.25)
+        connected = load.wait_connected(120)
+        time.sleep(1.5)
+        sampler = Sampler(sysobj, [load])
+        best = 0
+        for rate in S["w2a_rates"]:
+            t_start = time.monotonic()
+            pr = pubload(sysobj.port, spec, rate, count=0, duration=step_s, conns=args.pub_conns, timeout=step_s + 60)
+            t_end = time.monotonic()
+            # settle: wait (bounded) until the deliveries stop moving for 0.6 s
+            settle_deadline = t_end + 15
+            last, last_change = load.events, time.monotonic()
+            while time.monotonic() < settle_deadline and time.monotonic() - last_change < 0.6:
+                time.sleep(0.1)
+                if load.events != last:
+                    last, last_change = load.events, time.monotonic()
+            final = load.events
+            smp = list(sampler.samples)
+            ev0 = interp(smp, t_start, 3)
+            delivered = final - ev0
+            # first and last delivery of the step's events, both as seen through sseload's
+            # progress lines (the same reporting lag at both ends)
+            t_first = next((x[0] for x in smp if x[0] >= t_start and x[3] > ev0), t_start)
+            t_last = next((x[0] for x in smp if x[0] >= t_start and x[3] >= final), t_end)
+            span = max(t_last - t_first, 0.05) + 1.0 / max(pr["achieved_rate"], 1e-3)
+            srv = interp(smp, t_last, 1) - interp(smp, t_first, 1)
+            gen = interp(smp, t_last, 2) - interp(smp, t_first, 2)
+            cpu_span = max(t_last - t_first, 0.05)
+            expected = pr["ok"] * connected
+            lag = t_last - (t_start + step_s)   # after the step's sending time
+            step = {"rate_target": rate, "pub_rate": round(pr["achieved_rate"], 1), "pub_ok": pr["ok"],
+                    "pub_non2xx": pr["non2xx"], "pub_errors": pr["errors"], "pub_p99_ms": pr["resp_p99_ms"],
+                    "pub_cpu_s": pr["cpu_s"],
+                    # deliveries of this step's events over the time from the first of them to the
+                    # last (+ one publish interval): the offered rate while the server keeps up,
+                    # its capacity when it falls behind
+                    "deliveries_per_s": round(delivered / span),
+                    "offered_deliveries_per_s": round(pr["achieved_rate"] * connected),
+                    "delivered": round(delivered), "expected": expected, "tail_s": round(lag, 2),
+                    "server_cpu_pct": round(100 * srv / cpu_span, 1),
+                    "server_cpu_us_per_delivery": round(1e6 * srv / delivered, 3) if delivered > 0 else None,
+                    "sseload_cpu_pct": round(100 * gen / cpu_span, 1)}
+            # kept up: every delivery done, the last one within a short tail after the step's
+            # sending time (measured from the step's start: publish answers may lag behind)
+            keeps_up = (delivered >= 0.99 * expected and lag <= max(0.75, 0.15 * step_s)
+                        and delivered / span >= 0.85 * pr["achieved_rate"] * connected)
+            step["kept_up"] = keeps_up
+            steps.append(step)
+            log(f"  W2a {sysobj.name} rate {rate}: {step}")
+            dps = step["deliveries_per_s"]
+            growth = dps / best if best else 99
+            best = max(best, dps)
+            if not sysobj.alive():
+                break
+            if not keeps_up or growth < 1.05 or pr["achieved_rate"] < 0.8 * rate:
+                break
+        sampler.stop()
+        load.stop()
+        res = load.finish(60)
+    finally:
+        sysobj.stop()
+    peak = max(steps, key=lambda s: s["deliveries_per_s"]) if steps else {}
+    return {"conns": n, "open": res["connections_open"], "open_at_end": res["connections_open_at_end"],
+            "disconnected": res["disconnected"], "steps": steps,
+            "peak_deliveries_per_s": peak.get("deliveries_per_s"), "peak_pub_rate": peak.get("pub_rate"),
+            "peak_server_cpu_pct": peak.get("server_cpu_pct"), "peak_sseload_cpu_pct": peak.get("sseload_cpu_pct"),
+            "us_per_delivery_at_peak": peak.get("server_cpu_us_per_delivery"),
+            "us_per_delivery_low_rate": steps[0]["server_cpu_us_per_delivery"] if steps else None}
+
+
+def fanout_once(sysobj, S, n, events, rate, conns=1):
+    """n subscribers, `events` events at `rate` (0 = back to back); sseload waits for all."""
+    sysobj.start()
+    try:
+        tenant = sysobj.tenants(1)[0]
+        spec = sysobj.pub_spec(tenant["var"])
+        load = SSELoad(sysobj.port, tenant["sub_path"], n, ["--until-events", events, "--expect", events,
+                                                             "--timeout", 90, "--connect-rate", 4000, "--procs", 2],
+                       progress=0.5)
+        connected = load.wait_connected(120)
+        time.sleep(1.5)
+        c0, l0 = cpu_seconds(sysobj.pids()), cpu_seconds(load.pids())
+        pr = pubload(sysobj.port, spec, rate, count=events, conns=conns, timeout=80)
+        res = load.finish(95)
+        c1 = cpu_seconds(sysobj.pids())
+        alive = sysobj.alive()
+    finally:
+        sysobj.stop()
+    return connected, pr, res, c1 - c0, alive
+
+
+def w2b(sysobj, S, args):
+    n, e = S["w2_conns"], S["w2b_events"]
+    connected, pr, res, cpu, alive = fanout_once(sysobj, S, n, e, 0)
+    return {"conns": n, "open": res["connections_open"], "events": e, "pub_ok": pr["ok"],
+            "pub_elapsed_ms": round(pr["elapsed_s"] * 1000, 1), "burst_ms": res["burst_ms"],
+            "reach_all_p50_ms": res["reach_all_p50_ms"], "reach_all_max_ms": res["reach_all_max_ms"],
+            "latency_p50_ms": res["latency_p50_ms"], "latency_p99_ms": res["latency_p99_ms"],
+            "deliveries": res["events_total"], "expected": e * res["connections_open"],
+            "conns_below_expect": res["conns_below_expect"], "ids_incomplete": res["ids_incomplete"],
+            "disconnected": res["disconnected"], "stop_reason": res["stop_reason"],
+            "server_cpu_s": round(cpu, 3),
+            "server_cpu_us_per_delivery": round(1e6 * cpu / res["events_total"], 3) if res["events_total"] else None,
+            "server_alive": alive}
+
+
+def w2c(sysobj, S, args):
+    n, e, rate = S["w2_conns"], S["w2c_events"], S["w2c_rate"]
+    connected, pr, res, cpu, alive = fanout_once(sysobj, S, n, e, rate)
+    return {"conns": n, "open": res["connections_open"], "events": e, "rate": rate,
+            "pub_rate": round(pr["achieved_rate"], 2), "pub_ok": pr["ok"], "pub_p99_ms": pr["resp_p99_ms"],
+            "latency_p50_ms": res["latency_p50_ms"], "latency_p90_ms": res["latency_p90_ms"],
+            "latency_p99_ms": res["latency_p99_ms"], "latency_max_ms": res["latency_max_ms"],
+            "reach_all_p50_ms": res["reach_all_p50_ms"], "reach_all_p99_ms": res["reach_all_p99_ms"],
+            "deliveries": res["events_total"], "expected": e * res["connections_open"],
+            "conns_below_expect": res["conns_below_expect"], "stop_reason": res["stop_reason"],
+            "server_cpu_s": round(cpu, 3), "server_alive": alive}
+
+
+def w3(sysobj, S, args):
+    sysobj.start()
+    try:
+        tenant = sysobj.tenants(1)[0]
+        env = dict(os.environ, **sysobj.wrk_env(tenant))
+        cmd = ["wrk", "-t2", f"-c{S['w3_conns']}", f"-d{S['w3_duration']}s", "--latency", "--timeout", "10s",
+               "-s", os.path.join(BENCH, "wrk", "post.lua"), f"http://127.0.0.1:{sysobj.port}"]
+        c0 = cpu_seconds(sysobj.pids())
+        t0 = time.monotonic()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=S["w3_duration"] + 60)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall = time.monotonic() - t0
+        c1 = cpu_seconds(sysobj.pids())
+        alive = sysobj.alive()
+    finally:
+        sysobj.stop()
+    lines = [l for l in r.stdout.splitlines() if l.startswith("WRKJSON ")]
+    if not lines:
+        raise RuntimeError("wrk failed: " + r.stdout[-500:] + r.stderr[-500:])
+    w = json.loads(lines[-1][8:])
+    errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_status"] + w["err_timeout"]
+    wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return {"conns": S["w3_conns"], "duration_s": w["duration_s"], "requests": w["requests"],
+            "inserts_per_s": round((w["requests"] - w["err_status"]) / w["duration_s"], 1),
+            "lat_p50_ms": w["lat_p50_ms"], "lat_p99_ms": w["lat_p99_ms"], "lat_max_ms": w["lat_max_ms"],
+            "non2xx": w["err_status"], "errors": errors, "server_cpu_pct": round(100 * (c1 - c0) / wall, 1),
+            "server_cpu_us_per_insert": round(1e6 * (c1 - c0) / max(1, w["requests"]), 2),
+            "wrk_cpu_pct": round(100 * wrk_cpu / wall, 1), "server_alive": alive}
+
+
+def w4(sysobj, S, args):
+    """T tenants x `subs` subscribers. Latency is measured by sseload on a sample of K tenants
+    spread over the range; the other tenants' subscribers are held by bench/sseholder.py (one
+    process) which counts their deliveries. ~1,000 sseload instances would cost more than a CPU
+    in wake-ups alone on this machine."""
+    T, subs, E, rate = S["w4_tenants"], S["w4_subs"], S["w4_events"], S["w4_rate"]
+    K = min(T, S["w4_sample"])
+    sampled = sorted({round(i * T / K) for i in range(K)})
+    sysobj.start()
+    loads, holder = [], None
+    reach, results, hres = [], [], None
+    try:
+        tenants = sysobj.tenants(T)
+        vars_file = os.path.join(sysobj.dir, "w4-vars.txt")
+        with open(vars_file, "w") as f:
+            f.write("\n".join(t["var"] for t in tenants) + "\n")
+        csv_dir = os.path.join(sysobj.dir, "w4-csv")
+        os.makedirs(csv_dir)
+        timeout = int(60 + T * E / rate + 30)
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.monotonic()
+        others = [t for i, t in enumerate(tenants) if i not in set(sampled)]
+        if others:
+            paths_file = os.path.join(sysobj.dir, "w4-paths.txt")
+            with open(paths_file, "w") as f:
+                f.write("\n".join(t["sub_path"] for t in others) + "\n")
+            holder = subprocess.Popen([sys.executable, os.path.join(BENCH, "sseholder.py"), "--port", str(sysobj.port),
+                                       "--paths", paths_file, "-n", str(subs), "--until-events", str(E),
+                                       "--expect", str(E), "--timeout", str(timeout + 60)],
+                                      stdout=subprocess.PIPE, text=True, start_new_session=True)
+            line = holder.stdout.readline()
+            if not line.startswith("CONNECTED"):
+                raise RuntimeError("sseholder did not connect: " + line)
+        for i in sampled:
+            loads.append(SSELoad(sysobj.port, tenants[i]["sub_path"], subs,
+                                 ["--until-events", E, "--expect", E, "--timeout", timeout, "--procs", 1,
+                                  "--max-ids", E + 20, "--detail", 0, "--ids-csv", os.path.join(csv_dir, f"{i}.csv"),
+                                  "--connect-rate", 2000], progress=0))
+        for l in loads:
+            l.wait_connected(max(5, 120 - (time.monotonic() - t0)))
+        connect_s = time.monotonic() - t0
+        time.sleep(1.5)
+        gen_pids = [p for l in loads for p in l.pids()] + (proc_tree(holder.pid) if holder else [])
+        g0 = cpu_seconds(gen_pids)
+        c0 = cpu_seconds(sysobj.pids())
+        t_pub = time.monotonic()
+        spec = sysobj.pub_spec(None)
+        pr = pubload(sysobj.port, spec, rate, count=T * E, conns=args.pub_conns, vars_file=vars_file,
+                     timeout=int(T * E / rate) + 60)
+        # wait (bounded) for every subscriber to have all its events
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (any(l.proc.poll() is None for l in loads) or
+                                               (holder and holder.poll() is None)):
+            time.sleep(0.1)
+        t_end = time.monotonic()
+        c1 = cpu_seconds(sysobj.pids())
+        results = [l.finish(30) for l in loads]
+        if holder:
+            if holder.poll() is None:
+                holder.send_signal(signal.SIGINT)
+            out = holder.communicate(timeout=30)[0]
+            hres = json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][7:])
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        gen_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime) - g0
+        alive = sysobj.alive()
+        for i in sampled:
+            p = os.path.join(csv_dir, f"{i}.csv")
+            if os.path.exists(p):
+                with open(p) as f:
+                    next(f, None)
+                    for line in f:
+                        parts = line.strip().split(",")
+                        if len(parts) >= 7 and parts[6] not in ("", "nan"):
+                            reach.append(float(parts[6]))
+    finally:
+        for l in loads:
+            if l.proc.poll() is None:
+                l.proc.kill()
+        if holder and holder.poll() is None:
+            holder.kill()
+        sysobj.stop()
+    wall = t_end - t_pub
+    delivered = sum(r["events_total"] for r in results) + (hres["events_total"] if hres else 0)
+    opened = sum(r["connections_open"] for r in results) + (hres["connections_open"] if hres else 0)
+    below = sum(r["conns_below_expect"] for r in results) + (hres["conns_below_expect"] if hres else 0)
+    lat_sum = sum(r["latency_mean_ms"] * r["latency_samples"] for r in results if r["latency_samples"])
+    lat_n = sum(r["latency_samples"] for r in results)
+    p99s = sorted(r["latency_p99_ms"] for r in results if r["latency_samples"])
+    reach.sort()
+
+    def q(v, p):
+        return round(v[min(len(v) - 1, int(p * (len(v) - 1) + 0.5))], 3) if v else None
+    return {"tenants": T, "subs_per_tenant": subs, "events_per_tenant": E, "rate": rate, "sampled_tenants": len(sampled),
+            "open": opened, "connect_s": round(connect_s, 1),
+            "pub_rate": round(pr["achieved_rate"], 1), "pub_ok": pr["ok"], "pub_p99_ms": pr["resp_p99_ms"],
+            "deliveries": delivered, "expected": pr["ok"] * subs, "conns_below_expect": below,
+            "latency_mean_ms": round(lat_sum / lat_n, 3) if lat_n else None,
+            "latency_p99_median_tenant_ms": q(p99s, 0.5), "latency_p99_worst_tenant_ms": q(p99s, 1.0),
+            "reach_all_p50_ms": q(reach, 0.5), "reach_all_p99_ms": q(reach, 0.99), "events_tracked": len(reach),
+            "server_cpu_s": round(c1 - c0, 3), "server_cpu_pct": round(100 * (c1 - c0) / wall, 1),
+            "server_cpu_us_per_delivery": round(1e6 * (c1 - c0) / delivered, 2) if delivered else None,
+            "loadgen_cpu_pct": round(100 * gen_cpu / wall, 1), "holder": hres, "server_alive": alive}
+
+
+WORKLOADS = {"W1": w1, "W2a": w2a, "W2b": w2b, "W2c": w2c, "W3": w3, "W4": w4}
+
+
+# ---------------------------------------------------------------- report
+def fmt(v):
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        a = abs(v)
+        if a >= 1000:
+            return f"{v:,.0f}"
+        if a >= 10:
+            return f"{v:.1f}"
+        return f"{v:.3g}"
+    return str(v)
+
+
+def ratio(b, o, higher_better):
+    """How many times better Broker is than the other (>1 = Broker better)."""
+    if b in (None, 0) or o in (None, 0):
+        return "–"
+    r = b / o if higher_better else o / b
+    return f"{r:.2f}×"
+
+
+def table(headers, rows):
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+HEADLINE = {  # workload -> (key, higher is better, label)
+    "W1": ("rss_per_conn_b", False, "RSS/conn"),
+    "W2a": ("peak_deliveries_per_s", True, "peak deliveries/s"),
+    "W2b": ("burst_ms", False, "burst time"),
+    "W2c": ("latency_p99_ms", False, "p99 latency"),
+    "W3": ("inserts_per_s", True, "inserts/s"),
+    "W4": ("reach_all_p99_ms", False, "reach-all p99"),
+}
+
+
+def ratio_cell(results, wl, sysname, pick=lambda r: r):
+    key, hb, _ = HEADLINE[wl]
+    b = results.get("broker", {}).get(wl)
+    o = results.get(sysname, {}).get(wl)
+    if not isinstance(b, dict) or not isinstance(o, dict) or "error" in b or "error" in o:
+        return "–"
+    return ratio(pick(b).get(key), pick(o).get(key), hb)
+
+
+def report(results, S, meta):
+    md = [f"## Broker vs Nchan vs Mercure ({'quick' if meta['quick'] else 'default'} sizes)", "",
+          f"- Machine: {meta['machine']['nproc']} CPUs ({meta['machine']['cpu']}), {meta['machine']['mem_gib']} GiB, "
+          f"Linux {meta['machine']['kernel']}, fd hard limit {meta['machine']['fd_hard_limit']}; "
+          "servers and load generators share the CPUs; loopback only.",
+          f"- Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()),
+          "- Settings: Broker all-in-one with its embedded store (every insert stored before it is answered); "
+          f"Nchan memory store, {meta['nchan_workers']} nginx worker(s), message buffer 100; Mercure "
+          f"`{meta['mercure_transport']}` transport; keep-alive/heartbeat every {KEEPALIVE_S} s on all three.",
+          f"- Command: `{meta['command']}` (started {meta['started']}, took {meta['took_s']:.0f} s, "
+          f"load average at start {meta['loadavg']})", ""]
+    sysnames = [s for s in meta["systems"]]
+
+    def rows_for(wl, cols, pick=lambda r: r):
+        rows = []
+        for s in sysnames:
+            r = results.get(s, {}).get(wl)
+            if r is None:
+                continue
+            if "error" in r:
+                rows.append([s, f"error: {r['error'][:120]}"] + ["–"] * (len(cols) - 1) + ["–", "–"])
+                continue
+            rr = pick(r)
+            rows.append([s] + [rr.get(c) for c, _ in cols] +
+                        [ratio_cell(results, wl, s, pick) if s != "broker" else "1.00×"])
+        return rows
+
+    ratio_hdr = "Broker advantage ({}; >1 = Broker better)"
+    if "W1" in meta["workloads"]:
+        md.append("### W1 idle capacity")
+        md.append("")
+        cols = [("open", "open conns"), ("connect_s", "connect s"), ("rss_before_mb", "RSS before MB"),
+                ("rss_with_mb", "RSS with MB"), ("rss_per_conn_b", "RSS/conn B"), ("pss_per_conn_b", "PSS/conn B"),
+                ("idle_cpu_pct", "idle CPU %"), ("server_procs", "procs"), ("server_fds", "server fds")]
+        for i, n in enumerate(S["w1_conns"]):
+            def pick(r, i=i):
+                return r["rows"][i] if len(r.get("rows", [])) > i else {}
+            md.append(f"{n:,} idle subscribers, idle CPU over {S['w1_idle_s']} s:")
+            md.append("")
+            md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("RSS/conn")],
+                            rows_for("W1", cols, pick)))
+            md.append("")
+    if "W2a" in meta["workloads"]:
+        md.append(f"### W2a paced fan-out ({S['w2_conns']:,} subscribers, one topic; rates "
+                  f"{', '.join(map(str, S['w2a_rates']))} ev/s, {S['w2a_step_s']:.0f} s per step, stop at the "
+                  "first step whose deliveries fall behind or stop growing)")
+        md.append("")
+        cols = [("peak_deliveries_per_s", "peak deliveries/s"), ("peak_pub_rate", "at events/s"),
+                ("peak_server_cpu_pct", "server CPU %"), ("us_per_delivery_at_peak", "server µs/delivery at peak"),
+                ("us_per_delivery_low_rate", "µs/delivery at lowest rate"), ("peak_sseload_cpu_pct", "sseload CPU %"),
+                ("disconnected", "disconnected")]
+        md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("peak deliveries/s")], rows_for("W2a", cols)))
+        md.append("")
+        md.append("Steps (target ev/s → published ev/s: deliveries/s, server CPU %, server µs/delivery, sseload CPU %, "
+                  "tail after the step's sending time s; * = fell behind). Deliveries/s = deliveries of the step's events / "
+                  "(time from the first of them to the last):")
+        md.append("")
+        for s in sysnames:
+            r = results.get(s, {}).get("W2a")
+            if r and "steps" in r:
+                md.append(f"- {s}: " + "; ".join(
+                    f"{st['rate_target']}→{st['pub_rate']}: {fmt(st['deliveries_per_s'])}/s, {st['server_cpu_pct']}%, "
+                    f"{st['server_cpu_us_per_delivery']} µs, {st['sseload_cpu_pct']}%, {st['tail_s']} s"
+                    f"{'' if st['kept_up'] else '*'}" for st in r["steps"]))
+        md.append("")
+    if "W2b" in meta["workloads"]:
+        md.append(f"### W2b burst ({S['w2_conns']:,} subscribers, {S['w2b_events']} events back to back on one connection)")
+        md.append("")
+        cols = [("open", "open"), ("pub_elapsed_ms", "publish ms"), ("burst_ms", "all have all, ms"),
+                ("reach_all_p50_ms", "reach-all p50 ms"), ("latency_p99_ms", "latency p99 ms"),
+                ("deliveries", "deliveries"), ("expected", "expected"), ("server_cpu_us_per_delivery", "server µs/delivery")]
+        md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("burst time")], rows_for("W2b", cols)))
+        md.append("")
+    if "W2c" in meta["workloads"]:
+        md.append(f"### W2c latency ({S['w2_conns']:,} subscribers, {S['w2c_rate']} events/s, {S['w2c_events']} events)")
+        md.append("")
+        cols = [("open", "open"), ("latency_p50_ms", "p50 ms"), ("latency_p90_ms", "p90 ms"), ("latency_p99_ms", "p99 ms"),
+                ("latency_max_ms", "max ms"), ("reach_all_p99_ms", "reach-all p99 ms"), ("deliveries", "deliveries"),
+                ("expected", "expected"), ("server_cpu_s", "server CPU s")]
+        md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("p99 latency")], rows_for("W2c", cols)))
+        md.append("")
+    if "W3" in meta["workloads"]:
+        md.append(f"### W3 ingest (wrk, {S['w3_conns']} keep-alive connections, 2 threads, {S['w3_duration']} s, no subscribers)")
+        md.append("")
+        cols = [("inserts_per_s", "inserts/s"), ("lat_p50_ms", "p50 ms"), ("lat_p99_ms", "p99 ms"),
+                ("non2xx", "non-2xx"), ("errors", "errors"), ("server_cpu_pct", "server CPU %"),
+                ("server_cpu_us_per_insert", "server µs/insert"), ("wrk_cpu_pct", "wrk CPU %")]
+        md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("inserts/s")], rows_for("W3", cols)))
+        md.append("")
+    if "W4" in meta["workloads"]:
+        md.append(f"### W4 many tenants ({S['w4_tenants']:,} tenants/channels/topics × {S['w4_subs']} subscribers, "
+                  f"{S['w4_events']} events each, round robin at {S['w4_rate']} events/s; latency from sseload on "
+                  f"{S['w4_sample']} sampled tenants, the others' subscribers held and counted by bench/sseholder.py)")
+        md.append("")
+        cols = [("open", "open"), ("pub_rate", "events/s"), ("deliveries", "deliveries"), ("expected", "expected"),
+                ("conns_below_expect", "conns missing events"),
+                ("latency_mean_ms", "mean latency ms"), ("latency_p99_median_tenant_ms", "p99 (median tenant) ms"),
+                ("reach_all_p50_ms", "reach-all p50 ms"), ("reach_all_p99_ms", "reach-all p99 ms"),
+                ("server_cpu_us_per_delivery", "server µs/delivery"), ("loadgen_cpu_pct", "load gen CPU %")]
+        md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("reach-all p99")], rows_for("W4", cols)))
+        md.append("")
+    md.append("Notes: RSS/PSS per connection = (server RSS or PSS with the subscribers − before) / open "
+              "connections, summed over the server's processes (user space only; kernel socket buffers are "
+              "not included). Server CPU comes from /proc/<pid>/stat of the server's process tree; the load "
+              "generators (sseload, pubload, wrk) run on the same 2 CPUs and their CPU is shown separately. "
+              "Latency = receive time − the `t` (µs) the publisher wrote into the event; reach-all = last receipt "
+              "of an event − its `t`.")
+    return "\n".join(md) + "\n"
+
+
+# ---------------------------------------------------------------- main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
+    ap.add_argument("--systems", default=",".join(ALL_SYSTEMS))
+    ap.add_argument("--quick", action="store_true", help="small sizes, a smoke run of a few minutes")
+    ap.add_argument("--nchan-workers", type=int, default=1, help="nginx worker_processes (default 1)")
+    ap.add_argument("--mercure-transport", choices=["local", "bolt"], default="local")
+    ap.add_argument("--w1-conns", help="comma-separated subscriber counts for W1 (overrides the size)")
+    ap.add_argument("--pub-conns", type=int, default=32,
+                    help="publisher keep-alive connections for the paced workloads W2a/W4 (default 32)")
+    ap.add_argument("--out", default=os.path.join(BENCH, "results"), help="folder for latest.md / latest.json")
+    ap.add_argument("--no-build", action="store_true", help="do not rebuild the broker")
+    ap.add_argument("--keep", action="store_true", help="keep the servers' temporary folders")
+    args = ap.parse_args()
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    for w in workloads:
+        if w not in WORKLOADS:
+            ap.error(f"unknown workload {w} (choose from {', '.join(ALL_WORKLOADS)})")
+    for s in systems:
+        if s not in SYSTEMS:
+            ap.error(f"unknown system {s} (choose from {', '.join(ALL_SYSTEMS)})")
+    S = sizes(args.quick)
+    if args.w1_conns:
+        S["w1_conns"] = [int(x) for x in args.w1_conns.split(",")]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    t_all = time.time()
+    meta = {"quick": args.quick, "systems": systems, "workloads": workloads, "machine": machine(),
+            "loadavg": loadavg(), "started": started, "nchan_workers": args.nchan_workers,
+            "mercure_transport": args.mercure_transport,
+            "command": ("make bench" if os.environ.get("MAKELEVEL") and len(sys.argv) == 1 else None)
+            or os.environ.get("BENCH_COMMAND") or "bench/run.sh " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+    ensure_packages(systems)
+    build_tools()
+    if "broker" in systems and not args.no_build:
+        build_broker()
+    skip = {}
+    if "mercure" in systems:
+        try:
+            if not os.access(GO, os.X_OK):
+                raise RuntimeError(f"Go not found at {GO} (set GO=/path/to/go)")
+            took = build_mercure()
+            if took is not None:
+                meta["mercure_build_s"] = round(took)
+        except (RuntimeError, subprocess.CalledProcessError, OSError) as e:
+            log(f"cannot build the Mercure peer: {e}")
+            skip["mercure"] = f"build failed: {e}"
+    meta["versions"] = versions(systems)
+    meta["sizes"] = S
+
+    results = {}
+    for sname in systems:
+        results[sname] = {}
+        if sname in skip:
+            results[sname] = {wl: {"error": skip[sname]} for wl in workloads}
+            continue
+        for wl in workloads:
+            sysobj = SYSTEMS[sname](args)
+            log(f"{sname} {wl} ...")
+            t0 = time.time()
+            la = loadavg()
+            try:
+                results[sname][wl] = WORKLOADS[wl](sysobj, S, args)
+            except Exception as e:  # noqa: BLE001 - report and go on with the next one
+                log(f"{sname} {wl} failed: {e!r}\n{sysobj.log_tail()}")
+                results[sname][wl] = {"error": repr(e)}
+                sysobj.stop()
+            results[sname][wl]["_took_s"] = round(time.time() - t0, 1)
+            results[sname][wl]["_loadavg_before"] = la
+            log(f"{sname} {wl} done in {time.time() - t0:.0f} s")
+    meta["took_s"] = time.time() - t_all
+    md = report(results, S, meta)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=1)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
