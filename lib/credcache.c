@@ -33,6 +33,8 @@ struct credcache {
 
 credcache *credcache_new(size_t slots, int ttl_s)
 {
+    if (slots == 0)
+        return NULL;
     credcache *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;

@@ -37,6 +37,35 @@ int http_reply_json(struct _u_response *resp, unsigned status, json_t *body)
     return U_CALLBACK_COMPLETE;
 }
 
+/* Makes `s` valid UTF-8 in place: an invalid byte becomes '?', and a
+ * sequence cut short at the end (by truncation) is dropped.  Error messages
+ * quote client input and parser text, and JSON must be valid UTF-8. */
+static void utf8_sanitize(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        int n = *p < 0x80 ? 0 : (*p & 0xE0) == 0xC0 ? 1 : (*p & 0xF0) == 0xE0 ? 2 : (*p & 0xF8) == 0xF0 ? 3 : -1;
+        int ok = n >= 0 && !(n == 1 && *p < 0xC2);
+        for (int i = 1; ok && i <= n; i++)
+            ok = (p[i] & 0xC0) == 0x80;
+        if (ok) {
+            p += n + 1;
+            continue;
+        }
+        int truncated = n > 0;
+        for (int i = 1; truncated && i <= n; i++) {
+            if (p[i] == 0)
+                break;
+            truncated = (p[i] & 0xC0) == 0x80;
+        }
+        if (truncated) { /* the string ends inside this sequence */
+            *p = 0;
+            return;
+        }
+        *p++ = '?';
+    }
+}
+
 int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt, ...)
 {
     char msg[512];
@@ -44,6 +73,7 @@ int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    utf8_sanitize(msg);
     return http_reply_json(resp, status, json_pack("{s:s}", "error", msg));
 }
 

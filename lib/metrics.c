@@ -64,10 +64,16 @@ char *metrics_render(void)
     for (size_t i = 0; i < count; i++) {
         const metric *m = &table[i];
         size_t base = strcspn(m->name, "{");
-        /* HELP/TYPE once per family: only when the previous series differs. */
-        if (i == 0 || strncmp(table[i - 1].name, m->name, base) != 0 || strcspn(table[i - 1].name, "{") != base)
-            fprintf(f, "# HELP %.*s %s\n# TYPE %.*s %s\n", (int)base, m->name, m->help, (int)base, m->name, m->type);
-        fprintf(f, "%s %lld\n", m->name, atomic_load(&m->value));
+        int seen = 0; /* this family printed already? then its series were printed with it */
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcspn(table[j].name, "{") == base && strncmp(table[j].name, m->name, base) == 0;
+        if (seen)
+            continue;
+        /* HELP/TYPE once per family, then every series of the family. */
+        fprintf(f, "# HELP %.*s %s\n# TYPE %.*s %s\n", (int)base, m->name, m->help, (int)base, m->name, m->type);
+        for (size_t j = i; j < count; j++)
+            if (strcspn(table[j].name, "{") == base && strncmp(table[j].name, m->name, base) == 0)
+                fprintf(f, "%s %lld\n", table[j].name, atomic_load(&table[j].value));
     }
     pthread_mutex_unlock(&lock);
     fclose(f);

@@ -6,7 +6,9 @@
 #include "log.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <jwt.h>
+#include <orcania.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +41,23 @@ static int copy_claim(jwt_t *jwt, const char *name, char *dst, size_t size)
     return 0;
 }
 
+/* 1 when the token's header says exactly "alg":"HS256". */
+static int header_alg_is_hs256(const char *token)
+{
+    const char *dot = strchr(token, '.');
+    unsigned char header[512];
+    size_t len = 0;
+    if (dot == NULL || dot == token || (size_t)(dot - token) > 600 ||
+        !o_base64url_decode((const unsigned char *)token, (size_t)(dot - token), NULL, &len) || len >= sizeof header ||
+        !o_base64url_decode((const unsigned char *)token, (size_t)(dot - token), header, &len))
+        return 0;
+    json_t *h = json_loadb((const char *)header, len, 0, NULL);
+    const char *alg = json_string_value(json_object_get(h, "alg"));
+    int ok = alg != NULL && strcmp(alg, "HS256") == 0;
+    json_decref(h);
+    return ok;
+}
+
 int token_verify(const char *secret, const char *token, token_claims *out, const char **why)
 {
     jwt_t *jwt = NULL;
@@ -46,6 +65,11 @@ int token_verify(const char *secret, const char *token, token_claims *out, const
     *why = "invalid token";
     if (token == NULL || token[0] == '\0' || strlen(token) > 8192) {
         *why = "missing or oversized token";
+        return -1;
+    }
+    /* libjwt reads the header's alg case-insensitively: require it exactly. */
+    if (!header_alg_is_hs256(token)) {
+        *why = "invalid token: algorithm must be HS256";
         return -1;
     }
     /* Decoding with the key verifies the signature with whatever alg the

@@ -19,8 +19,8 @@ static int request_line_plausible(const char *buf, size_t len)
         i++;
     if (i == len)
         return i <= 16; /* a method still arriving */
-    if (i == 0 || buf[i] != ' ')
-        return 0;
+    if (i == 0 || i > 16 || buf[i] != ' ')
+        return 0; /* no method is longer than 16 letters, however the bytes arrive */
     for (i++; i < len; i++) {
         unsigned char ch = (unsigned char)buf[i];
         if (ch == '\n' || (ch == '\r' && i + 1 < len && buf[i + 1] == '\n'))

@@ -5,6 +5,7 @@ import time
 import urllib.parse
 
 import pytest
+import requests
 
 from conftest import (assert_error, assert_json_response, assert_ok, describe, uniq)
 
@@ -312,3 +313,21 @@ def test_readyz(broker):
 def test_zz_server_still_alive(broker):
     assert broker.alive(), "broker process exited"
     assert assert_ok(broker.get("/healthz")) == {"status": "ok"}
+
+
+def test_error_message_quoting_broken_utf8_is_still_a_400(broker):
+    """jansson's error text can end inside a UTF-8 sequence of the input; the
+    answer must stay a 400 with a valid JSON error (found by fuzz_json_body)."""
+    r = requests.post(broker.base_url + "/login", data=b'{"s":"\\u00e\xc7\xa1"}',
+                      headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400, r.text
+    assert isinstance(r.json()["error"], str) and r.json()["error"]
+
+
+def test_error_message_cut_inside_a_character_is_still_a_400(broker):
+    """An error that quotes a long non-ASCII username is truncated; the cut must
+    not leave half a character (which made the reply a 500)."""
+    r = requests.post(broker.base_url + "/get_user",
+                      json={"admin_token": broker.admin_token, "username": "a" + "é" * 300}, timeout=10)
+    assert r.status_code == 400, r.text
+    assert "no user" in r.json()["error"]

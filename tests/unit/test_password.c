@@ -1,0 +1,132 @@
+/*
+ * test_password.c - Argon2id hashing: the encoded form, a fresh salt per
+ * hash, and verification that fails closed.
+ */
+#include "check.h"
+#include "log.h"
+#include "password.h"
+
+static void case_hash_format(void)
+{
+    char *h = password_hash("correct horse battery staple");
+    CHECK(h != NULL);
+    if (h == NULL)
+        return;
+    CHECK(strncmp(h, "$argon2id$v=19$", 15) == 0);
+    CHECK_CONTAINS(h, "m=19456,t=2,p=1$");
+    /* $argon2id$v=19$m=..,t=..,p=..$salt$hash: five '$'. */
+    int dollars = 0;
+    for (const char *p = h; *p; p++)
+        dollars += *p == '$';
+    CHECK_INT(dollars, 5);
+    /* The password itself never appears in the encoding. */
+    CHECK(strstr(h, "correct horse") == NULL);
+    free(h);
+}
+
+static void case_salted(void)
+{
+    char *a = password_hash("same password");
+    char *b = password_hash("same password");
+    CHECK(a != NULL && b != NULL);
+    if (a != NULL && b != NULL) {
+        CHECK(strcmp(a, b) != 0);
+        /* The salts (4th field) differ, not just the hash. */
+        const char *sa = strrchr(a, '$'), *sb = strrchr(b, '$');
+        size_t pa = 0, pb = 0;
+        for (const char *p = a; p < sa; p++)
+            pa += *p == '$';
+        for (const char *p = b; p < sb; p++)
+            pb += *p == '$';
+        CHECK_INT(pa, pb);
+        const char *salt_a = a, *salt_b = b;
+        for (int i = 0; i < 4; i++) {
+            salt_a = strchr(salt_a, '$') + 1;
+            salt_b = strchr(salt_b, '$') + 1;
+        }
+        CHECK(sa - salt_a == sb - salt_b && sa - salt_a > 0);
+        CHECK(strncmp(salt_a, salt_b, (size_t)(sa - salt_a)) != 0);
+        /* Both verify. */
+        CHECK_INT(password_verify(a, "same password"), 1);
+        CHECK_INT(password_verify(b, "same password"), 1);
+    }
+    free(a);
+    free(b);
+}
+
+static void case_verify(void)
+{
+    char *h = password_hash("s3cret-pass");
+    CHECK(h != NULL);
+    if (h == NULL)
+        return;
+    CHECK_INT(password_verify(h, "s3cret-pass"), 1);
+    CHECK_INT(password_verify(h, "s3cret-pasS"), 0);
+    CHECK_INT(password_verify(h, "s3cret-pass "), 0);
+    CHECK_INT(password_verify(h, "s3cret-pas"), 0);
+    CHECK_INT(password_verify(h, ""), 0);
+    /* NULLs fail closed. */
+    CHECK_INT(password_verify(NULL, "s3cret-pass"), 0);
+    CHECK_INT(password_verify(h, NULL), 0);
+    CHECK_INT(password_verify(NULL, NULL), 0);
+
+    /* A hash with one character changed does not verify. */
+    char *bad = strdup(h);
+    size_t n = strlen(bad);
+    bad[n - 5] = bad[n - 5] == 'A' ? 'B' : 'A'; /* not the last: its low bits are padding */
+    CHECK_INT(password_verify(bad, "s3cret-pass"), 0);
+    free(bad);
+
+    /* Malformed encodings. */
+    static const char *const malformed[] = {
+        "",
+        "plaintext",
+        "$argon2id$",
+        "$argon2id$v=19$m=19456,t=2,p=1$",
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$",
+        "$argon2id$v=19$m=x,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+        "$2b$12$abcdefghijklmnopqrstuuK1bQAoYQ1Z6TgUOMcWyvYb2BjMrbWvS",
+    };
+    for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++)
+        CHECK_INT(password_verify(malformed[i], "s3cret-pass"), 0);
+
+    /* An argon2i (not id) hash of the same password is not ours. */
+    char *i_hash = strdup(h);
+    memmove(i_hash + 8, i_hash + 9, strlen(i_hash + 9) + 1); /* "$argon2id" -> "$argon2i" */
+    CHECK(strncmp(i_hash, "$argon2i$", 9) == 0);
+    CHECK_INT(password_verify(i_hash, "s3cret-pass"), 0);
+    free(i_hash);
+    free(h);
+}
+
+static void case_unusual_passwords(void)
+{
+    /* Unicode and a long password round-trip. */
+    const char *uni = "pässwörd-密码-🔑";
+    char *h = password_hash(uni);
+    CHECK(h != NULL);
+    CHECK_INT(password_verify(h, uni), 1);
+    CHECK_INT(password_verify(h, "passwort-密码-🔑"), 0);
+    free(h);
+
+    char longpw[4097];
+    memset(longpw, 'z', sizeof longpw - 1);
+    longpw[sizeof longpw - 1] = '\0';
+    h = password_hash(longpw);
+    CHECK(h != NULL);
+    CHECK_INT(password_verify(h, longpw), 1);
+    longpw[4095] = 'y';
+    CHECK_INT(password_verify(h, longpw), 0);
+    free(h);
+}
+
+int main(void)
+{
+    log_init("test_password", "error");
+    RUN_CASE(case_hash_format);
+    RUN_CASE(case_salted);
+    RUN_CASE(case_verify);
+    RUN_CASE(case_unusual_passwords);
+    log_close();
+    return check_summary();
+}
