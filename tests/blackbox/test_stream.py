@@ -511,6 +511,12 @@ def test_keepalive_connection_redirected_to_new_connection(broker):
         path = "/sse?access_token=" + body["jwt"]
         conn.request("GET", path, headers={"Accept": "text/event-stream"})
         r2 = conn.getresponse()
+        if EXTERNAL_URL and r2.status == 200:
+            # Behind a gateway (split deployment) the reused client connection
+            # reaches the stream service on a connection of the gateway's own:
+            # the stream comes at once, no redirect is needed.
+            assert (r2.getheader("Content-Type") or "").startswith("text/event-stream"), r2.getheaders()
+            return
         r2.read()
         assert r2.status == 307, "GET /sse on a reused connection answered %d %r" % (
             r2.status, r2.getheaders())
@@ -638,6 +644,8 @@ def test_garbage_request(broker, name):
             raise AssertionError("garbage %r: no answer and the connection still open after "
                                  "10 s" % GARBAGE[name])
         if status is not None:
+            if EXTERNAL_URL and name == "sse_bad_version" and status == 505:
+                return  # nginx, the split deployment's gateway, answers this itself
             assert 400 <= status < 500, "garbage %r answered %d %r" % (name, status, c.head_raw)
     assert_serving(broker)
 
