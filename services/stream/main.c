@@ -28,33 +28,19 @@ static int worker_main(int argc, char **argv, int index)
 {
     broker_runtime rt;
     http_server http;
-    stream_engine *engine = NULL;
     char name[32];
     snprintf(name, sizeof name, "broker-stream[%d]", index);
     int rc = runtime_open(&rt, argc, argv, name);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
     const char *bus = rt.cfg.bus_subscribe[0] ? rt.cfg.bus_subscribe : DEFAULT_SUBSCRIBE;
-    int status = 1, listen_fd = -1;
-    if (http_server_init(&http, &rt.cfg) != 0)
-        goto out;
-    if (health_add_routes(&http, &rt) != 0 || stream_add_routes(&http, &rt) != 0 || http_server_start(&http, 0) != 0)
-        goto out_http;
-    listen_fd = stream_listen(rt.cfg.bind, rt.cfg.port, 1);
-    if (listen_fd < 0 || (engine = stream_engine_new(&rt, &http, listen_fd, bus)) == NULL ||
-        stream_engine_start(engine) != 0)
-        goto out_engine;
-    log_info("%s listening on %s:%ld, subscribed to %s", name, rt.cfg.bind, rt.cfg.port, bus);
-    runtime_wait_for_signal();
-    status = 0;
-out_engine:
-    if (engine != NULL)
-        stream_engine_free(engine);
-    else if (listen_fd >= 0)
-        close(listen_fd);
-out_http:
-    http_server_stop(&http);
-out:
+    int status = 1;
+    if (http_server_init(&http, &rt.cfg) == 0) {
+        if (health_add_routes(&http, &rt) == 0 && stream_add_routes(&http, &rt) == 0 &&
+            http_server_start(&http, 0) == 0 && stream_serve(&rt, &http, 1, bus, name) == 0)
+            status = 0;
+        http_server_stop(&http);
+    }
     runtime_close(&rt);
     return status;
 }

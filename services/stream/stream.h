@@ -42,6 +42,13 @@ void stream_engine_free(stream_engine *e);
  * share the port (the kernel spreads connections among them).  -1 on error. */
 int stream_listen(const char *bind, long port, int reuse_port);
 
+/* Serves until SIGTERM/SIGINT: listens on --bind:--port (reuse_port: shared
+ * with other processes), runs an engine subscribed to `bus_endpoints` that
+ * hands non-SSE connections to `http` (started with listen_self=0), logs
+ * `name` as listening, and stops the engine at the signal.  0, or -1 when it
+ * could not start (logged). */
+int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const char *bus_endpoints, const char *name);
+
 /* GET /sse on the request/response server: the 307 described above. */
 int stream_add_routes(http_server *s, broker_runtime *rt);
 

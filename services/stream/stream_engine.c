@@ -83,8 +83,10 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
 {
     stream_engine *e = calloc(1, sizeof *e);
     char preamble[512];
-    if (e == NULL)
+    if (e == NULL) {
+        close(listen_fd);
         return NULL;
+    }
     e->rt = rt;
     e->http = http;
     e->listen_fd = listen_fd;
@@ -468,6 +470,25 @@ void stream_engine_free(stream_engine *e)
         close(e->listen_fd);
     free(e->bus_endpoints);
     free(e);
+}
+
+int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const char *bus_endpoints, const char *name)
+{
+    int listen_fd = stream_listen(rt->cfg.bind, rt->cfg.port, reuse_port);
+    if (listen_fd < 0)
+        return -1;
+    stream_engine *e = stream_engine_new(rt, http, listen_fd, bus_endpoints); /* owns listen_fd now */
+    if (e == NULL)
+        return -1;
+    if (stream_engine_start(e) != 0) {
+        stream_engine_free(e);
+        return -1;
+    }
+    log_info("%s listening on %s:%ld (store: %s, bus: %s)", name, rt->cfg.bind, rt->cfg.port, rt->store->ops->name,
+             bus_endpoints);
+    runtime_wait_for_signal();
+    stream_engine_free(e);
+    return 0;
 }
 
 /* ---- the request/response side of /sse -------------------------------- */
