@@ -99,9 +99,11 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->bus_endpoints = strdup(bus_endpoints);
     e->tenant_mask = 1023;
     e->tenants = calloc(e->tenant_mask + 1, sizeof *e->tenants);
+    /* The body has no length and no chunked encoding: it ends when the
+     * connection does, which HTTP/1.1 says with "Connection: close". */
     int plen = snprintf(preamble, sizeof preamble,
                         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                        "Connection: keep-alive\r\nX-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: %s\r\n%s\r\n"
+                        "Connection: close\r\nX-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: %s\r\n%s\r\n"
                         "retry: 3000\n\n",
                         rt->cfg.origin, strcmp(rt->cfg.origin, "*") ? "Vary: Origin\r\n" : "");
     e->preamble = (plen > 0 && (size_t)plen < sizeof preamble) ? sse_frame_text(preamble, (size_t)plen) : NULL;
