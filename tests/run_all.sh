@@ -15,6 +15,25 @@ failed=0
 report=()
 
 note() { printf '\n=== %s\n' "$*"; }
+# A base port whose next 12 ports are free, below the kernel's ephemeral range
+# (32768-60999 here), where the outgoing connections of earlier tests live.
+free_port_block() {
+  $PY - <<'PYEOF'
+import random, socket
+for _ in range(200):
+    base = random.randrange(10000, 32000)
+    socks = []
+    try:
+        for p in range(base, base + 12):
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", p)); socks.append(s)
+    except OSError:
+        continue
+    finally:
+        for s in socks: s.close()
+    print(base); break
+PYEOF
+}
 record() { # name passed failed
   passed=$((passed + $2)); failed=$((failed + $3))
   report+=("$(printf '%-34s %4d passed %4d failed' "$1" "$2" "$3")")
@@ -76,7 +95,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:ha
   BROKER_SANITIZED=1 BROKER_BIN=$ROOT/build-asan/broker run_pytest "blackbox-asan" blackbox-asan tests/blackbox
 
 note "browser (headless chromium) against the all-in-one broker"
-browser_port=$((20000 + RANDOM % 20000))
+browser_port=$(free_port_block)
 build/broker --port=$browser_port --db="$WORK/browser-db" --admin_token=browser-admin \
   --jwt_secret=browser-secret 2>"$WORK/browser-broker.log" &
 browser_pid=$!
@@ -86,12 +105,17 @@ BROKER_BROWSER_BASE=http://127.0.0.1:$browser_port BROKER_BROWSER_ADMIN_TOKEN=br
 kill -TERM $browser_pid; wait $browser_pid 2>/dev/null
 
 note "split deployment on loopback (auth, ingest, 2 x stream, nginx gateway)"
-split_port=$((20000 + RANDOM % 20000))
-rm -f "$WORK/split.ready"
-SPLIT_READY_FILE=$WORK/split.ready GATEWAY_PORT=$split_port BUS_INGEST_PORT=$((split_port + 10)) \
-  BUS_AUTH_PORT=$((split_port + 11)) DB=$WORK/split-db scripts/run-split.sh >"$WORK/split.log" 2>&1 &
-split_pid=$!
-for _ in $(seq 1 150); do [ -f "$WORK/split.ready" ] && break; kill -0 $split_pid 2>/dev/null || break; sleep 0.2; done
+for attempt in 1 2 3; do   # a port taken between the check and the bind: try another block
+  split_port=$(free_port_block)
+  rm -f "$WORK/split.ready"
+  SPLIT_READY_FILE=$WORK/split.ready GATEWAY_PORT=$split_port BUS_INGEST_PORT=$((split_port + 10)) \
+    BUS_AUTH_PORT=$((split_port + 11)) DB=$WORK/split-db-$attempt scripts/run-split.sh >"$WORK/split.log" 2>&1 &
+  split_pid=$!
+  for _ in $(seq 1 150); do [ -f "$WORK/split.ready" ] && break; kill -0 $split_pid 2>/dev/null || break; sleep 0.2; done
+  [ -f "$WORK/split.ready" ] && break
+  kill -TERM $split_pid 2>/dev/null; wait $split_pid 2>/dev/null
+  echo "split deployment attempt $attempt did not start; log tail:"; tail -3 "$WORK/split.log"
+done
 if [ -f "$WORK/split.ready" ]; then
   BROKER_SPLIT_GATEWAY=http://127.0.0.1:$split_port BROKER_SPLIT_STREAMS=$((split_port + 3)),$((split_port + 4)) \
     run_pytest "split: cross-process" split tests/split
@@ -128,13 +152,18 @@ if fdb_uri=$(tests/ferretdb/start.sh 0 "$WORK/fdb" 2>"$WORK/fdb-start.log" | tai
   BROKER_TEST_STORE_URI=$fdb_uri BROKER_BIN=$ROOT/build/broker \
     run_pytest "mongodb: black-box (all-in-one)" mongo-blackbox tests/blackbox
 
-  mport=$((20000 + RANDOM % 20000))
-  rm -f "$WORK/msplit.ready"
-  SPLIT_READY_FILE=$WORK/msplit.ready GATEWAY_PORT=$mport BUS_INGEST_PORT=$((mport + 10)) \
-    BUS_AUTH_PORT=$((mport + 11)) DB=$WORK/msplit-db \
-    scripts/run-split.sh --store="${fdb_uri}split" >"$WORK/msplit.log" 2>&1 &
-  msplit_pid=$!
-  for _ in $(seq 1 150); do [ -f "$WORK/msplit.ready" ] && break; kill -0 $msplit_pid 2>/dev/null || break; sleep 0.2; done
+  for attempt in 1 2 3; do
+    mport=$(free_port_block)
+    rm -f "$WORK/msplit.ready"
+    SPLIT_READY_FILE=$WORK/msplit.ready GATEWAY_PORT=$mport BUS_INGEST_PORT=$((mport + 10)) \
+      BUS_AUTH_PORT=$((mport + 11)) DB=$WORK/msplit-db-$attempt \
+      scripts/run-split.sh --store="${fdb_uri}split$attempt" >"$WORK/msplit.log" 2>&1 &
+    msplit_pid=$!
+    for _ in $(seq 1 150); do [ -f "$WORK/msplit.ready" ] && break; kill -0 $msplit_pid 2>/dev/null || break; sleep 0.2; done
+    [ -f "$WORK/msplit.ready" ] && break
+    kill -TERM $msplit_pid 2>/dev/null; wait $msplit_pid 2>/dev/null
+    echo "split deployment on MongoDB, attempt $attempt did not start; log tail:"; tail -3 "$WORK/msplit.log"
+  done
   if [ -f "$WORK/msplit.ready" ]; then
     BROKER_SPLIT_GATEWAY=http://127.0.0.1:$mport BROKER_SPLIT_STREAMS=$((mport + 3)),$((mport + 4)) \
       run_pytest "mongodb: split cross-process" mongo-split tests/split
