@@ -18,6 +18,13 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
     int rc = config_load(&rt->cfg, argc, argv, service);
     if (rc != 0)
         return rc;
+    if (rt->cfg.secure) {
+        /* Better no start than plain HTTP where HTTPS was asked for. */
+        fprintf(stderr, "%s: --secure=true: HTTPS is not available in this build yet (certd is future work); "
+                        "serve plain HTTP behind a TLS-terminating proxy, see README.md\n", service);
+        config_free(&rt->cfg);
+        return -1;
+    }
     if (log_init(service, rt->cfg.log_level) != 0) {
         fprintf(stderr, "%s: cannot start logging\n", service);
         goto fail;

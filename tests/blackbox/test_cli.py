@@ -177,3 +177,12 @@ def test_custom_secrets_do_not_warn():
     bad = [l for l in warning_lines(b.stderr_text())
            if "admin_token" in l.lower() or "jwt_secret" in l.lower()]
     assert not bad, "warning about secrets although both were set:\n%s" % "\n".join(bad)
+
+
+def test_secure_refuses_to_start_rather_than_serve_plain_http(tmp_path):
+    """HTTPS is not built yet: asking for it must stop the start with a message
+    naming the flag, never fall back to plain HTTP."""
+    r = subprocess.run([BROKER_BIN, "--secure=true", "--auto_cert=false", "--port", "1",
+                        "--db", str(tmp_path / "db")], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert "--secure" in r.stderr, r.stderr
