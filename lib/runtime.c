@@ -139,3 +139,25 @@ int health_add_routes(http_server *s, broker_runtime *rt)
     };
     return http_server_add_routes(s, routes, rt);
 }
+
+int runtime_serve_http(int argc, char **argv, const char *service, const char *default_bus,
+                       int (*add_routes)(http_server *s, broker_runtime *rt))
+{
+    broker_runtime rt;
+    http_server http;
+    int rc = runtime_open(&rt, argc, argv, service);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    const char *bus = rt.cfg.bus_publish[0] ? rt.cfg.bus_publish : default_bus;
+    int status = 1;
+    if (runtime_open_bus(&rt, bus) == 0 && http_server_init(&http, &rt.cfg) == 0) {
+        if (health_add_routes(&http, &rt) == 0 && add_routes(&http, &rt) == 0 && http_server_start(&http, 1) == 0) {
+            log_info("%s listening on %s:%ld, publishing on %s", service, rt.cfg.bind, rt.cfg.port, bus);
+            runtime_wait_for_signal();
+            status = 0;
+        }
+        http_server_stop(&http);
+    }
+    runtime_close(&rt);
+    return status;
+}

@@ -45,6 +45,13 @@ void runtime_close(broker_runtime *rt);
  * and makes user changes travel on it.  Returns 0 or -1 (logged). */
 int runtime_open_bus(broker_runtime *rt, const char *endpoint);
 
+/* The whole life of a request/response service (auth, ingest): opens the bus
+ * publisher on --bus_publish (or `default_bus`), listens on --bind:--port
+ * with the health routes and those `add_routes` adds, serves until
+ * SIGTERM/SIGINT, then closes everything.  Returns the process exit status. */
+int runtime_serve_http(int argc, char **argv, const char *service, const char *default_bus,
+                       int (*add_routes)(http_server *s, broker_runtime *rt));
+
 /* Blocks until SIGINT or SIGTERM. */
 void runtime_wait_for_signal(void);
 
