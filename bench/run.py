@@ -59,6 +59,7 @@ GO = os.environ.get("GO", "/usr/local/go/bin/go")
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 SSELOAD = os.path.join(BUILD, "sseload")
 PUBLOAD = os.path.join(BUILD, "pubload")
+WRITEFLOOR = os.path.join(BUILD, "writefloor")
 MERCURE_BIN = os.path.join(CACHE, "mercure-caddy")
 HZ = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -217,7 +218,7 @@ def run_checked(cmd, **kw):
 
 
 def build_tools():
-    for src, out in (("sseload.c", SSELOAD), ("pubload.c", PUBLOAD)):
+    for src, out in (("sseload.c", SSELOAD), ("pubload.c", PUBLOAD), ("writefloor.c", WRITEFLOOR)):
         src = os.path.join(BENCH, src)
         if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
             os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -835,6 +836,19 @@ def w2c(sysobj, S, args):
             "server_cpu_s": round(cpu, 3), "server_alive": alive}
 
 
+def write_floor(conns):
+    """The kernel's cost of one write() per subscriber (bench/writefloor.c): the floor under
+    any fan-out server's delivery cost, and under W2c's one-event-at-a-time latency."""
+    out = []
+    for reader in ("idle", "epoll"):
+        r = subprocess.run([WRITEFLOOR, "--conns", str(min(conns, 19000)), "--reader", reader],
+                           capture_output=True, text=True, timeout=180)
+        line = [l for l in r.stdout.splitlines() if l.startswith("WRITEFLOOR ")]
+        out.append(json.loads(line[-1][11:]) if line else {"reader": reader, "error": r.stderr[-300:]})
+        log(f"write floor ({reader} reader): {out[-1]}")
+    return out
+
+
 def w3(sysobj, S, args):
     sysobj.start()
     try:
@@ -1089,6 +1103,15 @@ def report(results, S, meta):
                     f"{st['server_cpu_us_per_delivery']} µs, {st['sseload_cpu_pct']}%, {st['tail_s']} s"
                     f"{'' if st['kept_up'] else '*'}" for st in r["steps"]))
         md.append("")
+    if meta.get("floor"):
+        md.append("### Kernel floor of one delivery (`build/writefloor`: one write() of an SSE-sized frame per "
+                  "loopback connection, back to back, no server in the way)")
+        md.append("")
+        md.append(table(["reader", "connections", "bytes", "one round (all connections) p50 ms", "wall µs/write",
+                         "CPU µs/write"],
+                        [[f.get("reader"), fmt(f.get("conns")), f.get("bytes"), f.get("round_ms_p50"),
+                          f.get("wall_us_per_write"), f.get("cpu_us_per_write")] for f in meta["floor"]]))
+        md.append("")
     if "W2b" in meta["workloads"]:
         md.append(f"### W2b burst ({S['w2_conns']:,} subscribers, {S['w2b_events']} events back to back on one connection)")
         md.append("")
@@ -1187,6 +1210,8 @@ def main():
             skip["mercure"] = f"build failed: {e}"
     meta["versions"] = versions(systems)
     meta["sizes"] = S
+    if any(w in workloads for w in ("W2a", "W2c")):
+        meta["floor"] = write_floor(S["w2_conns"])
 
     results = {}
     for sname in systems:
