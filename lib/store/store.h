@@ -3,7 +3,7 @@
  *
  * A store holds two things: users (unique username) and events (per-tenant
  * sequence, allocated atomically with the write).  Backends live side by side
- * in this folder (store_sqlite.c, later store_mongo.c) and are picked once at
+ * in this folder (store_sqlite.c, store_mongo*.c) and are picked once at
  * start by store_open() from a URI; no service ever asks which one it has.
  *
  * Every call returns a store_status.  STORE_UNAVAILABLE means the backend

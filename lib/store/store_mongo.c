@@ -1,6 +1,9 @@
 /*
  * store_mongo.c - the MongoDB store, for split deployments (libmongoc).
  *
+ * This file opens it and holds the helpers; users are in store_mongo_users.c,
+ * events in store_mongo_events.c (mongo_internal.h is what they share).
+ *
  * Same interface and semantics as store_sqlite.c; proto/store.md documents the
  * collections and indexes of both backends.  The idea:
  *
@@ -55,48 +58,14 @@
  * Callbacks run while a pooled client and an open cursor are held: they
  * should be quick, and may re-enter the store (another client is popped).
  */
-#include "store.h"
+#include "mongo_internal.h"
 
 #include "log.h"
 
-#include <mongoc/mongoc.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-#define DEFAULT_DB_NAME "broker"
-#define SERVER_SELECTION_TIMEOUT_MS 5000
-#define CONNECT_TIMEOUT_MS 3000
-#define SOCKET_TIMEOUT_MS 10000
-#define SEQ_STRIPES 64
-#define INSERT_CONFLICT_TIMEOUT_US 5000000 /* lost races (other processes) before giving up */
-#define CONFLICTS_BEFORE_REREAD 8           /* probes of the next seq before reading the max again */
-#define PROBE_LOOKAHEAD CONFLICTS_BEFORE_REREAD
-#define DUPLICATE_KEY 11000
-
-#define COLL_USERS "users"
-#define COLL_EVENTS "events"
-#define COLL_LATEST "latest"
-
-/* Writers of the tenants that hash here queue on `lock`; `tenant` (owned,
- * NULL when unknown) and `last_seq` remember the last seq this process stored
- * for one of them. */
-typedef struct seq_stripe {
-    pthread_mutex_t lock;
-    char *tenant;
-    uint64_t last_seq;
-} seq_stripe;
-
-typedef struct mongo_store {
-    store base; /* first: a store * is a mongo_store * */
-    mongoc_client_pool_t *pool;
-    char *db_name;
-    char *where; /* "host:port,.../db" for log lines, without credentials */
-    seq_stripe stripes[SEQ_STRIPES];
-} mongo_store;
 
 static const store_ops mongo_ops;
 
@@ -139,20 +108,20 @@ static void driver_init(void)
 /* Logs what failed with the driver's message and maps it to STORE_UNAVAILABLE.
  * Driver and server messages carry no credentials; a duplicate-key message may
  * name the key (tenant and seq), never a password hash (it has no index). */
-static store_status mg_fail(const char *what, const bson_error_t *err)
+store_status mg_fail(const char *what, const bson_error_t *err)
 {
     log_error("store mongodb: %s: %s (domain %u, code %u)", what, err->message, err->domain, err->code);
     return STORE_UNAVAILABLE;
 }
 
-static int is_duplicate_key(const bson_error_t *err)
+int mg_is_duplicate_key(const bson_error_t *err)
 {
     return err->code == DUPLICATE_KEY;
 }
 
 /* A required string argument is NULL: a caller's bug, answered like the
  * SQLite backend's NOT NULL constraint, never a crash. */
-static store_status mg_missing(const char *what)
+store_status mg_missing(const char *what)
 {
     log_error("store mongodb: %s: a required field is missing", what);
     return STORE_UNAVAILABLE;
@@ -161,7 +130,7 @@ static store_status mg_missing(const char *what)
 /* ---- small BSON helpers -------------------------------------------------- */
 
 /* A string field of `doc`, or NULL when absent or not a string. */
-static const char *doc_utf8(const bson_t *doc, const char *key)
+const char *mg_doc_utf8(const bson_t *doc, const char *key)
 {
     bson_iter_t it;
     if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it))
@@ -169,7 +138,7 @@ static const char *doc_utf8(const bson_t *doc, const char *key)
     return NULL;
 }
 
-static int64_t doc_int64(const bson_t *doc, const char *key)
+int64_t mg_doc_int64(const bson_t *doc, const char *key)
 {
     bson_iter_t it;
     if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_NUMBER(&it))
@@ -177,7 +146,7 @@ static int64_t doc_int64(const bson_t *doc, const char *key)
     return 0;
 }
 
-static void append_utf8_or_null(bson_t *doc, const char *key, const char *value)
+void mg_append_utf8_or_null(bson_t *doc, const char *key, const char *value)
 {
     if (value == NULL)
         bson_append_null(doc, key, -1);
@@ -186,7 +155,7 @@ static void append_utf8_or_null(bson_t *doc, const char *key, const char *value)
 }
 
 /* Seqs travel as int64; larger bounds are clamped by the callers. */
-static int64_t seq_i64(uint64_t seq)
+int64_t mg_seq_i64(uint64_t seq)
 {
     return seq > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)seq;
 }
@@ -411,13 +380,7 @@ static void mongo_close(store *base)
 
 /* ---- clients and collections --------------------------------------------- */
 
-/* One pooled client and one collection handle for one call. */
-typedef struct mg_coll {
-    mongoc_client_t *client;
-    mongoc_collection_t *coll;
-} mg_coll;
-
-static int coll_acquire(mongo_store *s, const char *name, mg_coll *c)
+int mg_coll_acquire(mongo_store *s, const char *name, mg_coll *c)
 {
     c->client = mongoc_client_pool_pop(s->pool);
     if (c->client == NULL) {
@@ -429,7 +392,7 @@ static int coll_acquire(mongo_store *s, const char *name, mg_coll *c)
     return 0;
 }
 
-static void coll_release(mongo_store *s, mg_coll *c)
+void mg_coll_release(mongo_store *s, mg_coll *c)
 {
     if (c->coll != NULL)
         mongoc_collection_destroy(c->coll);
@@ -441,8 +404,8 @@ static void coll_release(mongo_store *s, mg_coll *c)
 
 /* Walks a cursor, calling fn(doc, arg) for each document until it returns
  * non-zero; destroys the cursor.  STORE_OK unless the cursor failed. */
-static store_status cursor_walk(mongoc_cursor_t *cur, int (*fn)(const bson_t *doc, void *arg), void *arg,
-                                const char *what)
+store_status mg_cursor_walk(mongoc_cursor_t *cur, int (*fn)(const bson_t *doc, void *arg), void *arg,
+                            const char *what)
 {
     const bson_t *doc;
     bson_error_t err;
@@ -456,635 +419,6 @@ static store_status cursor_walk(mongoc_cursor_t *cur, int (*fn)(const bson_t *do
     return ret;
 }
 
-/* ---- users --------------------------------------------------------------- */
-
-/* A user document viewed in place (strings point into `doc`). */
-static void user_view(const bson_t *doc, store_user *u)
-{
-    memset(u, 0, sizeof(*u));
-    const char *id = doc_utf8(doc, "id");
-    snprintf(u->id, sizeof(u->id), "%s", id ? id : "");
-    u->username = (char *)doc_utf8(doc, "username");
-    u->password_hash = (char *)doc_utf8(doc, "password_hash");
-    bson_iter_t it;
-    u->revoked = bson_iter_init_find(&it, doc, "revoked") && bson_iter_as_bool(&it);
-    u->tenant_name = (char *)doc_utf8(doc, "tenant_name");
-    u->email = (char *)doc_utf8(doc, "email");
-    u->data = (char *)doc_utf8(doc, "data");
-}
-
-/* The mutable fields of a user, as stored (user_update $sets these). */
-static void append_user_fields(bson_t *doc, const store_user *u)
-{
-    append_utf8_or_null(doc, "password_hash", u->password_hash);
-    BSON_APPEND_BOOL(doc, "revoked", u->revoked != 0);
-    append_utf8_or_null(doc, "tenant_name", u->tenant_name);
-    append_utf8_or_null(doc, "email", u->email);
-    append_utf8_or_null(doc, "data", u->data);
-}
-
-static store_status mongo_user_create(store *base, const store_user *u)
-{
-    mongo_store *s = (mongo_store *)base;
-    if (u->username == NULL || u->password_hash == NULL || u->tenant_name == NULL)
-        return mg_missing("user create");
-    mg_coll c;
-    if (coll_acquire(s, COLL_USERS, &c) != 0)
-        return STORE_UNAVAILABLE;
-    bson_t doc = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&doc, "id", u->id);
-    append_utf8_or_null(&doc, "username", u->username);
-    append_user_fields(&doc, u);
-    bson_error_t err;
-    store_status ret = STORE_OK;
-    if (!mongoc_collection_insert_one(c.coll, &doc, NULL, NULL, &err))
-        ret = is_duplicate_key(&err) ? STORE_CONFLICT : mg_fail("user create", &err); /* only username is unique */
-    bson_destroy(&doc);
-    coll_release(s, &c);
-    return ret;
-}
-
-typedef struct user_copy {
-    store_user *out;
-    int found, oom;
-} user_copy;
-
-static char *dup_or_null(const char *text, int *oom)
-{
-    if (text == NULL)
-        return NULL;
-    char *d = strdup(text);
-    if (d == NULL)
-        *oom = 1;
-    return d;
-}
-
-static int user_copy_doc(const bson_t *doc, void *arg)
-{
-    user_copy *uc = arg;
-    store_user view;
-    user_view(doc, &view);
-    memcpy(uc->out->id, view.id, sizeof(uc->out->id));
-    uc->out->username = dup_or_null(view.username, &uc->oom);
-    uc->out->password_hash = dup_or_null(view.password_hash, &uc->oom);
-    uc->out->revoked = view.revoked;
-    uc->out->tenant_name = dup_or_null(view.tenant_name, &uc->oom);
-    uc->out->email = dup_or_null(view.email, &uc->oom);
-    uc->out->data = dup_or_null(view.data, &uc->oom);
-    uc->found = 1;
-    return 1;
-}
-
-static store_status mongo_user_get(store *base, const char *username, store_user *out)
-{
-    mongo_store *s = (mongo_store *)base;
-    memset(out, 0, sizeof(*out));
-    if (username == NULL)
-        return STORE_NOT_FOUND;
-    mg_coll c;
-    if (coll_acquire(s, COLL_USERS, &c) != 0)
-        return STORE_UNAVAILABLE;
-    bson_t *filter = BCON_NEW("username", BCON_UTF8(username));
-    bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
-    user_copy uc = {.out = out};
-    store_status ret = cursor_walk(mongoc_collection_find_with_opts(c.coll, filter, opts, NULL), user_copy_doc, &uc,
-                                   "user get");
-    if (ret == STORE_OK && uc.oom) {
-        log_error("store mongodb: out of memory reading a user");
-        ret = STORE_UNAVAILABLE;
-    }
-    if (ret == STORE_OK && !uc.found)
-        ret = STORE_NOT_FOUND;
-    if (ret != STORE_OK)
-        store_user_clear(out);
-    bson_destroy(opts);
-    bson_destroy(filter);
-    coll_release(s, &c);
-    return ret;
-}
-
-typedef struct user_walk {
-    store_user_fn fn;
-    void *arg;
-} user_walk;
-
-static int user_walk_doc(const bson_t *doc, void *arg)
-{
-    user_walk *w = arg;
-    store_user view;
-    user_view(doc, &view);
-    return w->fn(&view, w->arg);
-}
-
-static store_status mongo_user_list(store *base, store_user_fn fn, void *arg)
-{
-    mongo_store *s = (mongo_store *)base;
-    mg_coll c;
-    if (coll_acquire(s, COLL_USERS, &c) != 0)
-        return STORE_UNAVAILABLE;
-    /* ObjectIds grow with time: _id order is creation order. */
-    bson_t filter = BSON_INITIALIZER;
-    bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
-    user_walk w = {fn, arg};
-    store_status ret =
-        cursor_walk(mongoc_collection_find_with_opts(c.coll, &filter, opts, NULL), user_walk_doc, &w, "user list");
-    bson_destroy(opts);
-    bson_destroy(&filter);
-    coll_release(s, &c);
-    return ret;
-}
-
-/* $set on the user named `username`; no match = no such user. */
-static store_status user_set(mongo_store *s, const char *username, const bson_t *set, const char *what)
-{
-    if (username == NULL)
-        return STORE_NOT_FOUND;
-    mg_coll c;
-    if (coll_acquire(s, COLL_USERS, &c) != 0)
-        return STORE_UNAVAILABLE;
-    bson_t *filter = BCON_NEW("username", BCON_UTF8(username));
-    bson_t update = BSON_INITIALIZER;
-    BSON_APPEND_DOCUMENT(&update, "$set", set);
-    bson_t reply;
-    bson_error_t err;
-    store_status ret;
-    if (!mongoc_collection_update_one(c.coll, filter, &update, NULL, &reply, &err))
-        ret = mg_fail(what, &err);
-    else
-        ret = doc_int64(&reply, "matchedCount") > 0 ? STORE_OK : STORE_NOT_FOUND;
-    bson_destroy(&reply);
-    bson_destroy(&update);
-    bson_destroy(filter);
-    coll_release(s, &c);
-    return ret;
-}
-
-static store_status mongo_user_update(store *base, const store_user *u)
-{
-    bson_t set = BSON_INITIALIZER;
-    append_user_fields(&set, u);
-    store_status ret = user_set((mongo_store *)base, u->username, &set, "user update");
-    bson_destroy(&set);
-    return ret;
-}
-
-static store_status mongo_user_set_revoked(store *base, const char *username, int revoked)
-{
-    bson_t set = BSON_INITIALIZER;
-    BSON_APPEND_BOOL(&set, "revoked", revoked != 0);
-    store_status ret = user_set((mongo_store *)base, username, &set, "user set revoked");
-    bson_destroy(&set);
-    return ret;
-}
-
-/* ---- events: writing ----------------------------------------------------- */
-
-static seq_stripe *stripe_for(mongo_store *s, const char *tenant)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)tenant; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return &s->stripes[h % SEQ_STRIPES];
-}
-
-/* The stripe's cached last seq of `tenant`, 0 when it has none. */
-static uint64_t stripe_last_seq(const seq_stripe *st, const char *tenant)
-{
-    return st->tenant != NULL && strcmp(st->tenant, tenant) == 0 ? st->last_seq : 0;
-}
-
-static void stripe_remember(seq_stripe *st, const char *tenant, uint64_t seq)
-{
-    if (st->tenant == NULL || strcmp(st->tenant, tenant) != 0) {
-        free(st->tenant);
-        st->tenant = strdup(tenant); /* NULL on OOM: just no cache */
-    }
-    st->last_seq = st->tenant ? seq : 0;
-}
-
-static void stripe_forget(seq_stripe *st)
-{
-    free(st->tenant);
-    st->tenant = NULL;
-    st->last_seq = 0;
-}
-
-/* The tenant's highest stored seq (0 when it has no event) into *max. */
-static store_status events_max_seq(mongoc_collection_t *events, const char *tenant, uint64_t *max)
-{
-    bson_t *filter = BCON_NEW("tenant", BCON_UTF8(tenant));
-    bson_t *opts = BCON_NEW("sort", "{", "seq", BCON_INT32(-1), "}", "limit", BCON_INT64(1), "projection", "{",
-                            "seq", BCON_INT32(1), "_id", BCON_INT32(0), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(events, filter, opts, NULL);
-    const bson_t *doc;
-    bson_error_t err;
-    int64_t seq = 0;
-    if (mongoc_cursor_next(cur, &doc))
-        seq = doc_int64(doc, "seq");
-    store_status ret = mongoc_cursor_error(cur, &err) ? mg_fail("event max seq", &err) : STORE_OK;
-    mongoc_cursor_destroy(cur);
-    bson_destroy(opts);
-    bson_destroy(filter);
-    *max = seq > 0 ? (uint64_t)seq : 0;
-    return ret;
-}
-
-/* Raises the latest hint of (tenant, event) to at least `seq` ($max never
- * lowers it), creating it when missing. */
-static store_status latest_raise(mongoc_collection_t *latest, const char *tenant, const char *event, uint64_t seq)
-{
-    bson_t *filter = BCON_NEW("_id", "{", "tenant", BCON_UTF8(tenant), "event", BCON_UTF8(event), "}");
-    bson_t *update = BCON_NEW("$max", "{", "seq", BCON_INT64(seq_i64(seq)), "}", "$setOnInsert", "{", "tenant",
-                              BCON_UTF8(tenant), "event", BCON_UTF8(event), "}");
-    bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
-    bson_error_t err;
-    store_status ret = STORE_OK;
-    /* Two processes upserting a new name race: the loser gets a duplicate
-     * key, and its second try finds the document and applies $max. */
-    for (int attempt = 0;; attempt++) {
-        if (mongoc_collection_update_one(latest, filter, update, opts, NULL, &err))
-            break;
-        if (attempt == 0 && is_duplicate_key(&err))
-            continue;
-        ret = mg_fail("event insert: latest", &err);
-        break;
-    }
-    bson_destroy(opts);
-    bson_destroy(update);
-    bson_destroy(filter);
-    return ret;
-}
-
-/* Inserts the event at `seq`; *taken is set when another writer holds it. */
-static store_status event_put(mongoc_collection_t *events, const char *tenant, const char *event, const char *data,
-                              int64_t ts_ms, uint64_t seq, int *taken)
-{
-    bson_t doc = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&doc, "tenant", tenant);
-    BSON_APPEND_INT64(&doc, "seq", seq_i64(seq));
-    BSON_APPEND_UTF8(&doc, "event", event);
-    BSON_APPEND_UTF8(&doc, "data", data);
-    BSON_APPEND_INT64(&doc, "ts", ts_ms);
-    bson_error_t err;
-    store_status ret = STORE_OK;
-    *taken = 0;
-    if (!mongoc_collection_insert_one(events, &doc, NULL, NULL, &err)) {
-        if (is_duplicate_key(&err))
-            *taken = 1; /* the only unique key besides _id is (tenant, seq) */
-        else
-            ret = mg_fail("event insert", &err);
-    }
-    bson_destroy(&doc);
-    return ret;
-}
-
-/* After repeated lost races (other processes took the seqs), wait a little,
- * longer each time, with jitter, so that racing writers spread out. */
-static void conflict_backoff(int round)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    unsigned cap_us = round < 6 ? 500u << round : 32000u;
-    usleep((useconds_t)((unsigned long)now.tv_nsec % cap_us));
-}
-
-static store_status mongo_event_insert(store *base, const char *tenant, const char *event, const char *data,
-                                       int64_t ts_ms, uint64_t *seq_out)
-{
-    mongo_store *s = (mongo_store *)base;
-    if (tenant == NULL || event == NULL || data == NULL)
-        return mg_missing("event insert");
-    seq_stripe *st = stripe_for(s, tenant);
-    mongoc_client_t *client = mongoc_client_pool_pop(s->pool);
-    if (client == NULL) {
-        log_error("store mongodb: no client from the pool");
-        return STORE_UNAVAILABLE;
-    }
-    mongoc_collection_t *events = mongoc_client_get_collection(client, s->db_name, COLL_EVENTS);
-    mongoc_collection_t *latest = mongoc_client_get_collection(client, s->db_name, COLL_LATEST);
-
-    pthread_mutex_lock(&st->lock);
-    uint64_t last = stripe_last_seq(st, tenant);
-    uint64_t seq = last ? last + 1 : 0; /* 0: read the max first */
-    uint64_t hint_floor = 0;            /* this call raised the hint to at least this */
-    int64_t deadline = bson_get_monotonic_time() + INSERT_CONFLICT_TIMEOUT_US;
-    store_status ret = STORE_UNAVAILABLE;
-    int taken = 0, conflicts = 0;
-    for (;;) {
-        if (seq == 0) {
-            uint64_t max = 0;
-            ret = events_max_seq(events, tenant, &max);
-            if (ret != STORE_OK)
-                break;
-            seq = max + 1;
-        }
-        /* The hint first: a reader must never find this event above it.
-         * After a conflict, raise it a few seqs ahead so that the probes
-         * that follow are one round trip each, not two: otherwise the
-         * process that won keeps winning, one write ahead of us in the
-         * server's queue. */
-        if (seq > hint_floor) {
-            hint_floor = conflicts ? seq + PROBE_LOOKAHEAD - 1 : seq;
-            ret = latest_raise(latest, tenant, event, hint_floor);
-            if (ret != STORE_OK)
-                break;
-        }
-        ret = event_put(events, tenant, event, data, ts_ms, seq, &taken);
-        if (ret != STORE_OK || !taken)
-            break;
-        /* Another process stored `seq`, so seq + 1 has no hole below it:
-         * probe it at once.  Every few conflicts read the max again (a
-         * cached seq may be far behind), after a short random backoff. */
-        ret = STORE_UNAVAILABLE;
-        if (bson_get_monotonic_time() > deadline)
-            break;
-        if (++conflicts % CONFLICTS_BEFORE_REREAD == 0) {
-            seq = 0;
-            conflict_backoff(conflicts / CONFLICTS_BEFORE_REREAD);
-        } else {
-            seq++;
-        }
-    }
-    if (ret == STORE_OK)
-        stripe_remember(st, tenant, seq);
-    else
-        stripe_forget(st);
-    pthread_mutex_unlock(&st->lock);
-
-    if (taken)
-        log_error("store mongodb: event insert: gave up after %d sequence conflicts with other writers", conflicts);
-    else if (conflicts > CONFLICTS_BEFORE_REREAD)
-        log_debug("store mongodb: event insert: %d sequence conflicts before seq %llu", conflicts,
-                  (unsigned long long)seq);
-    mongoc_collection_destroy(latest);
-    mongoc_collection_destroy(events);
-    mongoc_client_pool_push(s->pool, client);
-    if (ret == STORE_OK && seq_out != NULL)
-        *seq_out = seq;
-    return ret;
-}
-
-/* ---- events: reading ----------------------------------------------------- */
-
-typedef struct event_walk {
-    const char *tenant;
-    store_event_fn fn;
-    void *arg;
-} event_walk;
-
-static int event_walk_doc(const bson_t *doc, void *arg)
-{
-    event_walk *w = arg;
-    int64_t seq = doc_int64(doc, "seq");
-    const char *event = doc_utf8(doc, "event");
-    const char *data = doc_utf8(doc, "data");
-    store_event ev = {
-        .seq = seq > 0 ? (uint64_t)seq : 0,
-        .tenant = w->tenant,
-        .event = event ? event : "",
-        .data = data ? data : "null",
-        .ts_ms = doc_int64(doc, "ts"),
-    };
-    return w->fn(&ev, w->arg);
-}
-
-/* Finds events of the tenant matching `filter` (which names the tenant),
- * sorted by seq, and walks them. */
-static store_status events_walk(mongoc_collection_t *events, const bson_t *filter, int64_t limit, event_walk *w,
-                                const char *what)
-{
-    bson_t opts = BSON_INITIALIZER;
-    bson_t sort;
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, "seq", 1);
-    bson_append_document_end(&opts, &sort);
-    if (limit > 0)
-        BSON_APPEND_INT64(&opts, "limit", limit);
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(events, filter, &opts, NULL);
-    store_status ret = cursor_walk(cur, event_walk_doc, w, what);
-    bson_destroy(&opts);
-    return ret;
-}
-
-static store_status mongo_event_range(store *base, const char *tenant, uint64_t after, uint64_t upto, size_t limit,
-                                      store_event_fn fn, void *arg)
-{
-    mongo_store *s = (mongo_store *)base;
-    if (tenant == NULL)
-        return mg_missing("event range");
-    const uint64_t imax = (uint64_t)INT64_MAX;
-    if (after >= imax)
-        return STORE_OK;
-    if (upto == 0 || upto > imax)
-        upto = imax;
-    if (upto <= after)
-        return STORE_OK;
-    int64_t lim = (limit == 0 || limit > imax) ? 0 : (int64_t)limit;
-
-    mg_coll c;
-    if (coll_acquire(s, COLL_EVENTS, &c) != 0)
-        return STORE_UNAVAILABLE;
-    bson_t *filter = BCON_NEW("tenant", BCON_UTF8(tenant), "seq", "{", "$gt", BCON_INT64((int64_t)after), "$lte",
-                              BCON_INT64((int64_t)upto), "}");
-    event_walk w = {tenant, fn, arg};
-    store_status ret = events_walk(c.coll, filter, lim, &w, "event range");
-    bson_destroy(filter);
-    coll_release(s, &c);
-    return ret;
-}
-
-/* One event name of the tenant while event_latest() resolves it. */
-typedef struct latest_name {
-    char *event;  /* owned */
-    uint64_t hint; /* latest.seq: >= the seq of every stored event of this name */
-    uint64_t seq;  /* resolved: the newest event of this name at or below max; 0 = none */
-} latest_name;
-
-typedef struct latest_names {
-    latest_name *v;
-    size_t n, cap;
-    int oom;
-} latest_names;
-
-static void latest_names_clear(latest_names *ln)
-{
-    for (size_t i = 0; i < ln->n; i++)
-        free(ln->v[i].event);
-    free(ln->v);
-    memset(ln, 0, sizeof(*ln));
-}
-
-static int latest_names_add(const bson_t *doc, void *arg)
-{
-    latest_names *ln = arg;
-    const char *event = doc_utf8(doc, "event");
-    int64_t hint = doc_int64(doc, "seq");
-    if (event == NULL || hint <= 0)
-        return 0;
-    if (ln->n == ln->cap) {
-        size_t cap = ln->cap ? ln->cap * 2 : 16;
-        latest_name *v = realloc(ln->v, cap * sizeof(*v));
-        if (v == NULL) {
-            ln->oom = 1;
-            return 1;
-        }
-        ln->v = v;
-        ln->cap = cap;
-    }
-    char *copy = strdup(event);
-    if (copy == NULL) {
-        ln->oom = 1;
-        return 1;
-    }
-    ln->v[ln->n++] = (latest_name){copy, (uint64_t)hint, 0};
-    return 0;
-}
-
-static int cmp_latest_hint(const void *a, const void *b)
-{
-    uint64_t x = ((const latest_name *)a)->hint, y = ((const latest_name *)b)->hint;
-    return (x > y) - (x < y);
-}
-
-/* Marks the names whose hint is an event of that very name: verified. */
-static int latest_names_verify(const bson_t *doc, void *arg)
-{
-    latest_names *ln = arg;
-    int64_t seq = doc_int64(doc, "seq");
-    const char *event = doc_utf8(doc, "event");
-    if (seq <= 0 || event == NULL)
-        return 0;
-    /* Sorted by hint; several names may share one (failed attempts). */
-    latest_name key = {.hint = (uint64_t)seq};
-    latest_name *hit = bsearch(&key, ln->v, ln->n, sizeof(*ln->v), cmp_latest_hint);
-    if (hit == NULL)
-        return 0;
-    while (hit > ln->v && hit[-1].hint == key.hint)
-        hit--;
-    for (; hit < ln->v + ln->n && hit->hint == key.hint; hit++)
-        if (strcmp(hit->event, event) == 0)
-            hit->seq = key.hint;
-    return 0;
-}
-
-/* The newest event of one name at or below `max`, by the (tenant, event, seq)
- * index; for names whose hint could not be trusted. */
-static store_status latest_name_lookup(mongoc_collection_t *events, const char *tenant, latest_name *name,
-                                       uint64_t max)
-{
-    bson_t *filter = BCON_NEW("tenant", BCON_UTF8(tenant), "event", BCON_UTF8(name->event), "seq", "{", "$lte",
-                              BCON_INT64(seq_i64(max)), "}");
-    bson_t *opts = BCON_NEW("sort", "{", "seq", BCON_INT32(-1), "}", "limit", BCON_INT64(1), "projection", "{",
-                            "seq", BCON_INT32(1), "_id", BCON_INT32(0), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(events, filter, opts, NULL);
-    const bson_t *doc;
-    bson_error_t err;
-    if (mongoc_cursor_next(cur, &doc)) {
-        int64_t seq = doc_int64(doc, "seq");
-        name->seq = seq > 0 ? (uint64_t)seq : 0;
-    }
-    store_status ret = mongoc_cursor_error(cur, &err) ? mg_fail("event latest: lookup", &err) : STORE_OK;
-    mongoc_cursor_destroy(cur);
-    bson_destroy(opts);
-    bson_destroy(filter);
-    return ret;
-}
-
-/* {tenant: T, seq: {$in: [seqs of the names, hint or resolved]}}. */
-static bson_t *filter_seq_in(const char *tenant, const latest_names *ln, int use_hint, uint64_t max)
-{
-    bson_t *filter = bson_new();
-    bson_t in, arr;
-    uint32_t k = 0;
-    BSON_APPEND_UTF8(filter, "tenant", tenant);
-    BSON_APPEND_DOCUMENT_BEGIN(filter, "seq", &in);
-    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
-    for (size_t i = 0; i < ln->n; i++) {
-        uint64_t seq = use_hint ? ln->v[i].hint : ln->v[i].seq;
-        if (seq == 0 || seq > max)
-            continue;
-        char buf[16];
-        const char *key;
-        bson_uint32_to_string(k++, &key, buf, sizeof(buf));
-        BSON_APPEND_INT64(&arr, key, seq_i64(seq));
-    }
-    bson_append_array_end(&in, &arr);
-    bson_append_document_end(filter, &in);
-    return filter;
-}
-
-static store_status mongo_event_latest(store *base, const char *tenant, store_event_fn fn, void *arg,
-                                       uint64_t *max_seq_out)
-{
-    mongo_store *s = (mongo_store *)base;
-    if (tenant == NULL)
-        return mg_missing("event latest");
-    mongoc_client_t *client = mongoc_client_pool_pop(s->pool);
-    if (client == NULL) {
-        log_error("store mongodb: no client from the pool");
-        return STORE_UNAVAILABLE;
-    }
-    mongoc_collection_t *events = mongoc_client_get_collection(client, s->db_name, COLL_EVENTS);
-    mongoc_collection_t *latest = mongoc_client_get_collection(client, s->db_name, COLL_LATEST);
-    latest_names ln = {0};
-    bson_t *filter = NULL;
-    bson_t *opts = NULL;
-
-    /* 1. The max first: every stored seq up to it is readable (no holes), and
-     *    every event up to it raised its name's hint before it was written. */
-    uint64_t max = 0;
-    store_status ret = events_max_seq(events, tenant, &max);
-    if (ret != STORE_OK || max == 0)
-        goto done;
-
-    /* 2. The hints of every name of the tenant. */
-    filter = BCON_NEW("tenant", BCON_UTF8(tenant));
-    opts = BCON_NEW("projection", "{", "event", BCON_INT32(1), "seq", BCON_INT32(1), "}");
-    ret = cursor_walk(mongoc_collection_find_with_opts(latest, filter, opts, NULL), latest_names_add, &ln,
-                      "event latest: names");
-    bson_destroy(filter);
-    bson_destroy(opts);
-    filter = opts = NULL;
-    if (ret == STORE_OK && ln.oom) {
-        log_error("store mongodb: out of memory reading latest events");
-        ret = STORE_UNAVAILABLE;
-    }
-    if (ret != STORE_OK || ln.n == 0)
-        goto done;
-
-    /* 3. Trust a hint <= max that is an event of its own name. */
-    qsort(ln.v, ln.n, sizeof(*ln.v), cmp_latest_hint);
-    filter = filter_seq_in(tenant, &ln, 1, max);
-    opts = BCON_NEW("projection", "{", "seq", BCON_INT32(1), "event", BCON_INT32(1), "_id", BCON_INT32(0), "}");
-    ret = cursor_walk(mongoc_collection_find_with_opts(events, filter, opts, NULL), latest_names_verify, &ln,
-                      "event latest: verify");
-    bson_destroy(filter);
-    bson_destroy(opts);
-    filter = opts = NULL;
-
-    /* 4. Look the others up (inserts in flight, failed or cut short). */
-    for (size_t i = 0; ret == STORE_OK && i < ln.n; i++)
-        if (ln.v[i].seq == 0)
-            ret = latest_name_lookup(events, tenant, &ln.v[i], max);
-
-    /* 5. The events themselves, oldest first. */
-    if (ret == STORE_OK) {
-        filter = filter_seq_in(tenant, &ln, 0, max);
-        event_walk w = {tenant, fn, arg};
-        ret = events_walk(events, filter, 0, &w, "event latest");
-    }
-
-done:
-    if (filter != NULL)
-        bson_destroy(filter);
-    latest_names_clear(&ln);
-    mongoc_collection_destroy(latest);
-    mongoc_collection_destroy(events);
-    mongoc_client_pool_push(s->pool, client);
-    if (ret == STORE_OK && max_seq_out != NULL)
-        *max_seq_out = max;
-    return ret;
-}
 
 static store_status mongo_ping(store *base)
 {
