@@ -59,7 +59,9 @@ int64_t mg_doc_int64(const bson_t *doc, const char *key);
 void mg_append_utf8_or_null(bson_t *doc, const char *key, const char *value);
 int64_t mg_seq_i64(uint64_t seq);
 
-/* One pooled client and collection per call; a cursor walked to its end. */
+/* One pooled client (NULL, logged, when the pool has none), or a client and a
+ * collection, per call; a cursor walked to its end. */
+mongoc_client_t *mg_client_pop(mongo_store *s);
 int mg_coll_acquire(mongo_store *s, const char *name, mg_coll *c);
 void mg_coll_release(mongo_store *s, mg_coll *c);
 store_status mg_cursor_walk(mongoc_cursor_t *cur, int (*fn)(const bson_t *doc, void *arg), void *arg,

@@ -50,6 +50,31 @@ void store_user_clear(store_user *u)
     memset(u, 0, sizeof(*u));
 }
 
+static char *dup_or_null(const char *text, int *oom)
+{
+    if (text == NULL)
+        return NULL;
+    char *d = strdup(text);
+    if (d == NULL)
+        *oom = 1;
+    return d;
+}
+
+int store_user_copy(store_user *out, const store_user *from)
+{
+    int oom = 0;
+    memcpy(out->id, from->id, sizeof(out->id));
+    out->username = dup_or_null(from->username, &oom);
+    out->password_hash = dup_or_null(from->password_hash, &oom);
+    out->revoked = from->revoked;
+    out->tenant_name = dup_or_null(from->tenant_name, &oom);
+    out->email = dup_or_null(from->email, &oom);
+    out->data = dup_or_null(from->data, &oom);
+    if (oom)
+        store_user_clear(out);
+    return oom ? -1 : 0;
+}
+
 const char *store_status_text(store_status st)
 {
     switch (st) {

@@ -100,6 +100,9 @@ store *store_sqlite_open(const char *path);
 store *store_mongo_open(const char *uri);
 
 void store_user_clear(store_user *u);
+/* Copies `from` into `out` with strings of its own; on out of memory returns
+ * -1 with `out` cleared.  Backends use it to hand out a user they viewed in place. */
+int store_user_copy(store_user *out, const store_user *from);
 const char *store_status_text(store_status st);
 
 static inline store_status store_user_create(store *s, const store_user *u) { return s->ops->user_create(s, u); }

@@ -380,11 +380,18 @@ static void mongo_close(store *base)
 
 /* ---- clients and collections --------------------------------------------- */
 
+mongoc_client_t *mg_client_pop(mongo_store *s)
+{
+    mongoc_client_t *client = mongoc_client_pool_pop(s->pool);
+    if (client == NULL)
+        log_error("store mongodb: no client from the pool");
+    return client;
+}
+
 int mg_coll_acquire(mongo_store *s, const char *name, mg_coll *c)
 {
-    c->client = mongoc_client_pool_pop(s->pool);
+    c->client = mg_client_pop(s);
     if (c->client == NULL) {
-        log_error("store mongodb: no client from the pool");
         c->coll = NULL;
         return -1;
     }
@@ -423,11 +430,9 @@ store_status mg_cursor_walk(mongoc_cursor_t *cur, int (*fn)(const bson_t *doc, v
 static store_status mongo_ping(store *base)
 {
     mongo_store *s = (mongo_store *)base;
-    mongoc_client_t *client = mongoc_client_pool_pop(s->pool);
-    if (client == NULL) {
-        log_error("store mongodb: no client from the pool");
+    mongoc_client_t *client = mg_client_pop(s);
+    if (client == NULL)
         return STORE_UNAVAILABLE;
-    }
     bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));
     bson_t reply;
     bson_error_t err;

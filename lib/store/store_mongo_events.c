@@ -134,11 +134,9 @@ store_status mongo_event_insert(store *base, const char *tenant, const char *eve
     if (tenant == NULL || event == NULL || data == NULL)
         return mg_missing("event insert");
     seq_stripe *st = stripe_for(s, tenant);
-    mongoc_client_t *client = mongoc_client_pool_pop(s->pool);
-    if (client == NULL) {
-        log_error("store mongodb: no client from the pool");
+    mongoc_client_t *client = mg_client_pop(s);
+    if (client == NULL)
         return STORE_UNAVAILABLE;
-    }
     mongoc_collection_t *events = mongoc_client_get_collection(client, s->db_name, COLL_EVENTS);
     mongoc_collection_t *latest = mongoc_client_get_collection(client, s->db_name, COLL_LATEST);
 
@@ -398,11 +396,9 @@ store_status mongo_event_latest(store *base, const char *tenant, store_event_fn 
     mongo_store *s = (mongo_store *)base;
     if (tenant == NULL)
         return mg_missing("event latest");
-    mongoc_client_t *client = mongoc_client_pool_pop(s->pool);
-    if (client == NULL) {
-        log_error("store mongodb: no client from the pool");
+    mongoc_client_t *client = mg_client_pop(s);
+    if (client == NULL)
         return STORE_UNAVAILABLE;
-    }
     mongoc_collection_t *events = mongoc_client_get_collection(client, s->db_name, COLL_EVENTS);
     mongoc_collection_t *latest = mongoc_client_get_collection(client, s->db_name, COLL_LATEST);
     latest_names ln = {0};

@@ -60,28 +60,12 @@ typedef struct user_copy {
     int found, oom;
 } user_copy;
 
-static char *dup_or_null(const char *text, int *oom)
-{
-    if (text == NULL)
-        return NULL;
-    char *d = strdup(text);
-    if (d == NULL)
-        *oom = 1;
-    return d;
-}
-
 static int user_copy_doc(const bson_t *doc, void *arg)
 {
     user_copy *uc = arg;
     store_user view;
     user_view(doc, &view);
-    memcpy(uc->out->id, view.id, sizeof(uc->out->id));
-    uc->out->username = dup_or_null(view.username, &uc->oom);
-    uc->out->password_hash = dup_or_null(view.password_hash, &uc->oom);
-    uc->out->revoked = view.revoked;
-    uc->out->tenant_name = dup_or_null(view.tenant_name, &uc->oom);
-    uc->out->email = dup_or_null(view.email, &uc->oom);
-    uc->out->data = dup_or_null(view.data, &uc->oom);
+    uc->oom = store_user_copy(uc->out, &view) != 0;
     uc->found = 1;
     return 1;
 }
@@ -99,7 +83,7 @@ store_status mongo_user_get(store *base, const char *username, store_user *out)
     bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
     user_copy uc = {.out = out};
     store_status ret = mg_cursor_walk(mongoc_collection_find_with_opts(c.coll, filter, opts, NULL), user_copy_doc, &uc,
-                                   "user get");
+                                      "user get");
     if (ret == STORE_OK && uc.oom) {
         log_error("store mongodb: out of memory reading a user");
         ret = STORE_UNAVAILABLE;

@@ -544,16 +544,6 @@ static const char *col_text(sqlite3_stmt *st, int col)
     return (const char *)sqlite3_column_text(st, col);
 }
 
-static char *dup_or_null(const char *text, int *oom)
-{
-    if (text == NULL)
-        return NULL;
-    char *d = strdup(text);
-    if (d == NULL)
-        *oom = 1;
-    return d;
-}
-
 /* A user row (columns as in STMT_USER_GET) viewed in place, valid until the next step. */
 static void user_view(sqlite3_stmt *st, store_user *u)
 {
@@ -627,18 +617,9 @@ static store_status sqlite_user_get(store *base, const char *username, store_use
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
             store_user view;
-            int oom = 0;
             user_view(st, &view);
-            memcpy(out->id, view.id, sizeof(out->id));
-            out->username = dup_or_null(view.username, &oom);
-            out->password_hash = dup_or_null(view.password_hash, &oom);
-            out->revoked = view.revoked;
-            out->tenant_name = dup_or_null(view.tenant_name, &oom);
-            out->email = dup_or_null(view.email, &oom);
-            out->data = dup_or_null(view.data, &oom);
-            if (oom) {
+            if (store_user_copy(out, &view) != 0) {
                 log_error("store sqlite: out of memory reading a user");
-                store_user_clear(out);
             } else {
                 ret = STORE_OK;
             }
