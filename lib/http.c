@@ -12,7 +12,7 @@
 
 static metric_value *requests_2xx, *requests_4xx, *requests_5xx;
 
-static void count_status(unsigned status)
+void http_count_status(unsigned status)
 {
     if (status >= 500)
         atomic_fetch_add(requests_5xx, 1);
@@ -24,6 +24,10 @@ static void count_status(unsigned status)
 
 int http_reply_json(struct _u_response *resp, unsigned status, json_t *body)
 {
+    if (resp == NULL) { /* a check-only call (see http.h): nothing to answer */
+        json_decref(body);
+        return U_CALLBACK_COMPLETE;
+    }
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     json_decref(body);
     if (text == NULL) {
@@ -33,7 +37,7 @@ int http_reply_json(struct _u_response *resp, unsigned status, json_t *body)
     ulfius_set_string_body_response(resp, status, text);
     u_map_put(resp->map_header, "Content-Type", "application/json");
     free(text);
-    count_status(status);
+    http_count_status(status);
     return U_CALLBACK_COMPLETE;
 }
 
@@ -70,6 +74,8 @@ int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt,
 {
     char msg[512];
     va_list ap;
+    if (resp == NULL)
+        return U_CALLBACK_COMPLETE;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
@@ -79,14 +85,19 @@ int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt,
 
 json_t *http_json_object(const struct _u_request *req, struct _u_response *resp)
 {
+    return http_json_parse(req->binary_body, req->binary_body_length, resp);
+}
+
+json_t *http_json_parse(const void *body, size_t len, struct _u_response *resp)
+{
     json_error_t err;
-    if (req->binary_body == NULL || req->binary_body_length == 0) {
+    if (body == NULL || len == 0) {
         http_reply_error(resp, 400, "request body is empty: expected a JSON object");
         return NULL;
     }
     /* jansson rejects invalid UTF-8, NUL bytes inside strings (no
      * JSON_ALLOW_NUL) and nesting deeper than its parser limit. */
-    json_t *obj = json_loadb(req->binary_body, req->binary_body_length, 0, &err);
+    json_t *obj = json_loadb(body, len, 0, &err);
     if (obj == NULL) {
         http_reply_error(resp, 400, "malformed JSON at line %d, column %d: %s", err.line, err.column, err.text);
         return NULL;
@@ -137,7 +148,7 @@ static int preflight(const struct _u_request *req, struct _u_response *resp, voi
     u_map_put(resp->map_header, "Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID");
     u_map_put(resp->map_header, "Access-Control-Max-Age", "86400");
     ulfius_set_empty_body_response(resp, 204);
-    count_status(204);
+    http_count_status(204);
     return U_CALLBACK_COMPLETE;
 }
 

@@ -65,7 +65,10 @@ int http_server_start(http_server *s, int listen_self);
 int http_server_adopt(http_server *s, int fd, const struct sockaddr *addr, socklen_t addrlen);
 void http_server_stop(http_server *s);
 
-/* Replies: each returns U_CALLBACK_COMPLETE, so a handler can `return http_reply_...`. */
+/* Replies: each returns U_CALLBACK_COMPLETE, so a handler can `return http_reply_...`.
+ * A NULL `resp` here and in the readers below makes a check-only call: the
+ * same checks, no answer (the stream engine's insert path uses this to decide
+ * whether a request is one it answers itself). */
 int http_reply_json(struct _u_response *resp, unsigned status, json_t *body /* reference stolen */);
 int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -73,6 +76,9 @@ int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt,
 /* Parses the request body as a JSON object.  On failure replies 400 with what
  * was wrong and returns NULL. */
 json_t *http_json_object(const struct _u_request *req, struct _u_response *resp);
+json_t *http_json_parse(const void *body, size_t len, struct _u_response *resp);
+/* Counts an answer in broker_http_requests_total (every http_reply_* does). */
+void http_count_status(unsigned status);
 
 /* Field readers for request objects: each replies 400 naming the field and
  * returns -1 when the field is missing (if required) or of the wrong type.

@@ -73,8 +73,7 @@ store_status mongo_user_get(store *base, const char *username, store_user *out);
 store_status mongo_user_list(store *base, store_user_fn fn, void *arg);
 store_status mongo_user_update(store *base, const store_user *u);
 store_status mongo_user_set_revoked(store *base, const char *username, int revoked);
-store_status mongo_event_insert(store *base, const char *tenant, const char *event, const char *data, int64_t ts_ms,
-                                uint64_t *seq_out);
+void mongo_event_insert_many(store *base, store_insert *items, size_t n);
 store_status mongo_event_latest(store *base, const char *tenant, store_event_fn fn, void *arg, uint64_t *max_seq_out);
 store_status mongo_event_range(store *base, const char *tenant, uint64_t after, uint64_t upto, size_t limit,
                                store_event_fn fn, void *arg);

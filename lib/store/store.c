@@ -38,6 +38,16 @@ void store_close(store *s)
         s->ops->close(s);
 }
 
+store_status store_event_insert(store *s, const char *tenant, const char *event, const char *data, int64_t ts_ms,
+                                uint64_t *seq_out)
+{
+    store_insert item = {.tenant = tenant, .event = event, .data = data, .ts_ms = ts_ms};
+    s->ops->event_insert_many(s, &item, 1);
+    if (item.status == STORE_OK && seq_out != NULL)
+        *seq_out = item.seq;
+    return item.status;
+}
+
 void store_user_clear(store_user *u)
 {
     if (u == NULL)

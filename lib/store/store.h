@@ -46,6 +46,14 @@ typedef struct store_event {
     int64_t ts_ms;       /* network-corrected wall clock at insert, ms since epoch */
 } store_event;
 
+/* One event to store, and what became of it (see event_insert_many). */
+typedef struct store_insert {
+    const char *tenant, *event, *data; /* data: compact JSON text */
+    int64_t ts_ms;
+    uint64_t seq;        /* out: its sequence, on STORE_OK */
+    store_status status; /* out */
+} store_insert;
+
 /* Called once per event; the event is only valid during the call.
  * Return 0 to go on, non-zero to stop early (the walk then returns STORE_OK). */
 typedef int (*store_event_fn)(const store_event *ev, void *arg);
@@ -64,11 +72,13 @@ typedef struct store_ops {
      * named u->username. */
     store_status (*user_update)(store *s, const store_user *u);
     store_status (*user_set_revoked)(store *s, const char *username, int revoked);
-    /* Stores one event, allocating the tenant's next sequence number in the same
-     * atomic, durable write; keeps the latest-per-name index up to date.  On
-     * STORE_OK the event is on disk and *seq_out holds its sequence. */
-    store_status (*event_insert)(store *s, const char *tenant, const char *event,
-                                 const char *data, int64_t ts_ms, uint64_t *seq_out);
+    /* Stores events, each with its tenant's next sequence number allocated in
+     * the same atomic, durable write; keeps the latest-per-name index up to
+     * date.  Each item gets its own status: on STORE_OK that event is on disk
+     * and item->seq holds its sequence.  A backend may store the whole batch
+     * in one write (one fsync), so a caller with many inserts waiting should
+     * hand them over together. */
+    void (*event_insert_many)(store *s, store_insert *items, size_t n);
     /* The latest event of every event name of the tenant, oldest first.
      * *max_seq_out (may be NULL) receives the tenant's highest sequence at the
      * moment of the read (0 when it has no event), read in the same snapshot. */
@@ -110,7 +120,9 @@ static inline store_status store_user_get(store *s, const char *username, store_
 static inline store_status store_user_list(store *s, store_user_fn fn, void *arg) { return s->ops->user_list(s, fn, arg); }
 static inline store_status store_user_update(store *s, const store_user *u) { return s->ops->user_update(s, u); }
 static inline store_status store_user_set_revoked(store *s, const char *username, int revoked) { return s->ops->user_set_revoked(s, username, revoked); }
-static inline store_status store_event_insert(store *s, const char *tenant, const char *event, const char *data, int64_t ts_ms, uint64_t *seq_out) { return s->ops->event_insert(s, tenant, event, data, ts_ms, seq_out); }
+static inline void store_event_insert_many(store *s, store_insert *items, size_t n) { s->ops->event_insert_many(s, items, n); }
+/* One event: store_event_insert_many() of one item. */
+store_status store_event_insert(store *s, const char *tenant, const char *event, const char *data, int64_t ts_ms, uint64_t *seq_out);
 static inline store_status store_event_latest(store *s, const char *tenant, store_event_fn fn, void *arg, uint64_t *max_seq_out) { return s->ops->event_latest(s, tenant, fn, arg, max_seq_out); }
 static inline store_status store_event_range(store *s, const char *tenant, uint64_t after, uint64_t upto, size_t limit, store_event_fn fn, void *arg) { return s->ops->event_range(s, tenant, after, upto, limit, fn, arg); }
 static inline store_status store_ping(store *s) { return s->ops->ping(s); }

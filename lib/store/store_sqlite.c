@@ -128,14 +128,11 @@ typedef struct sqlite_conn {
     sqlite3_stmt *stmts[STMT_COUNT];
 } sqlite_conn;
 
-/* One insert waiting for a group commit (see sqlite_event_insert). */
+/* One insert waiting for a group commit (see sqlite_event_insert_many). */
 typedef struct insert_req {
-    const char *tenant, *event, *data;
-    int64_t ts_ms;
-    uint64_t seq;
-    store_status status;
+    store_insert *item;
     int done;
-    pthread_cond_t wake; /* its own: a commit wakes only the inserts it did */
+    pthread_cond_t *wake; /* its caller's: a commit wakes only the callers whose inserts it did */
     struct insert_req *next;
 } insert_req;
 
@@ -760,38 +757,54 @@ static void commit_batch(sqlite_store *s, insert_req *batch)
     pthread_mutex_lock(&s->write_lock);
     sqlite_conn *c = s->writer;
     store_status ret = conn_exec(c, STMT_BEGIN_IMMEDIATE, "event insert: begin");
-    for (insert_req *r = batch; r != NULL && ret == STORE_OK; r = r->next)
-        ret = event_insert_txn(c, r->tenant, r->event, r->data, r->ts_ms, &r->seq);
+    for (insert_req *r = batch; r != NULL && ret == STORE_OK; r = r->next) {
+        store_insert *it = r->item;
+        ret = event_insert_txn(c, it->tenant, it->event, it->data, it->ts_ms, &it->seq);
+    }
     if (ret == STORE_OK)
         ret = conn_exec(c, STMT_COMMIT, "event insert: commit");
     if (ret != STORE_OK)
         conn_abort(c);
     pthread_mutex_unlock(&s->write_lock);
     for (insert_req *r = batch; r != NULL; r = r->next)
-        r->status = ret;
+        r->item->status = ret;
 }
 
-/* Group commit, leader/follower style: an insert joins the pending list; if no
- * commit is running, its thread becomes the leader and commits everything
- * pending (its own insert included) in one transaction, again and again while
- * more arrive; the others sleep until their insert is done.  With one client
- * this is one transaction per insert as before; with many, a durable insert
- * costs a fraction of an fsync (bench/RESULTS.md, W3). */
-static store_status sqlite_event_insert(store *base, const char *tenant, const char *event, const char *data,
-                                        int64_t ts_ms, uint64_t *seq_out)
+/* Group commit, leader/follower style: a caller's inserts join the pending
+ * list; if no commit is running, its thread becomes the leader and commits
+ * everything pending (its own inserts included) in one transaction, again
+ * and again while more arrive; the others sleep until their inserts are done.
+ * With one client this is one transaction per insert; with many, a durable
+ * insert costs a fraction of an fsync (bench/RESULTS.md, W3).  Commits take
+ * the pending list whole and in order, so a caller's inserts are done when
+ * its last one is. */
+static void sqlite_event_insert_many(store *base, store_insert *items, size_t n)
 {
     sqlite_store *s = (sqlite_store *)base;
-    insert_req req = {.tenant = tenant, .event = event, .data = data, .ts_ms = ts_ms};
-    pthread_cond_init(&req.wake, NULL);
+    insert_req one, *reqs = n == 1 ? &one : calloc(n, sizeof *reqs);
+    pthread_cond_t wake;
+    if (n == 0)
+        return;
+    if (reqs == NULL) {
+        log_error("store sqlite: event insert: out of memory");
+        for (size_t i = 0; i < n; i++)
+            items[i].status = STORE_UNAVAILABLE;
+        return;
+    }
+    pthread_cond_init(&wake, NULL);
     pthread_mutex_lock(&s->commit_lock);
-    *s->pending_tail = &req;
-    s->pending_tail = &req.next;
-    /* A follower sleeps until a leader has done its insert, or until the
-     * running commit ends without it (then it leads the next one). */
-    while (!req.done && s->committing)
-        pthread_cond_wait(&req.wake, &s->commit_lock);
-    while (!req.done) {
-        /* Leader: commit what is pending until our own insert is done. */
+    for (size_t i = 0; i < n; i++) {
+        reqs[i] = (insert_req){.item = &items[i], .wake = &wake};
+        *s->pending_tail = &reqs[i];
+        s->pending_tail = &reqs[i].next;
+    }
+    insert_req *last = &reqs[n - 1];
+    /* A follower sleeps until a leader has done its inserts, or until the
+     * running commit ends without them (then it leads the next one). */
+    while (!last->done && s->committing)
+        pthread_cond_wait(&wake, &s->commit_lock);
+    while (!last->done) {
+        /* Leader: commit what is pending until our own inserts are done. */
         insert_req *batch = s->pending;
         s->pending = NULL;
         s->pending_tail = &s->pending;
@@ -801,19 +814,18 @@ static store_status sqlite_event_insert(store *base, const char *tenant, const c
         pthread_mutex_lock(&s->commit_lock);
         for (insert_req *r = batch; r != NULL; r = r->next) {
             r->done = 1; /* r stays valid until we drop the lock */
-            if (r != &req)
-                pthread_cond_signal(&r->wake);
+            if (r->wake != &wake)
+                pthread_cond_signal(r->wake);
         }
         s->committing = 0;
         /* The first insert still pending leads the next commit. */
         if (s->pending != NULL)
-            pthread_cond_signal(&s->pending->wake);
+            pthread_cond_signal(s->pending->wake);
     }
     pthread_mutex_unlock(&s->commit_lock);
-    pthread_cond_destroy(&req.wake);
-    if (req.status == STORE_OK && seq_out != NULL)
-        *seq_out = req.seq;
-    return req.status;
+    pthread_cond_destroy(&wake);
+    if (reqs != &one)
+        free(reqs);
 }
 
 /* Walks the rows of a prepared event query; stops early when fn asks. */
@@ -917,7 +929,7 @@ static const store_ops sqlite_ops = {
     .user_list = sqlite_user_list,
     .user_update = sqlite_user_update,
     .user_set_revoked = sqlite_user_set_revoked,
-    .event_insert = sqlite_event_insert,
+    .event_insert_many = sqlite_event_insert_many,
     .event_latest = sqlite_event_latest,
     .event_range = sqlite_event_range,
     .ping = sqlite_ping,

@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "proto_bus.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static metric_value *inserted_total, *publish_failed_total;
@@ -32,46 +33,91 @@ static const char *check_event_name(const char *name)
     return NULL;
 }
 
+int ingest_prepare(broker_runtime *rt, const char *authorization, const char *body, size_t len, ingest_item *item,
+                   struct _u_response *resp)
+{
+    const char *why = NULL, *event;
+    memset(item, 0, sizeof *item);
+    authn_result r = authn_check(&rt->authn, authorization, NULL, &item->who, &why);
+    if (r != AUTHN_OK) {
+        http_reply_error(resp, r == AUTHN_FAULT ? 500 : 401, "%s", why);
+        return -1;
+    }
+    json_t *obj = http_json_parse(body, len, resp);
+    if (obj == NULL)
+        return -1;
+    json_t *data = json_object_get(obj, "data");
+    int ret = -1;
+    if (http_field_string(obj, "event", 1, &event, resp) != 0) {
+        /* answered */
+    } else if ((why = check_event_name(event)) != NULL) {
+        http_reply_error(resp, 400, "%s", why);
+    } else if (data == NULL) {
+        http_reply_error(resp, 400, "missing field 'data' (any JSON value)");
+    } else if ((item->event = strdup(event)) == NULL ||
+               (item->data = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
+        http_reply_error(resp, 500, "could not encode data");
+        ingest_item_clear(item);
+    } else {
+        item->ts_ms = clock_now_ms();
+        ret = 0;
+    }
+    json_decref(obj);
+    return ret;
+}
+
+void ingest_item_clear(ingest_item *item)
+{
+    free(item->event);
+    free(item->data);
+    item->event = item->data = NULL;
+}
+
+void ingest_commit(broker_runtime *rt, ingest_item *items, size_t n)
+{
+    store_insert one, *ins = n == 1 ? &one : calloc(n, sizeof *ins);
+    if (ins == NULL) {
+        for (size_t i = 0; i < n; i++)
+            items[i].status = STORE_UNAVAILABLE;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        ins[i] = (store_insert){.tenant = items[i].who.tenant, .event = items[i].event, .data = items[i].data,
+                                .ts_ms = items[i].ts_ms};
+    store_event_insert_many(rt->store, ins, n);
+    for (size_t i = 0; i < n; i++) {
+        items[i].status = ins[i].status;
+        items[i].seq = ins[i].seq;
+        if (ins[i].status != STORE_OK)
+            continue;
+        /* Stored: the answer is 200 whatever the bus does; a subscriber
+         * that misses it sees the gap and reads it from the store. */
+        if (bus_publish_event(rt->bus, items[i].who.tenant, items[i].seq, items[i].ts_ms, items[i].event,
+                              items[i].data, strlen(items[i].data)) != 0)
+            atomic_fetch_add(publish_failed_total, 1);
+        atomic_fetch_add(inserted_total, 1);
+    }
+    if (ins != &one)
+        free(ins);
+}
+
 static int insert(const struct _u_request *req, struct _u_response *resp, void *ctx)
 {
     broker_runtime *rt = ctx;
-    authn_identity who;
-    const char *why = NULL, *event;
-    authn_result r = authn_check(&rt->authn, u_map_get_case(req->map_header, "Authorization"), NULL, &who, &why);
-    if (r != AUTHN_OK)
-        return http_reply_error(resp, r == AUTHN_FAULT ? 500 : 401, "%s", why);
-    json_t *body = http_json_object(req, resp);
-    if (body == NULL)
+    ingest_item item;
+    if (ingest_prepare(rt, u_map_get_case(req->map_header, "Authorization"), req->binary_body,
+                       req->binary_body_length, &item, resp) != 0)
         return U_CALLBACK_COMPLETE;
+    ingest_commit(rt, &item, 1);
     int ret;
-    json_t *data = json_object_get(body, "data");
-    if (http_field_string(body, "event", 1, &event, resp) != 0) {
-        ret = U_CALLBACK_COMPLETE;
-    } else if ((why = check_event_name(event)) != NULL) {
-        ret = http_reply_error(resp, 400, "%s", why);
-    } else if (data == NULL) {
-        ret = http_reply_error(resp, 400, "missing field 'data' (any JSON value)");
+    if (item.status != STORE_OK) {
+        ret = http_reply_error(resp, 500, "the event store is unavailable; the event was not stored");
     } else {
-        char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-        uint64_t seq = 0;
-        int64_t ts = clock_now_ms();
-        if (text == NULL) {
-            ret = http_reply_error(resp, 500, "could not encode data");
-        } else if (store_event_insert(rt->store, who.tenant, event, text, ts, &seq) != STORE_OK) {
-            ret = http_reply_error(resp, 500, "the event store is unavailable; the event was not stored");
-        } else {
-            /* Stored: the answer is 200 whatever the bus does; a subscriber
-             * that misses it sees the gap and reads it from the store. */
-            if (bus_publish_event(rt->bus, who.tenant, seq, ts, event, text, strlen(text)) != 0)
-                atomic_fetch_add(publish_failed_total, 1);
-            atomic_fetch_add(inserted_total, 1);
-            char id[24];
-            snprintf(id, sizeof id, "%llu", (unsigned long long)seq);
-            ret = http_reply_json(resp, 200, json_pack("{s:s}", "id", id));
-        }
-        free(text);
+        char id[24];
+        snprintf(id, sizeof id, "%llu", (unsigned long long)item.seq);
+        ret = http_reply_json(resp, 200, json_pack("{s:s}", "id", id));
     }
-    json_decref(body);
+    ingest_item_clear(&item);
     return ret;
 }
 

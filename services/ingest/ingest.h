@@ -1,5 +1,10 @@
 /*
  * ingest.h - POST /insert: validate, store durably, then publish.
+ *
+ * Two front ends share these steps: the request/response server's route
+ * (ingest_add_routes) and, in the all-in-one broker, the stream engine, which
+ * answers plain keep-alive inserts itself and hands their checks and commits
+ * to an ingest_queue (services/stream/stream_insert.c).
  */
 #ifndef BROKER_INGEST_H
 #define BROKER_INGEST_H
@@ -9,5 +14,58 @@
 /* Adds POST /insert to `s`.  rt->bus must be open: every stored event is
  * published on it. */
 int ingest_add_routes(http_server *s, broker_runtime *rt);
+
+/* One checked insert, ready for the store. */
+typedef struct ingest_item {
+    authn_identity who;
+    char *event;       /* owned */
+    char *data;        /* compact JSON, owned */
+    int64_t ts_ms;
+    uint64_t seq;      /* after ingest_commit, on STORE_OK */
+    store_status status;
+} ingest_item;
+
+/* Checks the credentials and the body of an insert.  Returns 0 with *item
+ * filled, or -1: then `resp`, unless NULL, holds the error answer. */
+int ingest_prepare(broker_runtime *rt, const char *authorization, const char *body, size_t len, ingest_item *item,
+                   struct _u_response *resp);
+void ingest_item_clear(ingest_item *item);
+
+/* Stores the items (in one durable write where the store can) and publishes
+ * those stored; each item's status and seq say what became of it. */
+void ingest_commit(broker_runtime *rt, ingest_item *items, size_t n);
+
+/* ---- the queue the stream engine hands inserts to ----------------------- */
+
+typedef enum ingest_outcome {
+    INGEST_STORED = 0,   /* answer 200 {"id": seq} */
+    INGEST_HAND_OFF = 1, /* not answered: let the request/response server do it */
+} ingest_outcome;
+
+/* One request, as the engine read it (peeked: still unread on its socket). */
+typedef struct ingest_job {
+    void *owner;              /* the engine's connection */
+    char *authorization;      /* NUL-terminated, owned; NULL when absent */
+    char *body;               /* owned */
+    size_t body_len;
+    size_t request_len;       /* bytes of the whole request on the socket */
+    ingest_outcome outcome;   /* set by the queue */
+    uint64_t seq;             /* INGEST_STORED: the event's id */
+    struct ingest_job *next;
+} ingest_job;
+
+typedef struct ingest_queue ingest_queue;
+
+/* Starts `threads` workers that check, store and publish submitted jobs, as
+ * many at a time as are waiting (one durable write per batch). */
+ingest_queue *ingest_queue_new(broker_runtime *rt, int threads);
+/* Readable (an eventfd) when finished jobs are waiting for ingest_queue_done(). */
+int ingest_queue_fd(const ingest_queue *q);
+void ingest_queue_submit(ingest_queue *q, ingest_job *job);
+/* Takes every finished job, oldest first (NULL when none). */
+ingest_job *ingest_queue_done(ingest_queue *q);
+void ingest_job_free(ingest_job *job);
+/* Stops the workers after the jobs in hand; frees jobs never finished. */
+void ingest_queue_free(ingest_queue *q);
 
 #endif

@@ -37,7 +37,7 @@ static int worker_main(int argc, char **argv, int index)
     int status = 1;
     if (http_server_init(&http, &rt.cfg) == 0) {
         if (health_add_routes(&http, &rt) == 0 && stream_add_routes(&http, &rt) == 0 &&
-            http_server_start(&http, 0) == 0 && stream_serve(&rt, &http, 1, bus, name) == 0)
+            http_server_start(&http, 0) == 0 && stream_serve(&rt, &http, 1, bus, 0, name) == 0)
             status = 0;
         http_server_stop(&http);
     }

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 static const char SSE_PREFIX[] = "GET /sse";
+static const char INSERT_PREFIX[] = "POST /insert ";
 
 /* Checks the request line as far as it has arrived: 1 plausible so far, 0 bad. */
 static int request_line_plausible(const char *buf, size_t len)
@@ -37,7 +38,9 @@ sse_route sse_request_route(const char *buf, size_t len)
 {
     if (!request_line_plausible(buf, len))
         return SSE_ROUTE_BAD;
-    size_t plen = sizeof SSE_PREFIX - 1;
+    size_t plen = sizeof SSE_PREFIX - 1, ilen = sizeof INSERT_PREFIX - 1;
+    if (memcmp(buf, INSERT_PREFIX, len < ilen ? len : ilen) == 0)
+        return len < ilen ? SSE_ROUTE_NEED_MORE : SSE_ROUTE_INSERT;
     size_t n = len < plen ? len : plen;
     if (memcmp(buf, SSE_PREFIX, n) != 0)
         return SSE_ROUTE_OTHER;

@@ -20,6 +20,7 @@ typedef enum sse_route {
     SSE_ROUTE_SSE = 1,       /* "GET /sse" or "GET /sse?...": the stream service's */
     SSE_ROUTE_OTHER = 2,     /* anything else: the request/response server's */
     SSE_ROUTE_BAD = 3,       /* not an HTTP request line: answered 400 at once */
+    SSE_ROUTE_INSERT = 4,    /* "POST /insert ": the engine's where it answers inserts (stream_insert.c) */
 } sse_route;
 
 /* Decides from the first bytes of a connection whose request it is.  The

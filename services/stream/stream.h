@@ -8,6 +8,8 @@
  *   - "GET /sse" is its own: it reads the head, authenticates, sends the
  *     snapshot (latest event per name) or the replay after Last-Event-ID, and
  *     then live events from the bus;
+ *   - in the all-in-one broker, a plain keep-alive "POST /insert" is its own
+ *     too (stream_insert.c);
  *   - anything else is handed, unread, to the request/response server
  *     (ulfius on libmicrohttpd) with MHD_add_connection.  So one port serves
  *     the whole API.  A keep-alive connection that the request/response
@@ -45,9 +47,13 @@ int stream_listen(const char *bind, long port, int reuse_port);
 /* Serves until SIGTERM/SIGINT: listens on --bind:--port (reuse_port: shared
  * with other processes), runs an engine subscribed to `bus_endpoints` that
  * hands non-SSE connections to `http` (started with listen_self=0), logs
- * `name` as listening, and stops the engine at the signal.  0, or -1 when it
- * could not start (logged). */
-int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const char *bus_endpoints, const char *name);
+ * `name` as listening, and stops the engine at the signal.  With
+ * insert_workers > 0 (a process that also serves POST /insert, with rt->bus
+ * open) the engine answers plain keep-alive inserts itself, their checks and
+ * writes done by that many workers (stream_insert.c).  0, or -1 when it could
+ * not start (logged). */
+int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const char *bus_endpoints, int insert_workers,
+                 const char *name);
 
 /* GET /sse on the request/response server: the 307 described above. */
 int stream_add_routes(http_server *s, broker_runtime *rt);

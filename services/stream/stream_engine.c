@@ -34,10 +34,9 @@
 
 #define EPOLL_BATCH 512
 #define BUS_BATCH 4096          /* messages per turn before others get a go */
-#define HEAD_TIMEOUT_MS 10000   /* a request head must arrive within this */
 #define ACCEPT_PAUSE_MS 200     /* after EMFILE */
 
-static int64_t mono_ms(void)
+int64_t stream_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -95,6 +94,7 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->bus_tag = WATCH_BUS;
     e->timer_tag = WATCH_TIMER;
     e->wake_tag = WATCH_WAKE;
+    e->inserts_tag = WATCH_INSERTS;
     e->queue_max = (size_t)rt->cfg.sse_queue_max;
     e->bus_endpoints = strdup(bus_endpoints);
     e->tenant_mask = 1023;
@@ -125,7 +125,7 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->m_dropped_slow = metrics_counter("broker_sse_slow_dropped_total", "SSE clients disconnected for reading too slowly");
     e->m_gaps = metrics_counter("broker_bus_gaps_filled_total", "sequence gaps on the bus filled from the store");
     e->m_rejected = metrics_counter("broker_sse_rejected_total", "SSE requests answered with an error");
-    e->next_keepalive_ms = mono_ms() + rt->cfg.keepalive * 1000;
+    e->next_keepalive_ms = stream_mono_ms() + rt->cfg.keepalive * 1000;
     rt->ready_check = engine_ready;
     rt->ready_check_arg = e;
     return e;
@@ -141,7 +141,7 @@ static void accept_all(stream_engine *e)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 log_warn("stream: cannot accept (%s): pausing accepts for %d ms", strerror(errno), ACCEPT_PAUSE_MS);
                 epoll_ctl(e->epfd, EPOLL_CTL_DEL, e->listen_fd, NULL);
-                e->accept_paused_until_ms = mono_ms() + ACCEPT_PAUSE_MS;
+                e->accept_paused_until_ms = stream_mono_ms() + ACCEPT_PAUSE_MS;
             }
             return; /* EAGAIN, or a transient error such as ECONNABORTED */
         }
@@ -156,7 +156,7 @@ static void accept_all(stream_engine *e)
             close(fd);
             continue;
         }
-        c->deadline_ms = mono_ms() + HEAD_TIMEOUT_MS;
+        c->deadline_ms = stream_mono_ms() + HEAD_TIMEOUT_MS;
         c->next = e->heads;
         if (e->heads)
             e->heads->prev = c;
@@ -168,18 +168,18 @@ static void unlink_head(stream_engine *e, stream_client *c)
 {
     if (c->prev)
         c->prev->next = c->next;
-    else
+    else if (e->heads == c)
         e->heads = c->next;
     if (c->next)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
 }
 
-/* Gives a connection, with its bytes unread, to the request/response server. */
-static void hand_off(stream_engine *e, stream_client *c)
+void stream_hand_off(stream_engine *e, stream_client *c)
 {
     struct sockaddr_storage addr;
     socklen_t alen = sizeof addr;
+    unlink_head(e, c);
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     if (getpeername(c->fd, (struct sockaddr *)&addr, &alen) != 0 || e->http == NULL ||
         http_server_adopt(e->http, c->fd, (struct sockaddr *)&addr, alen) != 0) {
@@ -221,10 +221,12 @@ static void start_stream(stream_engine *e, stream_client *c, const char *head, s
     tenant_subscribe(e, c, who.tenant, &req);
 }
 
-/* A connection still sending its request head: decide whose it is. */
-static void read_head(stream_engine *e, stream_client *c)
+/* A connection on the head list with bytes or a hang-up: decide whose its
+ * next request is.  It leaves the list unless it waits for more bytes or its
+ * request is an insert the engine answers (stream_insert.c). */
+void stream_read_head(stream_engine *e, stream_client *c)
 {
-    char buf[SSE_HEAD_MAX];
+    char buf[REQUEST_PEEK_MAX];
     ssize_t n = recv(c->fd, buf, sizeof buf, MSG_PEEK);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
         client_schedule_close(e, c);
@@ -235,25 +237,27 @@ static void read_head(stream_engine *e, stream_client *c)
     sse_route route = sse_request_route(buf, (size_t)n);
     if (route == SSE_ROUTE_NEED_MORE)
         return;
+    if (route == SSE_ROUTE_INSERT) {
+        if (e->inserts != NULL) {
+            stream_insert_read(e, c, buf, (size_t)n, sizeof buf);
+            return;
+        }
+        route = SSE_ROUTE_OTHER;
+    }
+    if (route == SSE_ROUTE_OTHER) {
+        stream_hand_off(e, c);
+        return;
+    }
+    size_t hl = sse_request_head_length(buf, (size_t)n);
+    if (hl == 0 && (size_t)n < SSE_HEAD_MAX)
+        return; /* wait for the rest of the head */
     unlink_head(e, c);
     if (route == SSE_ROUTE_BAD) {
         client_reject(e, c, 400, "Bad Request", "malformed HTTP request line");
         return;
     }
-    if (route == SSE_ROUTE_OTHER) {
-        hand_off(e, c);
-        return;
-    }
-    size_t hl = sse_request_head_length(buf, (size_t)n);
-    if (hl == 0) {
-        if ((size_t)n == sizeof buf) {
-            client_reject(e, c, 431, "Request Header Fields Too Large", "request head is larger than 8 KiB");
-        } else { /* wait for the rest; back on the head list */
-            c->next = e->heads;
-            if (e->heads)
-                e->heads->prev = c;
-            e->heads = c;
-        }
+    if (hl == 0 || hl > SSE_HEAD_MAX) {
+        client_reject(e, c, 431, "Request Header Fields Too Large", "request head is larger than 8 KiB");
         return;
     }
     if (recv(c->fd, buf, hl, 0) != (ssize_t)hl) { /* consume exactly the head */
@@ -283,8 +287,22 @@ static void on_client(stream_engine *e, stream_client *c, uint32_t events)
         return;
     if (c->state == CLIENT_HEAD) {
         if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-            read_head(e, c);
+            stream_read_head(e, c);
         return;
+    }
+    /* An insert with the workers: nothing is read, and the connection is not
+     * closed under its job; its answer looks at the socket again. */
+    if (c->state == CLIENT_INSERTING)
+        return;
+    if (c->state == CLIENT_ANSWERING) {
+        if (events & (EPOLLHUP | EPOLLERR))
+            client_schedule_close(e, c);
+        else if ((events & EPOLLOUT) && c->qlen > 0 && !c->dirty) {
+            c->dirty = 1;
+            c->dirty_next = e->dirty;
+            e->dirty = c;
+        }
+        return; /* the next request is read once the answer is out */
     }
     if (events & (EPOLLHUP | EPOLLERR)) {
         client_schedule_close(e, c);
@@ -331,10 +349,18 @@ static void on_tick(stream_engine *e)
     uint64_t expirations;
     ssize_t r = read(e->timer_fd, &expirations, sizeof expirations);
     (void)r;
-    int64_t now = mono_ms();
+    int64_t now = stream_mono_ms();
     for (stream_client *c = e->heads, *next; c; c = next) {
         next = c->next;
-        if (c->deadline_ms < now && !c->closing) {
+        if (c->state != CLIENT_HEAD || c->deadline_ms >= now || c->closing)
+            continue;
+        char first[16];
+        ssize_t n = recv(c->fd, first, sizeof first, MSG_PEEK);
+        if (n > 0 && sse_request_route(first, (size_t)n) == SSE_ROUTE_INSERT) {
+            stream_hand_off(e, c); /* a slow insert: the other server has its own, longer patience */
+        } else if (c->served && n <= 0) {
+            client_schedule_close(e, c); /* an idle keep-alive connection, closed quietly */
+        } else {
             unlink_head(e, c);
             client_reject(e, c, 408, "Request Timeout", "the request head did not arrive in time");
         }
@@ -360,8 +386,12 @@ static void flush_dirty(stream_engine *e)
         c->dirty_next = NULL;
         if (c->closing)
             continue;
-        if (client_flush(e, c) == 0 && c->replaying)
+        if (client_flush(e, c) != 0)
+            continue;
+        if (c->replaying)
             tenant_replay_more(e, c); /* reads more once the queue has room; may mark it dirty again */
+        else if (c->state == CLIENT_ANSWERING && c->qlen == 0)
+            stream_insert_answered(e, c);
     }
     if (e->delivered) {
         atomic_fetch_add(e->m_delivered, (long long)e->delivered);
@@ -418,6 +448,9 @@ static void *engine_main(void *arg)
                 break;
             case WATCH_WAKE:
                 break;
+            case WATCH_INSERTS:
+                stream_inserts_finish(e);
+                break;
             case WATCH_CLIENT:
                 on_client(e, events[i].data.ptr, events[i].events);
                 break;
@@ -455,6 +488,7 @@ void stream_engine_free(stream_engine *e)
         e->rt->ready_check = NULL;
         e->rt->ready_check_arg = NULL;
     }
+    stream_inserts_stop(e);
     close_pending(e);
     while (e->heads)
         client_destroy(e, e->heads);
@@ -474,7 +508,8 @@ void stream_engine_free(stream_engine *e)
     free(e);
 }
 
-int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const char *bus_endpoints, const char *name)
+int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const char *bus_endpoints, int insert_workers,
+                 const char *name)
 {
     int listen_fd = stream_listen(rt->cfg.bind, rt->cfg.port, reuse_port);
     if (listen_fd < 0)
@@ -482,7 +517,7 @@ int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const ch
     stream_engine *e = stream_engine_new(rt, http, listen_fd, bus_endpoints); /* owns listen_fd now */
     if (e == NULL)
         return -1;
-    if (stream_engine_start(e) != 0) {
+    if ((insert_workers > 0 && stream_inserts_start(e, insert_workers) != 0) || stream_engine_start(e) != 0) {
         stream_engine_free(e);
         return -1;
     }

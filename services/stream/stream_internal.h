@@ -4,6 +4,7 @@
  *   stream_client.c   one subscriber: its queue, writes, close
  *   stream_tenant.c   tenants: subscribers, live dispatch, gap fill, replay
  *   stream_engine.c   the epoll loop: accept, route, heads, bus, timers
+ *   stream_insert.c   POST /insert answered by the engine (all-in-one broker)
  * Everything here runs on the engine's one thread; nothing is locked.
  */
 #ifndef BROKER_STREAM_INTERNAL_H
@@ -16,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* ---- frames ---------------------------------------------------------- */
 
@@ -38,13 +40,14 @@ void sse_frame_unref(sse_frame *f);
 
 /* ---- epoll tags ------------------------------------------------------ */
 
-typedef enum watch_kind { WATCH_LISTENER, WATCH_BUS, WATCH_TIMER, WATCH_WAKE, WATCH_CLIENT } watch_kind;
+typedef enum watch_kind { WATCH_LISTENER, WATCH_BUS, WATCH_TIMER, WATCH_WAKE, WATCH_INSERTS, WATCH_CLIENT } watch_kind;
 
 /* ---- subscribers ----------------------------------------------------- */
 
 typedef struct stream_tenant stream_tenant;
 
-typedef enum client_state { CLIENT_HEAD, CLIENT_STREAMING } client_state;
+/* CLIENT_INSERTING and CLIENT_ANSWERING: see stream_insert.c. */
+typedef enum client_state { CLIENT_HEAD, CLIENT_STREAMING, CLIENT_INSERTING, CLIENT_ANSWERING } client_state;
 
 #define CLIENT_INLINE_QUEUE 4 /* a power of two */
 
@@ -55,6 +58,7 @@ typedef struct stream_client {
     uint8_t replaying; /* catching up from the store; live events wait */
     uint8_t dirty;     /* on the engine's flush list */
     uint8_t closing;   /* on the engine's close list */
+    uint8_t served;    /* has had a request answered: idle keep-alive, not a slow head */
     uint32_t qhead, qlen, qcap; /* ring of frames: `queue`, which is `inline_queue` until it outgrows it */
     uint32_t head_off;          /* bytes of the first frame already written */
     size_t qbytes;              /* bytes queued, not yet written */
@@ -66,7 +70,7 @@ typedef struct stream_client {
     uint64_t last_seq; /* highest event id queued for this client */
     int64_t deadline_ms; /* CLIENT_HEAD: when an unfinished head is dropped */
     stream_tenant *tenant;
-    struct stream_client *prev, *next; /* the tenant's list, or the engine's head list */
+    struct stream_client *prev, *next; /* the tenant's list, or the engine's head list (every state but streaming) */
     struct stream_client *dirty_next, *close_next;
     char *username;
 } stream_client;
@@ -87,7 +91,7 @@ struct stream_engine {
     broker_runtime *rt;
     http_server *http;
     int epfd, listen_fd, timer_fd, wake_fd;
-    watch_kind listener_tag, bus_tag, timer_tag, wake_tag;
+    watch_kind listener_tag, bus_tag, timer_tag, wake_tag, inserts_tag;
     char *bus_endpoints;
     bus_sub *bus;
     int bus_fd;
@@ -109,9 +113,34 @@ struct stream_engine {
     sse_frame *preamble;  /* HTTP response head + "retry: 3000" */
     sse_frame *keepalive; /* ": keep-alive" */
 
-    metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected;
+    struct ingest_queue *inserts; /* NULL: every insert goes to the request/response server */
+    time_t date_second;           /* the Date header of insert answers, made once a second */
+    char date[40];
+
+    metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected, *m_fast;
     uint64_t delivered; /* frames written this turn; added to m_delivered once per turn */
 };
+
+#define HEAD_TIMEOUT_MS 10000     /* a request must arrive within this */
+#define KEEPALIVE_IDLE_MS 20000   /* an answered connection may idle this long, as on the other server */
+#define REQUEST_PEEK_MAX 16384    /* a request the engine answers fits in one peek of this */
+
+/* stream_engine.c */
+int64_t stream_mono_ms(void);
+/* Reads (peeks at) a connection's next request and decides whose it is. */
+void stream_read_head(stream_engine *e, stream_client *c);
+/* Gives a connection, with its bytes unread, to the request/response server. */
+void stream_hand_off(stream_engine *e, stream_client *c);
+
+/* stream_insert.c */
+int stream_inserts_start(stream_engine *e, int workers);
+void stream_inserts_stop(stream_engine *e);
+/* A POST /insert at the head of c's bytes (peeked, `len` of at most `cap`). */
+void stream_insert_read(stream_engine *e, stream_client *c, const char *buf, size_t len, size_t cap);
+/* Answers (or hands off) every insert the workers have finished. */
+void stream_inserts_finish(stream_engine *e);
+/* c's answer is written: wait for its next request. */
+void stream_insert_answered(stream_engine *e, stream_client *c);
 
 /* stream_client.c */
 stream_client *client_new(stream_engine *e, int fd);

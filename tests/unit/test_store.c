@@ -258,6 +258,30 @@ static void case_sequences(store *s)
     CHECK(insert(s, "t_1", "c", "{}", 1007) == 5);
 }
 
+/* A batch: each item its own sequence, in order, tenants mixed. */
+static void case_insert_many(store *s)
+{
+    store_insert items[] = {
+        {.tenant = "m1", .event = "a", .data = "1", .ts_ms = 1},
+        {.tenant = "m2", .event = "a", .data = "2", .ts_ms = 2},
+        {.tenant = "m1", .event = "b", .data = "3", .ts_ms = 3},
+        {.tenant = "m1", .event = "a", .data = "4", .ts_ms = 4},
+    };
+    store_event_insert_many(s, items, 4);
+    for (size_t i = 0; i < 4; i++)
+        CHECK_ST(items[i].status, STORE_OK);
+    CHECK(items[0].seq == 1 && items[1].seq == 1 && items[2].seq == 2 && items[3].seq == 3);
+    CHECK(insert(s, "m1", "c", "5", 5) == 4); /* a single insert after the batch goes on from it */
+    collector c = {0};
+    uint64_t max = 0;
+    CHECK_ST(store_event_latest(s, "m1", collect_event, &c, &max), STORE_OK);
+    CHECK(max == 4 && c.n == 3); /* b (2), a (3), c (4) */
+    if (c.n == 3)
+        CHECK(str_eq(c.ev[0].event, "b") && str_eq(c.ev[1].event, "a") && str_eq(c.ev[1].data, "4"));
+    collector_clear(&c);
+    store_event_insert_many(s, items, 0); /* an empty batch is nothing */
+}
+
 static void case_latest(store *s)
 {
     const char *T = "lat";
@@ -596,6 +620,7 @@ static void run_conformance(store_open_fn open_fn, const char *root)
 {
     run_case("users", case_users, open_fn, root);
     run_case("sequences", case_sequences, open_fn, root);
+    run_case("insert many", case_insert_many, open_fn, root);
     run_case("latest", case_latest, open_fn, root);
     run_case("range", case_range, open_fn, root);
     run_case("unicode", case_unicode, open_fn, root);
