@@ -9,6 +9,7 @@
  * a newline, an accepted request with an unterminated or over-long field, a
  * refusal without a reason.  AddressSanitizer catches any read past the input.
  */
+#include "insert_request.h"
 #include "sse_request.h"
 
 #include <stdint.h>
@@ -62,13 +63,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     sse_route route = sse_request_route(buf, size);
     REQUIRE(route == SSE_ROUTE_NEED_MORE || route == SSE_ROUTE_SSE || route == SSE_ROUTE_OTHER ||
-            route == SSE_ROUTE_BAD);
-    static const char prefix[] = "GET /sse";
-    size_t plen = sizeof prefix - 1;
+            route == SSE_ROUTE_BAD || route == SSE_ROUTE_INSERT);
+    static const char prefix[] = "GET /sse", iprefix[] = "POST /insert ";
+    size_t plen = sizeof prefix - 1, iplen = sizeof iprefix - 1;
     if (route == SSE_ROUTE_SSE)
         REQUIRE(size > plen && memcmp(buf, prefix, plen) == 0 && (buf[plen] == ' ' || buf[plen] == '?'));
+    if (route == SSE_ROUTE_INSERT)
+        REQUIRE(size >= iplen && memcmp(buf, iprefix, iplen) == 0);
     if (route == SSE_ROUTE_NEED_MORE)
-        REQUIRE(size <= plen && memcmp(buf, prefix, size) == 0);
+        REQUIRE((size <= plen && memcmp(buf, prefix, size) == 0) || (size < iplen && memcmp(buf, iprefix, size) == 0));
+
+    /* The insert framing: bounded by what it was given, parts inside it. */
+    insert_request ir;
+    insert_verdict v = insert_request_parse(buf, size, size + 16, 1 << 20, &ir);
+    REQUIRE(v == INSERT_NEED_MORE || v == INSERT_FAST || v == INSERT_OTHER);
+    if (v == INSERT_FAST) {
+        REQUIRE(ir.total_len <= size && ir.body_off + ir.body_len == ir.total_len && ir.body_len > 0);
+        REQUIRE(ir.auth_off + ir.auth_len <= ir.body_off && ir.auth_len >= 7);
+        /* The same request alone frames the same way. */
+        insert_request again;
+        REQUIRE(insert_request_parse(buf, ir.total_len, ir.total_len, 1 << 20, &again) == INSERT_FAST &&
+                again.total_len == ir.total_len && again.auth_off == ir.auth_off);
+    }
     /* A request line with a NUL or another control byte before its end is BAD. */
     const char *nl = memchr(buf, '\n', size);
     size_t line_len = nl ? (size_t)(nl - buf) : size;
