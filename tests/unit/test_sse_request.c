@@ -87,7 +87,10 @@ static void case_route(void)
     CHECK_INT(route_of(""), SSE_ROUTE_NEED_MORE);
     CHECK_INT(route_of("POST /sse"), SSE_ROUTE_OTHER);
     CHECK_INT(route_of("POST /sse HTTP/1.1"), SSE_ROUTE_OTHER);
-    CHECK_INT(route_of("P"), SSE_ROUTE_OTHER);
+    CHECK_INT(route_of("P"), SSE_ROUTE_NEED_MORE); /* may still be "POST /insert " */
+    CHECK_INT(route_of("POST /insert "), SSE_ROUTE_INSERT);
+    CHECK_INT(route_of("POST /insertX"), SSE_ROUTE_OTHER);
+    CHECK_INT(route_of("PUT /insert "), SSE_ROUTE_OTHER);
     CHECK_INT(route_of("GET /login"), SSE_ROUTE_OTHER);
     CHECK_INT(route_of("GET /s"), SSE_ROUTE_NEED_MORE);
     CHECK_INT(route_of("GET /l"), SSE_ROUTE_OTHER);
