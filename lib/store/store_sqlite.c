@@ -781,10 +781,10 @@ static void commit_batch(sqlite_store *s, insert_req *batch)
 static void sqlite_event_insert_many(store *base, store_insert *items, size_t n)
 {
     sqlite_store *s = (sqlite_store *)base;
-    insert_req one, *reqs = n == 1 ? &one : calloc(n, sizeof *reqs);
-    pthread_cond_t wake;
     if (n == 0)
         return;
+    insert_req one, *reqs = n == 1 ? &one : calloc(n, sizeof *reqs);
+    pthread_cond_t wake;
     if (reqs == NULL) {
         log_error("store sqlite: event insert: out of memory");
         for (size_t i = 0; i < n; i++)
