@@ -82,12 +82,17 @@ int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded
     c->queue[(c->qhead + c->qlen) & (c->qcap - 1)] = sse_frame_ref(f);
     c->qlen++;
     c->qbytes += f->len;
-    if (!c->dirty) {
-        c->dirty = 1;
-        c->dirty_next = e->dirty;
-        e->dirty = c;
-    }
+    client_mark_dirty(e, c);
     return 0;
+}
+
+void client_mark_dirty(stream_engine *e, stream_client *c)
+{
+    if (c->dirty)
+        return;
+    c->dirty = 1;
+    c->dirty_next = e->dirty;
+    e->dirty = c;
 }
 
 int client_flush(stream_engine *e, stream_client *c)

@@ -248,14 +248,15 @@ void stream_read_head(stream_engine *e, stream_client *c)
         stream_hand_off(e, c);
         return;
     }
+    if (route == SSE_ROUTE_BAD) {
+        unlink_head(e, c);
+        client_reject(e, c, 400, "Bad Request", "malformed HTTP request line");
+        return;
+    }
     size_t hl = sse_request_head_length(buf, (size_t)n);
     if (hl == 0 && (size_t)n < SSE_HEAD_MAX)
         return; /* wait for the rest of the head */
     unlink_head(e, c);
-    if (route == SSE_ROUTE_BAD) {
-        client_reject(e, c, 400, "Bad Request", "malformed HTTP request line");
-        return;
-    }
     if (hl == 0 || hl > SSE_HEAD_MAX) {
         client_reject(e, c, 431, "Request Header Fields Too Large", "request head is larger than 8 KiB");
         return;
@@ -294,27 +295,15 @@ static void on_client(stream_engine *e, stream_client *c, uint32_t events)
      * closed under its job; its answer looks at the socket again. */
     if (c->state == CLIENT_INSERTING)
         return;
-    if (c->state == CLIENT_ANSWERING) {
-        if (events & (EPOLLHUP | EPOLLERR))
-            client_schedule_close(e, c);
-        else if ((events & EPOLLOUT) && c->qlen > 0 && !c->dirty) {
-            c->dirty = 1;
-            c->dirty_next = e->dirty;
-            e->dirty = c;
-        }
-        return; /* the next request is read once the answer is out */
-    }
     if (events & (EPOLLHUP | EPOLLERR)) {
         client_schedule_close(e, c);
         return;
     }
-    if (events & (EPOLLIN | EPOLLRDHUP))
+    /* An answering connection's next request is read once its answer is out. */
+    if ((events & (EPOLLIN | EPOLLRDHUP)) && c->state == CLIENT_STREAMING)
         read_streaming(e, c);
-    if ((events & EPOLLOUT) && c->qlen > 0 && !c->dirty) {
-        c->dirty = 1;
-        c->dirty_next = e->dirty;
-        e->dirty = c;
-    }
+    if ((events & EPOLLOUT) && c->qlen > 0)
+        client_mark_dirty(e, c);
 }
 
 /* ---- bus and timers -------------------------------------------------- */

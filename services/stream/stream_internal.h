@@ -150,6 +150,8 @@ stream_client *client_new(stream_engine *e, int fd);
  * replay frames are not bounded this way: the replay is paged by bytes
  * (tenant_replay_more) and a client goes live only with room in its queue. */
 int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded);
+/* Puts the client on the engine's list of sockets to write this turn. */
+void client_mark_dirty(stream_engine *e, stream_client *c);
 /* Writes what the socket takes.  Returns -1 when the client is gone. */
 int client_flush(stream_engine *e, stream_client *c);
 void client_schedule_close(stream_engine *e, stream_client *c);

@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from conftest import (assert_error, assert_json_response, assert_ok, basic_header,
-                      bearer_header, describe, uniq, EXTERNAL_URL)
+                      bearer_header, describe, needs_own_server, uniq, EXTERNAL_URL)
 from sse_client import Closed, SSEClient, Timeout, build_request
 
 HEAD_TIMEOUT = 5.0  # seconds for a stream's response head
@@ -647,6 +647,15 @@ def test_garbage_request(broker, name):
             if EXTERNAL_URL and name == "sse_bad_version" and status == 505:
                 return  # nginx, the split deployment's gateway, answers this itself
             assert 400 <= status < 500, "garbage %r answered %d %r" % (name, status, c.head_raw)
+    assert_serving(broker)
+
+
+def test_garbage_without_end_of_head_is_400(broker):
+    """Bytes that cannot start a request are refused as they arrive (400), not left
+    to the head timeout (408): no blank line ever follows them here."""
+    needs_own_server("the gateway of the split deployment answers garbage itself")
+    with SSEClient.open_raw(broker.base_url, b"\x16\x03\x01\x00\xa5garbage") as c:
+        assert c.read_head(8) == 400, c.head_raw
     assert_serving(broker)
 
 
