@@ -620,7 +620,7 @@ static void run_conformance(store_open_fn open_fn, const char *root)
 {
     run_case("users", case_users, open_fn, root);
     run_case("sequences", case_sequences, open_fn, root);
-    run_case("insert many", case_insert_many, open_fn, root);
+    run_case("insert_many", case_insert_many, open_fn, root);
     run_case("latest", case_latest, open_fn, root);
     run_case("range", case_range, open_fn, root);
     run_case("unicode", case_unicode, open_fn, root);
