@@ -10,10 +10,6 @@
 #include "proto_bus.h"
 #include "stream.h"
 
-/* Workers that check and store the inserts the stream engine answers
- * (services/stream/stream_insert.c). */
-#define INSERT_WORKERS 2
-
 int main(int argc, char **argv)
 {
     broker_runtime rt;
@@ -25,7 +21,7 @@ int main(int argc, char **argv)
     if (runtime_open_bus(&rt, BUS_INPROC_ENDPOINT) == 0 && http_server_init(&http, &rt.cfg) == 0) {
         if (health_add_routes(&http, &rt) == 0 && auth_add_routes(&http, &rt) == 0 &&
             ingest_add_routes(&http, &rt) == 0 && stream_add_routes(&http, &rt) == 0 &&
-            http_server_start(&http, 0) == 0 && stream_serve(&rt, &http, 0, BUS_INPROC_ENDPOINT, INSERT_WORKERS, "broker") == 0)
+            http_server_start(&http, 0) == 0 && stream_serve(&rt, &http, 0, BUS_INPROC_ENDPOINT, 1, "broker") == 0)
             status = 0;
         http_server_stop(&http);
     }

@@ -36,13 +36,23 @@ static const char *check_event_name(const char *name)
 int ingest_prepare(broker_runtime *rt, const char *authorization, const char *body, size_t len, ingest_item *item,
                    struct _u_response *resp)
 {
-    const char *why = NULL, *event;
-    memset(item, 0, sizeof *item);
-    authn_result r = authn_check(&rt->authn, authorization, NULL, &item->who, &why);
+    const char *why = NULL;
+    authn_identity who;
+    authn_result r = authn_check(&rt->authn, authorization, NULL, &who, &why);
     if (r != AUTHN_OK) {
+        memset(item, 0, sizeof *item);
         http_reply_error(resp, r == AUTHN_FAULT ? 500 : 401, "%s", why);
         return -1;
     }
+    return ingest_prepare_as(&who, body, len, item, resp);
+}
+
+int ingest_prepare_as(const authn_identity *who, const char *body, size_t len, ingest_item *item,
+                      struct _u_response *resp)
+{
+    const char *why = NULL, *event;
+    memset(item, 0, sizeof *item);
+    item->who = *who;
     json_t *obj = http_json_parse(body, len, resp);
     if (obj == NULL)
         return -1;

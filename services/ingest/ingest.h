@@ -29,6 +29,9 @@ typedef struct ingest_item {
  * filled, or -1: then `resp`, unless NULL, holds the error answer. */
 int ingest_prepare(broker_runtime *rt, const char *authorization, const char *body, size_t len, ingest_item *item,
                    struct _u_response *resp);
+/* The same for a sender whose credentials are already checked: the body only. */
+int ingest_prepare_as(const authn_identity *who, const char *body, size_t len, ingest_item *item,
+                      struct _u_response *resp);
 void ingest_item_clear(ingest_item *item);
 
 /* Stores the items (in one durable write where the store can) and publishes
@@ -56,16 +59,17 @@ typedef struct ingest_job {
 
 typedef struct ingest_queue ingest_queue;
 
-/* Starts `threads` workers that check, store and publish submitted jobs, as
+/* Starts the thread that checks, stores and publishes submitted jobs, as
  * many at a time as are waiting (one durable write per batch). */
-ingest_queue *ingest_queue_new(broker_runtime *rt, int threads);
+ingest_queue *ingest_queue_new(broker_runtime *rt);
 /* Readable (an eventfd) when finished jobs are waiting for ingest_queue_done(). */
 int ingest_queue_fd(const ingest_queue *q);
-void ingest_queue_submit(ingest_queue *q, ingest_job *job);
+/* Queues a list of jobs linked by `next` (one lock, one wake-up for all). */
+void ingest_queue_submit(ingest_queue *q, ingest_job *jobs);
 /* Takes every finished job, oldest first (NULL when none). */
 ingest_job *ingest_queue_done(ingest_queue *q);
 void ingest_job_free(ingest_job *job);
-/* Stops the workers after the jobs in hand; frees jobs never finished. */
+/* Stops the thread after the jobs in hand; frees jobs never finished. */
 void ingest_queue_free(ingest_queue *q);
 
 #endif

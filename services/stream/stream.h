@@ -48,11 +48,11 @@ int stream_listen(const char *bind, long port, int reuse_port);
  * with other processes), runs an engine subscribed to `bus_endpoints` that
  * hands non-SSE connections to `http` (started with listen_self=0), logs
  * `name` as listening, and stops the engine at the signal.  With
- * insert_workers > 0 (a process that also serves POST /insert, with rt->bus
- * open) the engine answers plain keep-alive inserts itself, their checks and
- * writes done by that many workers (stream_insert.c).  0, or -1 when it could
+ * answer_inserts (a process that also serves POST /insert, with rt->bus open)
+ * the engine answers plain keep-alive inserts itself, their checks and writes
+ * done by the ingest queue's thread (stream_insert.c).  0, or -1 when it could
  * not start (logged). */
-int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const char *bus_endpoints, int insert_workers,
+int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const char *bus_endpoints, int answer_inserts,
                  const char *name);
 
 /* GET /sse on the request/response server: the 307 described above. */

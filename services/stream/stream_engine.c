@@ -291,8 +291,11 @@ static void on_client(stream_engine *e, stream_client *c, uint32_t events)
             stream_read_head(e, c);
         return;
     }
-    /* An insert with the workers: nothing is read, and the connection is not
+    /* An insert with the ingest queue: nothing is read, and the connection is not
      * closed under its job; its answer looks at the socket again. */
+    if (c->state == CLIENT_INSERTING || c->state == CLIENT_ANSWERING)
+        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            c->unread = 1;
     if (c->state == CLIENT_INSERTING)
         return;
     if (events & (EPOLLHUP | EPOLLERR)) {
@@ -449,6 +452,10 @@ static void *engine_main(void *arg)
          * each turn while a batch limit left messages behind. */
         bus_pending = bus_ready ? drain_bus(e) : 0;
         flush_dirty(e);
+        /* After the flush: an answered connection's next request (pipelined)
+         * is framed there, and must not wait for the next turn. */
+        if (e->inserts != NULL)
+            stream_inserts_submit(e);
         close_pending(e);
     }
     return NULL;
@@ -497,7 +504,7 @@ void stream_engine_free(stream_engine *e)
     free(e);
 }
 
-int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const char *bus_endpoints, int insert_workers,
+int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const char *bus_endpoints, int answer_inserts,
                  const char *name)
 {
     int listen_fd = stream_listen(rt->cfg.bind, rt->cfg.port, reuse_port);
@@ -506,7 +513,7 @@ int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const ch
     stream_engine *e = stream_engine_new(rt, http, listen_fd, bus_endpoints); /* owns listen_fd now */
     if (e == NULL)
         return -1;
-    if ((insert_workers > 0 && stream_inserts_start(e, insert_workers) != 0) || stream_engine_start(e) != 0) {
+    if ((answer_inserts && stream_inserts_start(e) != 0) || stream_engine_start(e) != 0) {
         stream_engine_free(e);
         return -1;
     }

@@ -59,6 +59,7 @@ typedef struct stream_client {
     uint8_t dirty;     /* on the engine's flush list */
     uint8_t closing;   /* on the engine's close list */
     uint8_t served;    /* has had a request answered: idle keep-alive, not a slow head */
+    uint8_t unread;    /* CLIENT_INSERTING/ANSWERING: more bytes may wait behind the request */
     uint32_t qhead, qlen, qcap; /* ring of frames: `queue`, which is `inline_queue` until it outgrows it */
     uint32_t head_off;          /* bytes of the first frame already written */
     size_t qbytes;              /* bytes queued, not yet written */
@@ -114,6 +115,7 @@ struct stream_engine {
     sse_frame *keepalive; /* ": keep-alive" */
 
     struct ingest_queue *inserts; /* NULL: every insert goes to the request/response server */
+    struct ingest_job *inserts_todo, **inserts_todo_tail; /* framed this turn, for the ingest queue */
     time_t date_second;           /* the Date header of insert answers, made once a second */
     char date[40];
 
@@ -133,11 +135,13 @@ void stream_read_head(stream_engine *e, stream_client *c);
 void stream_hand_off(stream_engine *e, stream_client *c);
 
 /* stream_insert.c */
-int stream_inserts_start(stream_engine *e, int workers);
+int stream_inserts_start(stream_engine *e);
 void stream_inserts_stop(stream_engine *e);
 /* A POST /insert at the head of c's bytes (peeked, `len` of at most `cap`). */
 void stream_insert_read(stream_engine *e, stream_client *c, const char *buf, size_t len, size_t cap);
-/* Answers (or hands off) every insert the workers have finished. */
+/* Hands the inserts framed this turn to the ingest queue, all at once. */
+void stream_inserts_submit(stream_engine *e);
+/* Answers (or hands off) every insert the ingest queue has finished. */
 void stream_inserts_finish(stream_engine *e);
 /* c's answer is written: wait for its next request. */
 void stream_insert_answered(stream_engine *e, stream_client *c);
