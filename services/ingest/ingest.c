@@ -83,7 +83,7 @@ void ingest_item_clear(ingest_item *item)
     item->event = item->data = NULL;
 }
 
-void ingest_commit(broker_runtime *rt, ingest_item *items, size_t n)
+void ingest_store(broker_runtime *rt, ingest_item *items, size_t n)
 {
     store_insert one, *ins = n == 1 ? &one : calloc(n, sizeof *ins);
     if (ins == NULL) {
@@ -98,17 +98,24 @@ void ingest_commit(broker_runtime *rt, ingest_item *items, size_t n)
     for (size_t i = 0; i < n; i++) {
         items[i].status = ins[i].status;
         items[i].seq = ins[i].seq;
-        if (ins[i].status != STORE_OK)
+        if (ins[i].status == STORE_OK)
+            atomic_fetch_add(inserted_total, 1);
+    }
+    if (ins != &one)
+        free(ins);
+}
+
+void ingest_publish(broker_runtime *rt, const ingest_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].status != STORE_OK)
             continue;
         /* Stored: the answer is 200 whatever the bus does; a subscriber
          * that misses it sees the gap and reads it from the store. */
         if (bus_publish_event(rt->bus, items[i].who.tenant, items[i].seq, items[i].ts_ms, items[i].event,
                               items[i].data, strlen(items[i].data)) != 0)
             atomic_fetch_add(publish_failed_total, 1);
-        atomic_fetch_add(inserted_total, 1);
     }
-    if (ins != &one)
-        free(ins);
 }
 
 static int insert(const struct _u_request *req, struct _u_response *resp, void *ctx)
@@ -118,7 +125,8 @@ static int insert(const struct _u_request *req, struct _u_response *resp, void *
     if (ingest_prepare(rt, u_map_get_case(req->map_header, "Authorization"), req->binary_body,
                        req->binary_body_length, &item, resp) != 0)
         return U_CALLBACK_COMPLETE;
-    ingest_commit(rt, &item, 1);
+    ingest_store(rt, &item, 1);
+    ingest_publish(rt, &item, 1);
     int ret;
     if (item.status != STORE_OK) {
         ret = http_reply_error(resp, 500, "the event store is unavailable; the event was not stored");

@@ -21,7 +21,7 @@ typedef struct ingest_item {
     char *event;       /* owned */
     char *data;        /* compact JSON, owned */
     int64_t ts_ms;
-    uint64_t seq;      /* after ingest_commit, on STORE_OK */
+    uint64_t seq;      /* after ingest_store, on STORE_OK */
     store_status status;
 } ingest_item;
 
@@ -34,9 +34,11 @@ int ingest_prepare_as(const authn_identity *who, const char *body, size_t len, i
                       struct _u_response *resp);
 void ingest_item_clear(ingest_item *item);
 
-/* Stores the items (in one durable write where the store can) and publishes
- * those stored; each item's status and seq say what became of it. */
-void ingest_commit(broker_runtime *rt, ingest_item *items, size_t n);
+/* Stores the items (in one durable write where the store can); each item's
+ * status and seq say what became of it.  Then ingest_publish puts the stored
+ * ones on the bus; the answers need not wait for that. */
+void ingest_store(broker_runtime *rt, ingest_item *items, size_t n);
+void ingest_publish(broker_runtime *rt, const ingest_item *items, size_t n);
 
 /* ---- the queue the stream engine hands inserts to ----------------------- */
 

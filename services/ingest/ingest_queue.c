@@ -100,12 +100,12 @@ static const authn_identity *batch_identity(ingest_queue *q, checked_cred *creds
     return &creds[slot].who;
 }
 
-/* Checks, stores and publishes one batch; sets each job's outcome.  A job
- * whose check or store fails is handed back unanswered: the request/response
+/* Checks and stores one batch; sets each job's outcome and returns how many
+ * of `items` it filled (the caller publishes and clears them).  A job whose
+ * check or store fails is handed back unanswered: the request/response
  * server then answers it with the same checks, and its error message. */
-static void run_batch(ingest_queue *q, ingest_job **jobs, size_t n)
+static size_t run_batch(ingest_queue *q, ingest_job **jobs, size_t n, ingest_item *items)
 {
-    ingest_item items[BATCH_MAX];
     size_t of[BATCH_MAX]; /* items[k] is jobs[of[k]]'s */
     checked_cred creds[CREDS_MAX];
     size_t good = 0, ncreds = 0;
@@ -116,20 +116,21 @@ static void run_batch(ingest_queue *q, ingest_job **jobs, size_t n)
             of[good++] = i;
     }
     if (good > 0)
-        ingest_commit(q->rt, items, good);
+        ingest_store(q->rt, items, good);
     for (size_t k = 0; k < good; k++) {
         if (items[k].status == STORE_OK) {
             jobs[of[k]]->outcome = INGEST_STORED;
             jobs[of[k]]->seq = items[k].seq;
         }
-        ingest_item_clear(&items[k]);
     }
+    return good;
 }
 
 static void *worker_main(void *arg)
 {
     ingest_queue *q = arg;
     ingest_job *jobs[BATCH_MAX];
+    ingest_item items[BATCH_MAX];
     pthread_mutex_lock(&q->lock);
     for (;;) {
         while (q->todo == NULL && !q->stop)
@@ -146,12 +147,18 @@ static void *worker_main(void *arg)
             q->todo_tail = &q->todo;
         pthread_mutex_unlock(&q->lock);
 
-        run_batch(q, jobs, n);
+        size_t stored = run_batch(q, jobs, n, items);
         for (size_t i = 1; i < n; i++)
             jobs[i - 1]->next = jobs[i];
-
         pthread_mutex_lock(&q->lock);
-        finish(q, jobs[0], jobs[n - 1]);
+        finish(q, jobs[0], jobs[n - 1]); /* the jobs are the engine's again */
+        pthread_mutex_unlock(&q->lock);
+
+        /* The answers go out while the events go on the bus. */
+        ingest_publish(q->rt, items, stored);
+        for (size_t k = 0; k < stored; k++)
+            ingest_item_clear(&items[k]);
+        pthread_mutex_lock(&q->lock);
     }
     pthread_mutex_unlock(&q->lock);
     return NULL;
