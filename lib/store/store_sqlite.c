@@ -84,8 +84,9 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_USER_UPDATE] = "UPDATE users SET tenant_name = ?2, password_hash = ?3, email = ?4, data = ?5,"
                          " revoked = ?6 WHERE username = ?1",
     [STMT_USER_SET_REVOKED] = "UPDATE users SET revoked = ?2 WHERE username = ?1",
-    [STMT_TENANT_NEXT_SEQ] = "INSERT INTO tenants(name, seq) VALUES (?1, 1)"
-                             " ON CONFLICT(name) DO UPDATE SET seq = seq + 1 RETURNING seq",
+    /* Takes ?2 sequence numbers at once; returns the last of them. */
+    [STMT_TENANT_NEXT_SEQ] = "INSERT INTO tenants(name, seq) VALUES (?1, ?2)"
+                             " ON CONFLICT(name) DO UPDATE SET seq = seq + excluded.seq RETURNING seq",
     [STMT_TENANT_MAX_SEQ] = "SELECT seq FROM tenants WHERE name = ?1",
     [STMT_EVENT_INSERT] = "INSERT INTO events(tenant, seq, event, data, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
     [STMT_LATEST_UPSERT] = "INSERT INTO latest(tenant, event, seq) VALUES (?1, ?2, ?3)"
@@ -705,62 +706,100 @@ static store_status sqlite_user_set_revoked(store *base, const char *username, i
 
 /* ---- events ---------------------------------------------------------------- */
 
-/* The body of an insert, inside the writer's open transaction. */
-static store_status event_insert_txn(sqlite_conn *c, const char *tenant, const char *event, const char *data,
-                                     int64_t ts_ms, uint64_t *seq_out)
+/* Takes `count` sequence numbers of `tenant`, inside the writer's open
+ * transaction; *last_out is the last of them. */
+static store_status take_seqs(sqlite_conn *c, const char *tenant, int64_t count, sqlite3_int64 *last_out)
 {
     sqlite3_stmt *next = conn_stmt(c, STMT_TENANT_NEXT_SEQ);
-    sqlite3_stmt *ins = conn_stmt(c, STMT_EVENT_INSERT);
-    sqlite3_stmt *lat = conn_stmt(c, STMT_LATEST_UPSERT);
-    if (next == NULL || ins == NULL || lat == NULL)
+    if (next == NULL)
         return STORE_UNAVAILABLE;
-
     bind_text(next, 1, tenant);
+    sqlite3_bind_int64(next, 2, count);
     if (sqlite3_step(next) != SQLITE_ROW) {
         store_status ret = sq_fail(c, "event insert: next seq");
         stmt_done(next);
         return ret;
     }
-    sqlite3_int64 seq = sqlite3_column_int64(next, 0);
+    *last_out = sqlite3_column_int64(next, 0);
     /* Step RETURNING to completion before the next statement of the txn. */
     int rc = sqlite3_step(next);
     stmt_done(next);
-    if (rc != SQLITE_DONE)
-        return sq_fail(c, "event insert: next seq");
+    return rc == SQLITE_DONE ? STORE_OK : sq_fail(c, "event insert: next seq");
+}
 
-    bind_text(ins, 1, tenant);
-    sqlite3_bind_int64(ins, 2, seq);
-    bind_text(ins, 3, event);
-    bind_text(ins, 4, data);
-    sqlite3_bind_int64(ins, 5, ts_ms);
-    rc = sqlite3_step(ins);
+/* Gives every insert of the batch its sequence number: one statement per
+ * tenant in the batch, not one per insert, numbered in batch order. */
+static store_status batch_number(sqlite_conn *c, insert_req *batch)
+{
+    for (insert_req *r = batch; r != NULL; r = r->next) {
+        const char *tenant = r->item->tenant;
+        int first = 1;
+        for (insert_req *p = batch; p != r && first; p = p->next)
+            first = strcmp(p->item->tenant, tenant) != 0;
+        if (!first)
+            continue; /* numbered with the tenant's first insert */
+        int64_t count = 0;
+        for (insert_req *q = r; q != NULL; q = q->next)
+            count += strcmp(q->item->tenant, tenant) == 0;
+        sqlite3_int64 seq;
+        store_status ret = take_seqs(c, tenant, count, &seq);
+        if (ret != STORE_OK)
+            return ret;
+        seq -= count - 1;
+        for (insert_req *q = r; q != NULL; q = q->next)
+            if (strcmp(q->item->tenant, tenant) == 0)
+                q->item->seq = (uint64_t)seq++;
+    }
+    return STORE_OK;
+}
+
+/* Writes a numbered insert's row, and its name's latest pointer unless a
+ * later insert of the batch has the same tenant and name. */
+static store_status event_row(sqlite_conn *c, const insert_req *r)
+{
+    const store_insert *it = r->item;
+    sqlite3_stmt *ins = conn_stmt(c, STMT_EVENT_INSERT);
+    sqlite3_stmt *lat = conn_stmt(c, STMT_LATEST_UPSERT);
+    if (ins == NULL || lat == NULL)
+        return STORE_UNAVAILABLE;
+    bind_text(ins, 1, it->tenant);
+    sqlite3_bind_int64(ins, 2, (sqlite3_int64)it->seq);
+    bind_text(ins, 3, it->event);
+    bind_text(ins, 4, it->data);
+    sqlite3_bind_int64(ins, 5, it->ts_ms);
+    int rc = sqlite3_step(ins);
     store_status ret = rc == SQLITE_DONE ? STORE_OK : sq_fail(c, "event insert");
     stmt_done(ins);
     if (ret != STORE_OK)
         return ret;
 
-    bind_text(lat, 1, tenant);
-    bind_text(lat, 2, event);
-    sqlite3_bind_int64(lat, 3, seq);
+    for (const insert_req *q = r->next; q != NULL; q = q->next)
+        if (strcmp(q->item->event, it->event) == 0 && strcmp(q->item->tenant, it->tenant) == 0)
+            return STORE_OK; /* superseded within the batch */
+    bind_text(lat, 1, it->tenant);
+    bind_text(lat, 2, it->event);
+    sqlite3_bind_int64(lat, 3, (sqlite3_int64)it->seq);
     rc = sqlite3_step(lat);
     ret = rc == SQLITE_DONE ? STORE_OK : sq_fail(c, "event insert: latest");
     stmt_done(lat);
-    if (ret == STORE_OK)
-        *seq_out = (uint64_t)seq;
     return ret;
 }
 
 /* Commits a batch of inserts in one transaction: one fsync for all of them.
- * A failure fails the whole batch (it can only be the disk or the file). */
+ * A failure fails the whole batch (it can only be the disk or the file).
+ * Statements per batch: one per tenant for the numbers, one per insert for
+ * its row, one per tenant and name for the latest pointers (the batch scans
+ * are quadratic in its length, which the callers bound: ingest takes 256 at
+ * most, and a request thread adds one insert). */
 static void commit_batch(sqlite_store *s, insert_req *batch)
 {
     pthread_mutex_lock(&s->write_lock);
     sqlite_conn *c = s->writer;
     store_status ret = conn_exec(c, STMT_BEGIN_IMMEDIATE, "event insert: begin");
-    for (insert_req *r = batch; r != NULL && ret == STORE_OK; r = r->next) {
-        store_insert *it = r->item;
-        ret = event_insert_txn(c, it->tenant, it->event, it->data, it->ts_ms, &it->seq);
-    }
+    if (ret == STORE_OK)
+        ret = batch_number(c, batch);
+    for (insert_req *r = batch; r != NULL && ret == STORE_OK; r = r->next)
+        ret = event_row(c, r);
     if (ret == STORE_OK)
         ret = conn_exec(c, STMT_COMMIT, "event insert: commit");
     if (ret != STORE_OK)
