@@ -91,8 +91,22 @@ void client_mark_dirty(stream_engine *e, stream_client *c)
     if (c->dirty)
         return;
     c->dirty = 1;
-    c->dirty_next = e->dirty;
-    e->dirty = c;
+    c->dirty_next = NULL;
+    *e->dirty_tail = c;
+    e->dirty_tail = &c->dirty_next;
+}
+
+stream_client *client_dirty_pop(stream_engine *e)
+{
+    stream_client *c = e->dirty;
+    if (c == NULL)
+        return NULL;
+    e->dirty = c->dirty_next;
+    if (e->dirty == NULL)
+        e->dirty_tail = &e->dirty;
+    c->dirty = 0;
+    c->dirty_next = NULL;
+    return c;
 }
 
 int client_flush(stream_engine *e, stream_client *c)

@@ -34,6 +34,15 @@
 
 #define EPOLL_BATCH 512
 #define BUS_BATCH 4096          /* messages per turn before others get a go */
+/* Sockets written per turn before the engine looks at its other work again
+ * (about 5 ms of writes here).  A fan-out to 10,000 subscribers takes about
+ * 100 ms of writes; done in one go, an insert answered by this thread waited
+ * behind all of it, so a sender of back-to-back inserts managed ten a second
+ * (bench W2b: 10 s for 100 events, against 0.7 s when ulfius answered the
+ * inserts on its own threads).  In slices, the next events arrive while the
+ * fan-out goes on, and a subscriber not yet written gets them all in the
+ * same write. */
+#define FLUSH_BUDGET 128
 #define ACCEPT_PAUSE_MS 200     /* after EMFILE */
 
 int64_t stream_mono_ms(void)
@@ -90,6 +99,7 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->http = http;
     e->listen_fd = listen_fd;
     e->timer_fd = e->wake_fd = e->epfd = -1;
+    e->dirty_tail = &e->dirty;
     e->listener_tag = WATCH_LISTENER;
     e->bus_tag = WATCH_BUS;
     e->timer_tag = WATCH_TIMER;
@@ -369,15 +379,16 @@ static void on_tick(stream_engine *e)
     }
 }
 
+/* Writes up to FLUSH_BUDGET dirty sockets; the rest wait for the next turn,
+ * which then does not sleep. */
 static void flush_dirty(stream_engine *e)
 {
-    while (e->dirty != NULL) {
-        stream_client *c = e->dirty;
-        e->dirty = c->dirty_next;
-        c->dirty = 0;
-        c->dirty_next = NULL;
+    int budget = FLUSH_BUDGET;
+    stream_client *c;
+    while (budget > 0 && (c = client_dirty_pop(e)) != NULL) {
         if (c->closing)
             continue;
+        budget--;
         if (client_flush(e, c) != 0)
             continue;
         if (c->replaying)
@@ -391,13 +402,23 @@ static void flush_dirty(stream_engine *e)
     }
 }
 
+/* Frees the clients scheduled for closing, except those still on the flush
+ * list (it outlives a turn when the budget runs out): they go at the turn
+ * that takes them off it. */
 static void close_pending(stream_engine *e)
 {
+    stream_client *later = NULL;
     while (e->to_close != NULL) {
         stream_client *c = e->to_close;
         e->to_close = c->close_next;
+        if (c->dirty) {
+            c->close_next = later;
+            later = c;
+            continue;
+        }
         client_destroy(e, c);
     }
+    e->to_close = later;
 }
 
 static void *engine_main(void *arg)
@@ -420,7 +441,7 @@ static void *engine_main(void *arg)
     if (bus_sub_ready(e->bus))
         atomic_store(&e->ready, 1);
     while (!atomic_load(&e->stop)) {
-        int n = epoll_wait(e->epfd, events, EPOLL_BATCH, bus_pending ? 0 : 1000);
+        int n = epoll_wait(e->epfd, events, EPOLL_BATCH, bus_pending || e->dirty != NULL ? 0 : 1000);
         if (n < 0 && errno != EINTR) {
             log_error("stream: epoll_wait: %s", strerror(errno));
             break;
@@ -485,6 +506,8 @@ void stream_engine_free(stream_engine *e)
         e->rt->ready_check_arg = NULL;
     }
     stream_inserts_stop(e);
+    while (client_dirty_pop(e) != NULL) /* nothing more is written */
+        ;
     close_pending(e);
     while (e->heads)
         client_destroy(e, e->heads);

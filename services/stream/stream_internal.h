@@ -107,7 +107,7 @@ struct stream_engine {
     stream_tenant **tenants; /* hash table */
     size_t tenant_mask, ntenants;
     stream_client *heads;    /* clients still sending their request head */
-    stream_client *dirty;    /* clients with frames to write */
+    stream_client *dirty, **dirty_tail; /* clients with frames to write, oldest first */
     stream_client *to_close; /* clients to close at the end of this turn */
     size_t nclients;
 
@@ -154,8 +154,11 @@ stream_client *client_new(stream_engine *e, int fd);
  * replay frames are not bounded this way: the replay is paged by bytes
  * (tenant_replay_more) and a client goes live only with room in its queue. */
 int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded);
-/* Puts the client on the engine's list of sockets to write this turn. */
+/* Puts the client at the end of the engine's list of sockets to write (the
+ * list is written in order, FLUSH_BUDGET sockets a turn). */
 void client_mark_dirty(stream_engine *e, stream_client *c);
+/* Takes the first client off that list; NULL when it is empty. */
+stream_client *client_dirty_pop(stream_engine *e);
 /* Writes what the socket takes.  Returns -1 when the client is gone. */
 int client_flush(stream_engine *e, stream_client *c);
 void client_schedule_close(stream_engine *e, stream_client *c);
