@@ -1158,6 +1158,31 @@ def report(results, S, meta):
 
 
 # ---------------------------------------------------------------- main
+RESULTS_BEGIN = "<!-- make bench: the latest complete run, written by bench/run.py; do not edit -->"
+RESULTS_END = "<!-- make bench: end of the latest complete run -->"
+
+
+def update_results_md(md):
+    """Puts a complete run's report into bench/RESULTS.md between the markers (made under the
+    title the first time); the rest of the file, the analysis, is written by hand."""
+    path = os.path.join(BENCH, "RESULTS.md")
+    with open(path) as f:
+        text = f.read()
+    block = RESULTS_BEGIN + "\n\n" + md.replace("## Broker vs Nchan vs Mercure",
+                                                  "## The latest `make bench`: Broker vs Nchan vs Mercure", 1) \
+        .rstrip() + "\n\n" + RESULTS_END
+    if RESULTS_BEGIN in text and RESULTS_END in text:
+        head, rest = text.split(RESULTS_BEGIN, 1)
+        text = head + block + rest.split(RESULTS_END, 1)[1]
+    else:
+        cut = text.find("\n## ")
+        cut = len(text) if cut < 0 else cut + 1
+        text = text[:cut] + block + "\n\n" + text[cut:]
+    with open(path, "w") as f:
+        f.write(text)
+    log(f"wrote the run into {path}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
@@ -1240,6 +1265,13 @@ def main():
         f.write(md)
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
+    complete = (not args.quick and set(workloads) == set(ALL_WORKLOADS) and set(systems) == set(ALL_SYSTEMS)
+                and os.path.abspath(args.out) == os.path.abspath(os.path.join(BENCH, "results")))
+    if complete:
+        update_results_md(md)
+    else:
+        log("partial run (sizes, workloads, systems or --out differ from `make bench`): "
+            "bench/RESULTS.md left as it is")
     print(md)
     return 0
 
