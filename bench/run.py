@@ -77,10 +77,10 @@ def sizes(quick):
     if quick:
         return dict(w1_conns=[1000], w1_idle_s=4, w2_conns=1000, w2a_rates=[10, 50, 200, 800, 3200],
                     w2a_step_s=3.0, w2b_events=100, w2c_rate=5, w2c_events=25, w3_duration=3,
-                    w3_conns=50, w3_runs=1, w4_tenants=100, w4_sample=20, w4_subs=10, w4_events=5, w4_rate=100)
+                    w3_conns=50, w3_runs=1, w4_runs=1, w4_tenants=100, w4_sample=20, w4_subs=10, w4_events=5, w4_rate=100)
     return dict(w1_conns=[10000, 19000], w1_idle_s=20, w2_conns=10000,
                 w2a_rates=[2, 5, 10, 20, 50, 100, 200, 400, 800, 1600], w2a_step_s=5.0, w2b_events=100,
-                w2c_rate=5, w2c_events=50, w3_duration=10, w3_conns=50, w3_runs=3,
+                w2c_rate=5, w2c_events=50, w3_duration=10, w3_conns=50, w3_runs=3, w4_runs=3,
                 w4_tenants=1000, w4_sample=100, w4_subs=10, w4_events=10, w4_rate=500)
 
 
@@ -896,6 +896,21 @@ def w3(sysobj, S, args):
 
 
 def w4(sysobj, S, args):
+    """S["w4_runs"] runs, each on a fresh instance; the figures are the median run's (by
+    reach-all p99), with the range: that tail follows whatever else the two CPUs run at the
+    moment (one full run measured Broker 9.6 and Nchan 11.9 ms, the next 25.8 and 15.1)."""
+    runs = [w4_once(sysobj, S, args) for _ in range(S["w4_runs"])]
+    by_tail = sorted(runs, key=lambda r: (r["reach_all_p99_ms"] is None, r["reach_all_p99_ms"] or 0))
+    res = dict(by_tail[len(by_tail) // 2])
+    tails = [r["reach_all_p99_ms"] for r in by_tail if r["reach_all_p99_ms"] is not None]
+    res.update({"runs": len(runs), "reach_all_p99_ms_min": tails[0] if tails else None,
+                "reach_all_p99_ms_max": tails[-1] if tails else None,
+                "conns_below_expect": max(r["conns_below_expect"] for r in runs),
+                "server_alive": all(r["server_alive"] for r in runs), "each_run": runs})
+    return res
+
+
+def w4_once(sysobj, S, args):
     """T tenants x `subs` subscribers. Latency is measured by sseload on a sample of K tenants
     spread over the range; the other tenants' subscribers are held by bench/sseholder.py (one
     process) which counts their deliveries. ~1,000 sseload instances would cost more than a CPU
@@ -1161,14 +1176,21 @@ def report(results, S, meta):
     if "W4" in meta["workloads"]:
         md.append(f"### W4 many tenants ({S['w4_tenants']:,} tenants/channels/topics × {S['w4_subs']} subscribers, "
                   f"{S['w4_events']} events each, round robin at {S['w4_rate']} events/s; latency from sseload on "
-                  f"{S['w4_sample']} sampled tenants, the others' subscribers held and counted by bench/sseholder.py)")
+                  f"{S['w4_sample']} sampled tenants, the others' subscribers held and counted by bench/sseholder.py; "
+                  f"{S.get('w4_runs', 1)} run(s) per system, the median run by reach-all p99 shown)")
         md.append("")
         cols = [("open", "open"), ("pub_rate", "events/s"), ("deliveries", "deliveries"), ("expected", "expected"),
                 ("conns_below_expect", "conns missing events"),
                 ("latency_mean_ms", "mean latency ms"), ("latency_p99_median_tenant_ms", "p99 (median tenant) ms"),
                 ("reach_all_p50_ms", "reach-all p50 ms"), ("reach_all_p99_ms", "reach-all p99 ms"),
+                ("w4_range", "p99 range over runs"),
                 ("server_cpu_us_per_delivery", "server µs/delivery"), ("loadgen_cpu_pct", "load gen CPU %")]
-        md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("reach-all p99")], rows_for("W4", cols)))
+
+        def w4_pick(r):
+            lo, hi = r.get("reach_all_p99_ms_min"), r.get("reach_all_p99_ms_max")
+            return dict(r, w4_range=f"{lo:g}-{hi:g}" if lo is not None else None)
+        md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("reach-all p99")],
+                        rows_for("W4", cols, w4_pick)))
         md.append("")
     md.append("Notes: RSS/PSS per connection = (server RSS or PSS with the subscribers − before) / open "
               "connections, summed over the server's processes (user space only; kernel socket buffers are "
