@@ -67,8 +67,8 @@ void http_server_stop(http_server *s);
 
 /* Replies: each returns U_CALLBACK_COMPLETE, so a handler can `return http_reply_...`.
  * A NULL `resp` here and in the readers below makes a check-only call: the
- * same checks, no answer (the stream engine's insert path uses this to decide
- * whether a request is one it answers itself). */
+ * same checks, no answer (the ingest queue checks inserts this way; one it
+ * refuses goes, unanswered, to the route that writes the error). */
 int http_reply_json(struct _u_response *resp, unsigned status, json_t *body /* reference stolen */);
 int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -34,14 +34,14 @@
 
 #define EPOLL_BATCH 512
 #define BUS_BATCH 4096          /* messages per turn before others get a go */
-/* Sockets written per turn before the engine looks at its other work again
- * (1-2 ms of writes here; 512 made W2b take 2.4 s instead of 0.8 s).  A fan-out to 10,000 subscribers takes about
- * 100 ms of writes; done in one go, an insert answered by this thread waited
- * behind all of it, so a sender of back-to-back inserts managed ten a second
- * (bench W2b: 10 s for 100 events, against 0.7 s when ulfius answered the
- * inserts on its own threads).  In slices, the next events arrive while the
- * fan-out goes on, and a subscriber not yet written gets them all in the
- * same write. */
+/* Sockets written per turn before the engine looks at its other work again:
+ * 1-2 ms of writes here (512 made W2b take 2.4 s instead of 0.8 s).  A
+ * fan-out to 10,000 subscribers takes about 100 ms of writes; done in one go,
+ * an insert answered by this thread waited behind all of it, so a sender of
+ * back-to-back inserts managed ten a second (bench W2b: 10 s for 100 events,
+ * against 0.7 s when ulfius answered the inserts on its own threads).  In
+ * slices, the next events arrive while the fan-out goes on, and a subscriber
+ * not yet written gets them all in the same write. */
 #define FLUSH_BUDGET 128
 #define ACCEPT_PAUSE_MS 200     /* after EMFILE */
 
