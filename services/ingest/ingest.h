@@ -3,8 +3,8 @@
  *
  * Two front ends share these steps: the request/response server's route
  * (ingest_add_routes) and, in the all-in-one broker, the stream engine, which
- * answers plain keep-alive inserts itself and hands their checks and commits
- * to an ingest_queue (services/stream/stream_insert.c).
+ * answers plain keep-alive inserts itself and hands their checks, commits and
+ * answers to an ingest_queue (services/stream/stream_insert.c).
  */
 #ifndef BROKER_INGEST_H
 #define BROKER_INGEST_H
@@ -43,8 +43,10 @@ void ingest_publish(broker_runtime *rt, const ingest_item *items, size_t n);
 /* ---- the queue the stream engine hands inserts to ----------------------- */
 
 typedef enum ingest_outcome {
-    INGEST_STORED = 0,   /* answer 200 {"id": seq} */
-    INGEST_HAND_OFF = 1, /* not answered: let the request/response server do it */
+    INGEST_HAND_OFF, /* not answered: let the request/response server do it */
+    INGEST_STORED,   /* stored; `reply` holds what of the 200 is still to be written */
+    INGEST_ANSWERED, /* stored, and its whole answer written */
+    INGEST_GONE,     /* stored; the client went away before its answer */
 } ingest_outcome;
 
 /* One request, as the engine read it (peeked: still unread on its socket). */
@@ -55,15 +57,23 @@ typedef struct ingest_job {
     size_t body_len;
     size_t request_len;       /* bytes of the whole request on the socket */
     ingest_outcome outcome;   /* set by the queue */
-    uint64_t seq;             /* INGEST_STORED: the event's id */
+    uint64_t seq;             /* stored: the event's id */
+    char *reply;              /* INGEST_STORED: the unwritten rest of the answer, owned */
+    size_t reply_len;
     struct ingest_job *next;
 } ingest_job;
 
 typedef struct ingest_queue ingest_queue;
 
-/* Starts the thread that checks, stores and publishes submitted jobs, as
- * many at a time as are waiting (one durable write per batch). */
-ingest_queue *ingest_queue_new(broker_runtime *rt);
+/* Writes a stored job's answer on the queue's thread, the moment the batch
+ * is on disk, and sets its outcome (INGEST_ANSWERED, INGEST_GONE, or
+ * INGEST_STORED with the rest in `reply`).  The engine does not touch the
+ * connection until the job is back. */
+typedef void (*ingest_answer_fn)(ingest_job *job, void *arg);
+
+/* Starts the thread that checks, stores, answers and publishes submitted
+ * jobs, as many at a time as are waiting (one durable write per batch). */
+ingest_queue *ingest_queue_new(broker_runtime *rt, ingest_answer_fn answer, void *answer_arg);
 /* Readable (an eventfd) when finished jobs are waiting for ingest_queue_done(). */
 int ingest_queue_fd(const ingest_queue *q);
 /* Queues a list of jobs linked by `next` (one lock, one wake-up for all). */

@@ -186,22 +186,22 @@ void client_destroy(stream_engine *e, stream_client *c)
 
 void client_reject(stream_engine *e, stream_client *c, int status, const char *reason, const char *message)
 {
-    char buf[1024];
+    const char *origin = e->rt->cfg.origin;
     json_t *obj = json_pack("{s:s}", "error", message);
     char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
-    int blen = body ? (int)strlen(body) : 0;
-    int len = snprintf(buf, sizeof buf,
-                       "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                       "Access-Control-Allow-Origin: %s\r\nConnection: close\r\n\r\n%s",
-                       status, reason, blen, e->rt->cfg.origin, body ? body : "");
+    char *answer = msprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                            "Access-Control-Allow-Origin: %s\r\n%sConnection: close\r\n\r\n%s",
+                            status, reason, body ? strlen(body) : 0, origin,
+                            strcmp(origin, "*") ? "Vary: Origin\r\n" : "", body ? body : "");
     free(body);
     atomic_fetch_add(e->m_rejected, 1);
-    if (len > 0 && (size_t)len < sizeof buf) {
+    if (answer != NULL) {
         /* A fresh socket's send buffer takes this whole; if not, the client
          * just sees the connection close. */
-        ssize_t w = write(c->fd, buf, (size_t)len);
+        ssize_t w = write(c->fd, answer, strlen(answer));
         (void)w;
     }
+    o_free(answer);
     client_schedule_close(e, c);
 }

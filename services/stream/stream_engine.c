@@ -18,6 +18,7 @@
 #include "log.h"
 
 #include <arpa/inet.h>
+#include <linux/sock_diag.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -90,7 +91,6 @@ static int watch(stream_engine *e, int fd, uint32_t events, void *tag)
 stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int listen_fd, const char *bus_endpoints)
 {
     stream_engine *e = calloc(1, sizeof *e);
-    char preamble[512];
     if (e == NULL) {
         close(listen_fd);
         return NULL;
@@ -111,12 +111,12 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->tenants = calloc(e->tenant_mask + 1, sizeof *e->tenants);
     /* The body has no length and no chunked encoding: it ends when the
      * connection does, which HTTP/1.1 says with "Connection: close". */
-    int plen = snprintf(preamble, sizeof preamble,
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                        "Connection: close\r\nX-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: %s\r\n%s\r\n"
-                        "retry: 3000\n\n",
-                        rt->cfg.origin, strcmp(rt->cfg.origin, "*") ? "Vary: Origin\r\n" : "");
-    e->preamble = (plen > 0 && (size_t)plen < sizeof preamble) ? sse_frame_text(preamble, (size_t)plen) : NULL;
+    char *preamble = msprintf("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                              "Connection: close\r\nX-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: %s\r\n%s\r\n"
+                              "retry: 3000\n\n",
+                              rt->cfg.origin, strcmp(rt->cfg.origin, "*") ? "Vary: Origin\r\n" : "");
+    e->preamble = preamble != NULL ? sse_frame_text(preamble, strlen(preamble)) : NULL;
+    o_free(preamble);
     e->keepalive = sse_frame_text(": keep-alive\n\n", 14);
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
     e->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -135,6 +135,8 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->m_dropped_slow = metrics_counter("broker_sse_slow_dropped_total", "SSE clients disconnected for reading too slowly");
     e->m_gaps = metrics_counter("broker_bus_gaps_filled_total", "sequence gaps on the bus filled from the store");
     e->m_rejected = metrics_counter("broker_sse_rejected_total", "SSE requests answered with an error");
+    e->m_handed_off = metrics_counter("broker_engine_handed_off_total",
+                                      "connections the stream engine handed to the request/response server");
     e->next_keepalive_ms = stream_mono_ms() + rt->cfg.keepalive * 1000;
     rt->ready_check = engine_ready;
     rt->ready_check_arg = e;
@@ -198,7 +200,30 @@ void stream_hand_off(stream_engine *e, stream_client *c)
             close(c->fd);
     }
     c->fd = -1;
+    atomic_fetch_add(e->m_handed_off, 1);
     client_schedule_close(e, c);
+}
+
+/* Whether the bytes waiting on c's socket fill its receive buffer.  The
+ * kernel charges a segment's whole memory until every byte of it is read, so
+ * the start of a request at the end of a large segment (a client that
+ * pipelines much at once) can hold the buffer full by itself: the window
+ * stays shut, the rest of the request never comes, and the engine, which
+ * reads a request only when it is whole, would wait for it until its head
+ * timeout (measured: 2,000 pipelined inserts stalled there for 20 s). */
+static int receive_buffer_full(int fd)
+{
+    uint32_t mem[SK_MEMINFO_VARS] = {0};
+    socklen_t len = sizeof mem;
+    if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0 || len <= SK_MEMINFO_RCVBUF * sizeof mem[0])
+        return 0;
+    return mem[SK_MEMINFO_RMEM_ALLOC] >= mem[SK_MEMINFO_RCVBUF] / 2;
+}
+
+void stream_wait_for_more(stream_engine *e, stream_client *c)
+{
+    if (receive_buffer_full(c->fd))
+        stream_hand_off(e, c); /* it reads all there is, whatever the request */
 }
 
 static void start_stream(stream_engine *e, stream_client *c, const char *head, size_t len)
@@ -245,8 +270,10 @@ void stream_read_head(stream_engine *e, stream_client *c)
     if (n < 0)
         return;
     sse_route route = sse_request_route(buf, (size_t)n);
-    if (route == SSE_ROUTE_NEED_MORE)
+    if (route == SSE_ROUTE_NEED_MORE) {
+        stream_wait_for_more(e, c);
         return;
+    }
     if (route == SSE_ROUTE_INSERT) {
         if (e->inserts != NULL) {
             stream_insert_read(e, c, buf, (size_t)n, sizeof buf);
@@ -264,8 +291,10 @@ void stream_read_head(stream_engine *e, stream_client *c)
         return;
     }
     size_t hl = sse_request_head_length(buf, (size_t)n);
-    if (hl == 0 && (size_t)n < SSE_HEAD_MAX)
-        return; /* wait for the rest of the head */
+    if (hl == 0 && (size_t)n < SSE_HEAD_MAX) {
+        stream_wait_for_more(e, c); /* for the rest of the head */
+        return;
+    }
     unlink_head(e, c);
     if (hl == 0 || hl > SSE_HEAD_MAX) {
         client_reject(e, c, 431, "Request Header Fields Too Large", "request head is larger than 8 KiB");

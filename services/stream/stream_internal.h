@@ -116,10 +116,8 @@ struct stream_engine {
 
     struct ingest_queue *inserts; /* NULL: every insert goes to the request/response server */
     struct ingest_job *inserts_todo, **inserts_todo_tail; /* framed this turn, for the ingest queue */
-    time_t date_second;           /* the Date header of insert answers, made once a second */
-    char date[40];
 
-    metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected, *m_fast;
+    metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected, *m_fast, *m_handed_off;
     uint64_t delivered; /* frames written this turn; added to m_delivered once per turn */
 };
 
@@ -133,6 +131,9 @@ int64_t stream_mono_ms(void);
 void stream_read_head(stream_engine *e, stream_client *c);
 /* Gives a connection, with its bytes unread, to the request/response server. */
 void stream_hand_off(stream_engine *e, stream_client *c);
+/* Called when c's next request is not whole yet: it waits for more bytes,
+ * unless the kernel will take no more (then the other server reads it). */
+void stream_wait_for_more(stream_engine *e, stream_client *c);
 
 /* stream_insert.c */
 int stream_inserts_start(stream_engine *e);

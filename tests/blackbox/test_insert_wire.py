@@ -25,6 +25,7 @@ import collections
 import json
 import re
 import socket
+import threading
 import time
 import urllib.parse
 
@@ -98,10 +99,16 @@ class Conn:
     """One raw keep-alive HTTP/1.1 connection. Bytes received beyond the answer being read
     stay in self.buf for the next one (pipelining, or the stream after a head)."""
 
-    def __init__(self, broker, timeout=IO_TIMEOUT):
+    def __init__(self, broker, timeout=IO_TIMEOUT, rcvbuf=None):
         u = urllib.parse.urlsplit(broker.base_url)
         self.host = "%s:%d" % (u.hostname, u.port)
-        self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
+        if rcvbuf is None:
+            self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
+        else:  # set before connecting, so that the window offered is small from the start
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((u.hostname, u.port))
         self.buf = b""
         self.eof = False
 
@@ -276,6 +283,91 @@ def test_pipelined_inserts_answered_in_order(broker):
         deadline = time.monotonic() + IO_TIMEOUT
         got = [insert_id(c.read_response(timeout=deadline - time.monotonic())) for _ in range(20)]
     assert got == list(range(got[0], got[0] + 20)), "pipelined answers: ids %r" % got
+
+
+# An origin of about 3 KB (--origin takes any string): every answer carries it, so a few
+# hundred answers fill a connection's buffers.
+LONG_ORIGIN = "https://" + ".".join(["s%02d" % i + "x" * 56 for i in range(50)]) + ".example"
+
+
+def test_long_origin_on_every_path(broker_factory):
+    b = broker_factory(["--origin", LONG_ORIGIN], origin=LONG_ORIGIN)
+    _, jwt = new_writer(b)
+    with Conn(b) as c:
+        fast = c.roundtrip(insert_request(c.host, jwt, "long", {"v": 1}))
+    insert_id(fast)
+    assert header(fast, "Access-Control-Allow-Origin") == LONG_ORIGIN, show(fast)
+    with Conn(b) as c:
+        c.send(sse_request(c.host, jwt))
+        head = c.read_response(stream=True)
+    assert head.status == 200 and header(head, "Access-Control-Allow-Origin") == LONG_ORIGIN, show(head)
+    with Conn(b) as c:
+        c.send(sse_request(c.host, jwt + "x"))
+        refused = c.read_response()
+    assert refused.status == 401 and header(refused, "Access-Control-Allow-Origin") == LONG_ORIGIN, show(refused)
+    assert header(refused, "Vary") == "Origin", show(refused)
+
+
+def test_pipelined_burst_is_not_left_waiting(broker):
+    # 2,000 inserts pipelined in one send: the kernel cuts them into large segments at any
+    # byte, and a segment's memory stays charged until all of it is read, so the start of a
+    # request at the end of one can fill the connection's receive buffer on its own.  The
+    # broker must then still read it (it hands the connection to its other server) rather
+    # than wait for bytes the closed window keeps out, until its 20-second head timeout.
+    _, jwt = new_writer(broker)
+    n = 2000
+    with Conn(broker) as c:
+        sent = []
+
+        def send_all():
+            try:
+                c.send(b"".join(insert_request(c.host, jwt, "burst", {"i": i}) for i in range(n)))
+                sent.append(True)
+            except OSError as exc:
+                sent.append(exc)
+
+        c.sock.settimeout(30)
+        sender = threading.Thread(target=send_all, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 15  # under the head timeout, with room for a slow machine
+        got = [insert_id(c.read_response(timeout=deadline - time.monotonic())) for _ in range(n)]
+        sender.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert sent == [True], "sending the pipelined inserts: %r" % sent
+    assert got == list(range(got[0], got[0] + n)), "ids not consecutive: %r" % got[:50]
+
+
+def test_answers_to_a_sender_that_reads_nothing_for_a_while(broker_factory):
+    # A sender sends inserts in small groups, waits for the broker to have answered each
+    # group (GET /metrics), and reads nothing: the answers (about 3 KB each, with a long
+    # --origin) fill its receive window and then the broker's send buffer, until one is
+    # written in part and the broker takes no further request.  Once the sender reads,
+    # every answer must arrive whole, once, and in order, and the connection go on.
+    b = broker_factory(["--origin", LONG_ORIGIN], origin=LONG_ORIGIN)
+    _, jwt = new_writer(b)
+    group, most = 20, 4000
+    before = fast_count(b) or 0
+    with Conn(b) as c:
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sent, stalled = 0, False
+        while sent < most and not stalled:
+            for i in range(sent, sent + group):
+                c.send(insert_request(c.host, jwt, "unread", {"i": i}))
+            sent += group
+            deadline = time.monotonic() + 3
+            while fast_count(b) - before < sent and time.monotonic() < deadline:
+                time.sleep(0.01)
+            stalled = fast_count(b) - before < sent
+        assert stalled, ("%d answers of about 3 KB, none read, and the broker still took more: "
+                         "its buffers never filled, so nothing here was tested" % sent)
+        deadline = time.monotonic() + 60
+        got = []
+        for _ in range(sent):
+            resp = c.read_response(timeout=deadline - time.monotonic())
+            got.append(insert_id(resp))
+            assert header(resp, "Access-Control-Allow-Origin") == LONG_ORIGIN, show(resp)
+        assert got == list(range(got[0], got[0] + sent)), "ids not consecutive: %r" % got[:50]
+        # the connection is still good for another insert
+        assert insert_id(c.roundtrip(insert_request(c.host, jwt, "unread", {"i": -1}))) == got[-1] + 1
 
 
 def test_next_request_sent_before_the_answer(broker):
