@@ -10,6 +10,7 @@
 #define BROKER_INGEST_H
 
 #include "runtime.h"
+#include "workq.h"
 
 /* Adds POST /insert to `s`.  rt->bus must be open: every stored event is
  * published on it. */
@@ -51,6 +52,7 @@ typedef enum ingest_outcome {
 
 /* One request, as the engine read it (peeked: still unread on its socket). */
 typedef struct ingest_job {
+    workq_item link;          /* first: jobs travel on a workq (workq.h) */
     void *owner;              /* the engine's connection */
     char *authorization;      /* NUL-terminated, owned; NULL when absent */
     char *body;               /* owned */
@@ -60,8 +62,13 @@ typedef struct ingest_job {
     uint64_t seq;             /* stored: the event's id */
     char *reply;              /* INGEST_STORED: the unwritten rest of the answer, owned */
     size_t reply_len;
-    struct ingest_job *next;
 } ingest_job;
+
+/* The job after `j` on a list of jobs. */
+static inline ingest_job *ingest_job_next(const ingest_job *j)
+{
+    return (ingest_job *)j->link.next;
+}
 
 typedef struct ingest_queue ingest_queue;
 
@@ -76,7 +83,7 @@ typedef void (*ingest_answer_fn)(ingest_job *job, void *arg);
 ingest_queue *ingest_queue_new(broker_runtime *rt, ingest_answer_fn answer, void *answer_arg);
 /* Readable (an eventfd) when finished jobs are waiting for ingest_queue_done(). */
 int ingest_queue_fd(const ingest_queue *q);
-/* Queues a list of jobs linked by `next` (one lock, one wake-up for all). */
+/* Queues a list of jobs linked by `link` (one lock, one wake-up for all). */
 void ingest_queue_submit(ingest_queue *q, ingest_job *jobs);
 /* Takes every finished job, oldest first (NULL when none). */
 ingest_job *ingest_queue_done(ingest_queue *q);

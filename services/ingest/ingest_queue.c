@@ -20,14 +20,10 @@
  * and sender, ran many times per commit.
  */
 #include "ingest.h"
-#include "log.h"
+#include "workq.h"
 
-#include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #define BATCH_MAX 256 /* jobs per commit */
 
@@ -35,14 +31,10 @@ struct ingest_queue {
     broker_runtime *rt;
     ingest_answer_fn answer;
     void *answer_arg;
-    pthread_mutex_t lock; /* guards everything below */
-    pthread_cond_t work;
-    ingest_job *todo, **todo_tail; /* framed, not yet taken */
-    ingest_job *done, **done_tail; /* for the engine */
-    int stop;
-    int done_fd; /* eventfd: finished jobs are waiting */
-    pthread_t thread;
-    int started;
+    workq *wq;
+    /* The worker's: the batch being stored, then published. */
+    ingest_item items[BATCH_MAX];
+    size_t stored;
 };
 
 void ingest_job_free(ingest_job *job)
@@ -53,22 +45,6 @@ void ingest_job_free(ingest_job *job)
     free(job->body);
     free(job->reply);
     free(job);
-}
-
-/* Appends the list `jobs` (ending at `last`) to a queue.  Lock held. */
-static void append(ingest_job ***tail, ingest_job *jobs, ingest_job *last)
-{
-    **tail = jobs;
-    *tail = &last->next;
-}
-
-/* Hands finished jobs to the engine.  Lock held. */
-static void finish(ingest_queue *q, ingest_job *jobs, ingest_job *last)
-{
-    append(&q->done_tail, jobs, last);
-    uint64_t one = 1;
-    if (write(q->done_fd, &one, sizeof one) < 0 && errno != EAGAIN)
-        log_error("ingest: cannot signal finished inserts: %s", strerror(errno));
 }
 
 /* Distinct credentials checked in one batch.  A batch is every insert that
@@ -103,16 +79,22 @@ static const authn_identity *batch_identity(ingest_queue *q, checked_cred *creds
     return &creds[slot].who;
 }
 
-/* Checks and stores one batch and has the stored ones answered; sets each
- * job's outcome and returns how many of `items` it filled (the caller
- * publishes and clears them).  A job whose
- * check or store fails is handed back unanswered: the request/response
- * server then answers it with the same checks, and its error message. */
-static size_t run_batch(ingest_queue *q, ingest_job **jobs, size_t n, ingest_item *items)
+/* workq run: checks and stores one batch and has the stored ones answered,
+ * setting each job's outcome; the stored items wait in q->items for
+ * publish_batch().  A job whose check or store fails is handed back
+ * unanswered: the request/response server then answers it with the same
+ * checks, and its error message. */
+static void run_batch(void *arg, workq_item *list, size_t n)
 {
+    ingest_queue *q = arg;
+    ingest_job *jobs[BATCH_MAX];
     size_t of[BATCH_MAX]; /* items[k] is jobs[of[k]]'s */
     checked_cred creds[CREDS_MAX];
     size_t good = 0, ncreds = 0;
+    ingest_item *items = q->items;
+    n = 0;
+    for (workq_item *it = list; it != NULL && n < BATCH_MAX; it = it->next)
+        jobs[n++] = (ingest_job *)it;
     for (size_t i = 0; i < n; i++) {
         jobs[i]->outcome = INGEST_HAND_OFF;
         const authn_identity *who = batch_identity(q, creds, &ncreds, jobs[i]->authorization);
@@ -128,46 +110,26 @@ static size_t run_batch(ingest_queue *q, ingest_job **jobs, size_t n, ingest_ite
             q->answer(jobs[of[k]], q->answer_arg);
         }
     }
-    return good;
+    q->stored = good;
 }
 
-static void *worker_main(void *arg)
+/* workq after: the batch is answered and back with the engine; now the bus. */
+static void publish_batch(void *arg)
 {
     ingest_queue *q = arg;
-    ingest_job *jobs[BATCH_MAX];
-    ingest_item items[BATCH_MAX];
-    pthread_mutex_lock(&q->lock);
-    for (;;) {
-        while (q->todo == NULL && !q->stop)
-            pthread_cond_wait(&q->work, &q->lock);
-        if (q->stop) /* jobs not started stay unstored and unanswered */
-            break;
-        size_t n = 0;
-        while (q->todo != NULL && n < BATCH_MAX) {
-            jobs[n] = q->todo;
-            q->todo = jobs[n]->next;
-            jobs[n++]->next = NULL;
-        }
-        if (q->todo == NULL)
-            q->todo_tail = &q->todo;
-        pthread_mutex_unlock(&q->lock);
-
-        size_t stored = run_batch(q, jobs, n, items);
-        for (size_t i = 1; i < n; i++)
-            jobs[i - 1]->next = jobs[i];
-        pthread_mutex_lock(&q->lock);
-        finish(q, jobs[0], jobs[n - 1]); /* the jobs are the engine's again */
-        pthread_mutex_unlock(&q->lock);
-
-        /* Answered already: the bus does not hold them up. */
-        ingest_publish(q->rt, items, stored);
-        for (size_t k = 0; k < stored; k++)
-            ingest_item_clear(&items[k]);
-        pthread_mutex_lock(&q->lock);
-    }
-    pthread_mutex_unlock(&q->lock);
-    return NULL;
+    ingest_publish(q->rt, q->items, q->stored);
+    for (size_t k = 0; k < q->stored; k++)
+        ingest_item_clear(&q->items[k]);
+    q->stored = 0;
 }
+
+static void free_job(void *arg, workq_item *job)
+{
+    (void)arg;
+    ingest_job_free((ingest_job *)job);
+}
+
+static const workq_ops ingest_ops = {.run = run_batch, .after = publish_batch, .free_job = free_job};
 
 /* ---- the engine's side ----------------------------------------------------- */
 
@@ -179,74 +141,33 @@ ingest_queue *ingest_queue_new(broker_runtime *rt, ingest_answer_fn answer, void
     q->rt = rt;
     q->answer = answer;
     q->answer_arg = answer_arg;
-    q->todo_tail = &q->todo;
-    q->done_tail = &q->done;
-    pthread_mutex_init(&q->lock, NULL);
-    pthread_cond_init(&q->work, NULL);
-    q->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (q->done_fd >= 0 && pthread_create(&q->thread, NULL, worker_main, q) == 0) {
-        q->started = 1;
-        return q;
+    q->wq = workq_new(&ingest_ops, q, BATCH_MAX);
+    if (q->wq == NULL) {
+        free(q);
+        return NULL;
     }
-    ingest_queue_free(q);
-    return NULL;
+    return q;
 }
 
 int ingest_queue_fd(const ingest_queue *q)
 {
-    return q->done_fd;
+    return workq_fd(q->wq);
 }
 
 void ingest_queue_submit(ingest_queue *q, ingest_job *jobs)
 {
-    if (jobs == NULL)
-        return;
-    ingest_job *last = jobs;
-    while (last->next != NULL)
-        last = last->next;
-    pthread_mutex_lock(&q->lock);
-    append(&q->todo_tail, jobs, last);
-    pthread_cond_signal(&q->work);
-    pthread_mutex_unlock(&q->lock);
+    workq_submit(q->wq, jobs != NULL ? &jobs->link : NULL);
 }
 
 ingest_job *ingest_queue_done(ingest_queue *q)
 {
-    uint64_t count;
-    if (read(q->done_fd, &count, sizeof count) < 0 && errno != EAGAIN)
-        log_error("ingest: cannot read the finished-inserts signal: %s", strerror(errno));
-    pthread_mutex_lock(&q->lock);
-    ingest_job *jobs = q->done;
-    q->done = NULL;
-    q->done_tail = &q->done;
-    pthread_mutex_unlock(&q->lock);
-    return jobs;
-}
-
-static void free_list(ingest_job *j)
-{
-    while (j != NULL) {
-        ingest_job *next = j->next;
-        ingest_job_free(j);
-        j = next;
-    }
+    return (ingest_job *)workq_done(q->wq);
 }
 
 void ingest_queue_free(ingest_queue *q)
 {
     if (q == NULL)
         return;
-    pthread_mutex_lock(&q->lock);
-    q->stop = 1;
-    pthread_cond_broadcast(&q->work);
-    pthread_mutex_unlock(&q->lock);
-    if (q->started)
-        pthread_join(q->thread, NULL);
-    free_list(q->todo);
-    free_list(q->done);
-    if (q->done_fd >= 0)
-        close(q->done_fd);
-    pthread_cond_destroy(&q->work);
-    pthread_mutex_destroy(&q->lock);
+    workq_free(q->wq); /* jobs not started stay unstored and unanswered */
     free(q);
 }

@@ -105,6 +105,7 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->timer_tag = WATCH_TIMER;
     e->wake_tag = WATCH_WAKE;
     e->inserts_tag = WATCH_INSERTS;
+    e->auth_tag = WATCH_AUTH;
     e->queue_max = (size_t)rt->cfg.sse_queue_max;
     e->bus_endpoints = strdup(bus_endpoints);
     e->tenant_mask = 1023;
@@ -125,7 +126,7 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     if (e->bus_endpoints == NULL || e->tenants == NULL || e->preamble == NULL || e->keepalive == NULL || e->epfd < 0 ||
         e->timer_fd < 0 || e->wake_fd < 0 || timerfd_settime(e->timer_fd, 0, &tick, NULL) != 0 ||
         watch(e, listen_fd, EPOLLIN, &e->listener_tag) != 0 || watch(e, e->timer_fd, EPOLLIN, &e->timer_tag) != 0 ||
-        watch(e, e->wake_fd, EPOLLIN, &e->wake_tag) != 0) {
+        watch(e, e->wake_fd, EPOLLIN, &e->wake_tag) != 0 || stream_auth_start(e) != 0) {
         log_error("stream: cannot set up the event loop: %s", strerror(errno));
         stream_engine_free(e);
         return NULL;
@@ -230,7 +231,6 @@ static void start_stream(stream_engine *e, stream_client *c, const char *head, s
 {
     sse_request req;
     const char *why = NULL;
-    authn_identity who;
     if (sse_request_parse(head, len, &req, &why) != 0) {
         client_reject(e, c, 400, "Bad Request", why);
         return;
@@ -239,21 +239,7 @@ static void start_stream(stream_engine *e, stream_client *c, const char *head, s
         client_reject(e, c, 503, "Service Unavailable", "the stream service is not connected to the event bus yet; retry");
         return;
     }
-    authn_result r = authn_check(&e->rt->authn, req.authorization[0] ? req.authorization : NULL, req.access_token,
-                                 &who, &why);
-    if (r != AUTHN_OK) {
-        if (r == AUTHN_FAULT)
-            client_reject(e, c, 500, "Internal Server Error", why);
-        else
-            client_reject(e, c, 401, "Unauthorized", why);
-        return;
-    }
-    c->username = strdup(who.username);
-    if (c->username == NULL) {
-        client_reject(e, c, 503, "Service Unavailable", "out of memory");
-        return;
-    }
-    tenant_subscribe(e, c, who.tenant, &req);
+    stream_auth_submit(e, c, &req);
 }
 
 /* A connection on the head list with bytes or a hang-up: decide whose its
@@ -307,8 +293,7 @@ void stream_read_head(stream_engine *e, stream_client *c)
     start_stream(e, c, buf, hl);
 }
 
-/* A streaming client sent bytes or hung up. */
-static void read_streaming(stream_engine *e, stream_client *c)
+void stream_read_streaming(stream_engine *e, stream_client *c)
 {
     char sink[1024];
     for (int i = 0; i < 16; i++) {
@@ -330,12 +315,13 @@ static void on_client(stream_engine *e, stream_client *c, uint32_t events)
             stream_read_head(e, c);
         return;
     }
-    /* An insert with the ingest queue: nothing is read, and the connection is not
-     * closed under its job; its answer looks at the socket again. */
-    if (c->state == CLIENT_INSERTING || c->state == CLIENT_ANSWERING)
+    /* A request with a worker (an insert, a subscriber's credentials): nothing
+     * is read, and the connection is not closed under its job; the socket is
+     * looked at again once the job is back. */
+    if (c->state == CLIENT_INSERTING || c->state == CLIENT_ANSWERING || c->state == CLIENT_CONNECTING)
         if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
             c->unread = 1;
-    if (c->state == CLIENT_INSERTING)
+    if (c->state == CLIENT_INSERTING || c->state == CLIENT_CONNECTING)
         return;
     if (events & (EPOLLHUP | EPOLLERR)) {
         client_schedule_close(e, c);
@@ -343,7 +329,7 @@ static void on_client(stream_engine *e, stream_client *c, uint32_t events)
     }
     /* An answering connection's next request is read once its answer is out. */
     if ((events & (EPOLLIN | EPOLLRDHUP)) && c->state == CLIENT_STREAMING)
-        read_streaming(e, c);
+        stream_read_streaming(e, c);
     if ((events & EPOLLOUT) && c->qlen > 0)
         client_mark_dirty(e, c);
 }
@@ -493,6 +479,9 @@ static void *engine_main(void *arg)
             case WATCH_INSERTS:
                 stream_inserts_finish(e);
                 break;
+            case WATCH_AUTH:
+                stream_auth_finish(e);
+                break;
             case WATCH_CLIENT:
                 on_client(e, events[i].data.ptr, events[i].events);
                 break;
@@ -535,6 +524,7 @@ void stream_engine_free(stream_engine *e)
         e->rt->ready_check_arg = NULL;
     }
     stream_inserts_stop(e);
+    stream_auth_stop(e); /* frees the connections whose check is out */
     while (client_dirty_pop(e) != NULL) /* nothing more is written */
         ;
     close_pending(e);

@@ -105,6 +105,10 @@ static void answer_on_queue(ingest_job *job, void *arg)
         job->outcome = INGEST_GONE;
         return;
     }
+    /* Counted before it is sent: a client that has its answer finds it in
+     * GET /metrics (tests/blackbox/test_insert_wire.py). */
+    http_count_status(200);
+    atomic_fetch_add(e->m_fast, 1);
     size_t len = strlen(answer);
     ssize_t n;
     do
@@ -143,9 +147,9 @@ void stream_inserts_stop(stream_engine *e)
 {
     ingest_queue_free(e->inserts); /* before the connections its jobs point to */
     e->inserts = NULL;
-    for (ingest_job *job = e->inserts_todo, *next; job != NULL; job = next) {
-        next = job->next;
-        ingest_job_free(job);
+    for (workq_item *it = e->inserts_todo, *next; it != NULL; it = next) {
+        next = it->next;
+        ingest_job_free((ingest_job *)it);
     }
     e->inserts_todo = NULL;
     e->inserts_todo_tail = &e->inserts_todo;
@@ -177,15 +181,15 @@ void stream_insert_read(stream_engine *e, stream_client *c, const char *buf, siz
     /* Bytes past this request (a pipelined one) raise no new edge: look again
      * once this one is answered. */
     c->unread = len > req.total_len;
-    *e->inserts_todo_tail = job;
-    e->inserts_todo_tail = &job->next;
+    *e->inserts_todo_tail = &job->link;
+    e->inserts_todo_tail = &job->link.next;
 }
 
 void stream_inserts_submit(stream_engine *e)
 {
     if (e->inserts_todo == NULL)
         return;
-    ingest_queue_submit(e->inserts, e->inserts_todo);
+    ingest_queue_submit(e->inserts, (ingest_job *)e->inserts_todo);
     e->inserts_todo = NULL;
     e->inserts_todo_tail = &e->inserts_todo;
 }
@@ -193,7 +197,7 @@ void stream_inserts_submit(stream_engine *e)
 void stream_inserts_finish(stream_engine *e)
 {
     for (ingest_job *job = ingest_queue_done(e->inserts), *next; job != NULL; job = next) {
-        next = job->next;
+        next = ingest_job_next(job);
         stream_client *c = job->owner;
         switch (job->outcome) {
         case INGEST_HAND_OFF:
@@ -203,13 +207,9 @@ void stream_inserts_finish(stream_engine *e)
             client_schedule_close(e, c); /* stored; the client is gone before its answer */
             break;
         case INGEST_ANSWERED:
-        case INGEST_STORED:
-            http_count_status(200);
-            atomic_fetch_add(e->m_fast, 1);
-            if (job->outcome == INGEST_ANSWERED) {
-                stream_insert_answered(e, c);
-                break;
-            }
+            stream_insert_answered(e, c);
+            break;
+        case INGEST_STORED: {
             /* What the socket did not take goes out with this turn's writes. */
             c->state = CLIENT_ANSWERING;
             sse_frame *rest = sse_frame_text(job->reply, job->reply_len);
@@ -217,6 +217,7 @@ void stream_inserts_finish(stream_engine *e)
                 client_schedule_close(e, c);
             sse_frame_unref(rest);
             break;
+        }
         }
         ingest_job_free(job);
     }

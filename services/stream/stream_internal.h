@@ -40,14 +40,29 @@ void sse_frame_unref(sse_frame *f);
 
 /* ---- epoll tags ------------------------------------------------------ */
 
-typedef enum watch_kind { WATCH_LISTENER, WATCH_BUS, WATCH_TIMER, WATCH_WAKE, WATCH_INSERTS, WATCH_CLIENT } watch_kind;
+typedef enum watch_kind {
+    WATCH_LISTENER,
+    WATCH_BUS,
+    WATCH_TIMER,
+    WATCH_WAKE,
+    WATCH_INSERTS,
+    WATCH_AUTH,
+    WATCH_CLIENT
+} watch_kind;
 
 /* ---- subscribers ----------------------------------------------------- */
 
 typedef struct stream_tenant stream_tenant;
 
-/* CLIENT_INSERTING and CLIENT_ANSWERING: see stream_insert.c. */
-typedef enum client_state { CLIENT_HEAD, CLIENT_STREAMING, CLIENT_INSERTING, CLIENT_ANSWERING } client_state;
+/* CLIENT_INSERTING and CLIENT_ANSWERING: see stream_insert.c; CLIENT_CONNECTING:
+ * see stream_auth.c. */
+typedef enum client_state {
+    CLIENT_HEAD,
+    CLIENT_STREAMING,
+    CLIENT_INSERTING,
+    CLIENT_ANSWERING,
+    CLIENT_CONNECTING
+} client_state;
 
 #define CLIENT_INLINE_QUEUE 4 /* a power of two */
 
@@ -59,7 +74,7 @@ typedef struct stream_client {
     uint8_t dirty;     /* on the engine's flush list */
     uint8_t closing;   /* on the engine's close list */
     uint8_t served;    /* has had a request answered: idle keep-alive, not a slow head */
-    uint8_t unread;    /* CLIENT_INSERTING/ANSWERING: more bytes may wait behind the request */
+    uint8_t unread;    /* CLIENT_INSERTING/ANSWERING/CONNECTING: bytes or a hang-up came meanwhile */
     uint32_t qhead, qlen, qcap; /* ring of frames: `queue`, which is `inline_queue` until it outgrows it */
     uint32_t head_off;          /* bytes of the first frame already written */
     size_t qbytes;              /* bytes queued, not yet written */
@@ -92,7 +107,7 @@ struct stream_engine {
     broker_runtime *rt;
     http_server *http;
     int epfd, listen_fd, timer_fd, wake_fd;
-    watch_kind listener_tag, bus_tag, timer_tag, wake_tag, inserts_tag;
+    watch_kind listener_tag, bus_tag, timer_tag, wake_tag, inserts_tag, auth_tag;
     char *bus_endpoints;
     bus_sub *bus;
     int bus_fd;
@@ -114,8 +129,9 @@ struct stream_engine {
     sse_frame *preamble;  /* HTTP response head + "retry: 3000" */
     sse_frame *keepalive; /* ": keep-alive" */
 
+    struct workq *auth;           /* checks the credentials of new subscribers (stream_auth.c) */
     struct ingest_queue *inserts; /* NULL: every insert goes to the request/response server */
-    struct ingest_job *inserts_todo, **inserts_todo_tail; /* framed this turn, for the ingest queue */
+    struct workq_item *inserts_todo, **inserts_todo_tail; /* framed this turn, for the ingest queue */
 
     metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected, *m_fast, *m_handed_off;
     uint64_t delivered; /* frames written this turn; added to m_delivered once per turn */
@@ -134,6 +150,17 @@ void stream_hand_off(stream_engine *e, stream_client *c);
 /* Called when c's next request is not whole yet: it waits for more bytes,
  * unless the kernel will take no more (then the other server reads it). */
 void stream_wait_for_more(stream_engine *e, stream_client *c);
+
+/* A streaming client sent bytes or hung up. */
+void stream_read_streaming(stream_engine *e, stream_client *c);
+
+/* stream_auth.c */
+int stream_auth_start(stream_engine *e);
+void stream_auth_stop(stream_engine *e);
+/* Has c's credentials checked off the engine thread; c is CLIENT_CONNECTING
+ * until stream_auth_finish() starts its stream or refuses it. */
+void stream_auth_submit(stream_engine *e, stream_client *c, const sse_request *req);
+void stream_auth_finish(stream_engine *e);
 
 /* stream_insert.c */
 int stream_inserts_start(stream_engine *e);

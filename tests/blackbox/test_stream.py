@@ -337,6 +337,35 @@ def test_sse_401(broker, case):
         assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], body
 
 
+def test_wrong_basic_passwords_do_not_hold_up_live_events(broker):
+    # Each wrong Basic password costs an Argon2 verification (tens of ms).  New subscribers'
+    # credentials are checked off the thread that reads requests and writes the streams, so
+    # while 40 such requests are being refused, an insert sent after them is answered and its
+    # event reaches a subscriber before the last refusal is out.  Checked on the streams'
+    # thread, the insert and the event would wait behind all 40 (anyone who knows a username
+    # could stall every stream that way).
+    u, jwt = new_user(broker)
+    with open_stream(broker, bearer_header(jwt)) as live:
+        first_retry(live)
+        bad = [SSEClient.open(broker.base_url, "/sse", headers=basic_header(u.username, "wrong%d" % i))
+               for i in range(40)]
+        try:
+            r = requests.post(broker.url("/insert"), json={"event": "during", "data": 1},
+                              headers=bearer_header(jwt), timeout=60)
+            eid = assert_ok(r)["id"]
+            assert live.next_event(60).id == eid
+            for c in bad:
+                c.recv_nowait()
+            refused = sum(1 for c in bad if c.status is not None)
+            assert refused < len(bad), ("all %d wrong passwords were refused before the event "
+                                        "reached its subscriber" % len(bad))
+            for c in bad:
+                assert c.read_head(60) == 401, c.head_raw
+        finally:
+            for c in bad:
+                c.close()
+
+
 # ================================================================ revocation
 
 def test_revocation_closes_only_that_users_streams(broker):

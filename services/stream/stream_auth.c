@@ -1,0 +1,110 @@
+/*
+ * stream_auth.c - the credential checks of new SSE subscribers, off the
+ * engine thread.
+ *
+ * A check reads the user's row from the store, and a Basic credential that
+ * the credential cache has not seen costs an Argon2 verification (tens of
+ * milliseconds).  On the engine thread either held up every stream and every
+ * insert of the process meanwhile: anyone sending wrong Basic passwords for a
+ * known username could stall all deliveries, a few dozen requests a second
+ * being enough.  Here a worker thread (workq.h) checks them in the order they
+ * came, a few at a time, and the engine takes each verdict when it is back.
+ *
+ * While its check is out, a connection is CLIENT_CONNECTING: on none of the
+ * engine's lists, its socket not read, and nothing closes it; a hang-up or
+ * bytes meanwhile are noted in `unread` and looked at once it streams.
+ */
+#include "stream_internal.h"
+#include "authn.h"
+#include "workq.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+/* Checks per round: a verdict waits for the others of its round, and an
+ * Argon2 one takes tens of milliseconds. */
+#define AUTH_BATCH 8
+
+typedef struct auth_job {
+    workq_item link; /* first: see workq.h */
+    stream_client *owner;
+    sse_request req;
+    authn_result result;
+    const char *why; /* a static string */
+    authn_identity who;
+} auth_job;
+
+/* On the worker. */
+static void check_batch(void *arg, workq_item *jobs, size_t n)
+{
+    stream_engine *e = arg;
+    (void)n;
+    for (workq_item *it = jobs; it != NULL; it = it->next) {
+        auth_job *job = (auth_job *)it;
+        job->why = NULL;
+        job->result = authn_check(&e->rt->authn, job->req.authorization[0] ? job->req.authorization : NULL,
+                                  job->req.access_token, &job->who, &job->why);
+    }
+}
+
+/* At shutdown, for a check that never came back: its connection is on no
+ * list, so it goes with the job. */
+static void free_job(void *arg, workq_item *it)
+{
+    auth_job *job = (auth_job *)it;
+    client_destroy(arg, job->owner);
+    free(job);
+}
+
+static const workq_ops auth_ops = {.run = check_batch, .after = NULL, .free_job = free_job};
+
+int stream_auth_start(stream_engine *e)
+{
+    e->auth = workq_new(&auth_ops, e, AUTH_BATCH);
+    if (e->auth == NULL)
+        return -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &e->auth_tag};
+    return epoll_ctl(e->epfd, EPOLL_CTL_ADD, workq_fd(e->auth), &ev);
+}
+
+void stream_auth_stop(stream_engine *e)
+{
+    workq_free(e->auth);
+    e->auth = NULL;
+}
+
+void stream_auth_submit(stream_engine *e, stream_client *c, const sse_request *req)
+{
+    auth_job *job = malloc(sizeof *job);
+    if (job == NULL) {
+        client_reject(e, c, 503, "Service Unavailable", "out of memory");
+        return;
+    }
+    job->link.next = NULL;
+    job->owner = c;
+    job->req = *req;
+    c->state = CLIENT_CONNECTING;
+    workq_submit(e->auth, &job->link);
+}
+
+void stream_auth_finish(stream_engine *e)
+{
+    for (workq_item *it = workq_done(e->auth), *next; it != NULL; it = next) {
+        next = it->next;
+        auth_job *job = (auth_job *)it;
+        stream_client *c = job->owner;
+        c->state = CLIENT_HEAD; /* off every list until it streams */
+        if (job->result != AUTHN_OK)
+            client_reject(e, c, job->result == AUTHN_FAULT ? 500 : 401,
+                          job->result == AUTHN_FAULT ? "Internal Server Error" : "Unauthorized",
+                          job->why != NULL ? job->why : "not authorized");
+        else if ((c->username = strdup(job->who.username)) == NULL)
+            client_reject(e, c, 503, "Service Unavailable", "out of memory");
+        else if (tenant_subscribe(e, c, job->who.tenant, &job->req) == 0 && c->unread) {
+            c->unread = 0;
+            stream_read_streaming(e, c); /* what came while it waited: a hang-up closes it */
+        }
+        free(job);
+    }
+}
