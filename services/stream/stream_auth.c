@@ -13,6 +13,10 @@
  * While its check is out, a connection is CLIENT_CONNECTING: on none of the
  * engine's lists, its socket not read, and nothing closes it; a hang-up or
  * bytes meanwhile are noted in `unread` and looked at once it streams.
+ *
+ * A user revoked or changed while the check was out is closed by the bus
+ * message on the streams it has, not on this one, which has none yet: a check
+ * that passed while such a message came is made again.
  */
 #include "stream_internal.h"
 #include "authn.h"
@@ -29,10 +33,15 @@
 typedef struct auth_job {
     workq_item link; /* first: see workq.h */
     stream_client *owner;
-    sse_request req;
+    /* What the check and tenant_subscribe() need of the request: a copy of
+     * the whole sse_request would be 8 KB per waiting subscriber. */
+    char *authorization, *access_token; /* NULL when absent */
+    int has_last_event_id;
+    uint64_t last_event_id;
     authn_result result;
     const char *why; /* a static string */
     authn_identity who;
+    uint64_t user_changes; /* the engine's count when the check was asked */
 } auth_job;
 
 /* On the worker. */
@@ -43,18 +52,31 @@ static void check_batch(void *arg, workq_item *jobs, size_t n)
     for (workq_item *it = jobs; it != NULL; it = it->next) {
         auth_job *job = (auth_job *)it;
         job->why = NULL;
-        job->result = authn_check(&e->rt->authn, job->req.authorization[0] ? job->req.authorization : NULL,
-                                  job->req.access_token, &job->who, &job->why);
+        job->result = authn_check(&e->rt->authn, job->authorization, job->access_token, &job->who, &job->why);
     }
 }
 
 /* At shutdown, for a check that never came back: its connection is on no
  * list, so it goes with the job. */
+static void job_free(auth_job *job)
+{
+    free(job->authorization);
+    free(job->access_token);
+    free(job);
+}
+
 static void free_job(void *arg, workq_item *it)
 {
     auth_job *job = (auth_job *)it;
     client_destroy(arg, job->owner);
-    free(job);
+    job_free(job);
+}
+
+/* A copy of a credential, NULL for an absent one; -1 when out of memory. */
+static int copy_credential(char **out, const char *value)
+{
+    *out = value[0] != '\0' ? strdup(value) : NULL;
+    return value[0] != '\0' && *out == NULL ? -1 : 0;
 }
 
 static const workq_ops auth_ops = {.run = check_batch, .after = NULL, .free_job = free_job};
@@ -76,14 +98,18 @@ void stream_auth_stop(stream_engine *e)
 
 void stream_auth_submit(stream_engine *e, stream_client *c, const sse_request *req)
 {
-    auth_job *job = malloc(sizeof *job);
-    if (job == NULL) {
+    auth_job *job = calloc(1, sizeof *job);
+    if (job == NULL || copy_credential(&job->authorization, req->authorization) != 0 ||
+        copy_credential(&job->access_token, req->access_token) != 0) {
+        if (job != NULL)
+            job_free(job);
         client_reject(e, c, 503, "Service Unavailable", "out of memory");
         return;
     }
-    job->link.next = NULL;
     job->owner = c;
-    job->req = *req;
+    job->has_last_event_id = req->has_last_event_id;
+    job->last_event_id = req->last_event_id;
+    job->user_changes = e->user_changes;
     c->state = CLIENT_CONNECTING;
     workq_submit(e->auth, &job->link);
 }
@@ -94,6 +120,12 @@ void stream_auth_finish(stream_engine *e)
         next = it->next;
         auth_job *job = (auth_job *)it;
         stream_client *c = job->owner;
+        if (job->result == AUTHN_OK && job->user_changes != e->user_changes) {
+            job->user_changes = e->user_changes; /* see the top of this file */
+            job->link.next = NULL;
+            workq_submit(e->auth, &job->link);
+            continue;
+        }
         c->state = CLIENT_HEAD; /* off every list until it streams */
         if (job->result != AUTHN_OK)
             client_reject(e, c, job->result == AUTHN_FAULT ? 500 : 401,
@@ -101,10 +133,11 @@ void stream_auth_finish(stream_engine *e)
                           job->why != NULL ? job->why : "not authorized");
         else if ((c->username = strdup(job->who.username)) == NULL)
             client_reject(e, c, 503, "Service Unavailable", "out of memory");
-        else if (tenant_subscribe(e, c, job->who.tenant, &job->req) == 0 && c->unread) {
+        else if (tenant_subscribe(e, c, job->who.tenant, job->has_last_event_id, job->last_event_id) == 0 &&
+                 c->unread) {
             c->unread = 0;
             stream_read_streaming(e, c); /* what came while it waited: a hang-up closes it */
         }
-        free(job);
+        job_free(job);
     }
 }

@@ -349,6 +349,7 @@ static int drain_bus(stream_engine *e)
             tenant_dispatch(e, &m);
             break;
         case BUS_USER:
+            e->user_changes++;
             tenants_close_user(e, m.username, m.username_len);
             break;
         case BUS_CLOCK:

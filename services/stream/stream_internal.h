@@ -130,6 +130,7 @@ struct stream_engine {
     sse_frame *keepalive; /* ": keep-alive" */
 
     struct workq *auth;           /* checks the credentials of new subscribers (stream_auth.c) */
+    uint64_t user_changes;        /* user messages (revoked, deleted...) taken from the bus */
     struct ingest_queue *inserts; /* NULL: every insert goes to the request/response server */
     struct workq_item *inserts_todo, **inserts_todo_tail; /* framed this turn, for the ingest queue */
 
@@ -196,9 +197,10 @@ void client_reject(stream_engine *e, stream_client *c, int status, const char *r
 
 /* stream_tenant.c */
 stream_tenant *tenant_find(stream_engine *e, const char *name, size_t len);
-/* Subscribes an authenticated client: snapshot or replay, then live.  -1 on a
- * store fault (the client has been answered). */
-int tenant_subscribe(stream_engine *e, stream_client *c, const char *tenant, const sse_request *req);
+/* Subscribes an authenticated client: the snapshot, or with `resume` the
+ * events after `last_event_id`, then live.  -1 on a store fault (the client
+ * has been answered). */
+int tenant_subscribe(stream_engine *e, stream_client *c, const char *tenant, int resume, uint64_t last_event_id);
 void tenant_unsubscribe(stream_engine *e, stream_client *c);
 void tenant_dispatch(stream_engine *e, const bus_msg *m);
 /* Continues a replaying client's catch-up while its queue has room. */

@@ -149,11 +149,11 @@ static int count_only(const store_event *ev, void *arg)
     return 0;
 }
 
-int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, const sse_request *req)
+int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, int resume, uint64_t last_event_id)
 {
     frame_list fl = {0};
     uint64_t max_seq = 0;
-    int replay = req->has_last_event_id;
+    int replay = resume;
     store_status st;
     stream_tenant *t = tenant_find(e, name, strlen(name));
 
@@ -169,7 +169,7 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, const
     }
     /* An id this tenant never reached (say, from before the database was
      * reset) cannot be resumed: such a client gets the snapshot instead. */
-    if (replay && req->last_event_id > max_seq) {
+    if (replay && last_event_id > max_seq) {
         replay = 0;
         st = store_event_latest(e->rt->store, name, collect_event, &fl, &max_seq);
         if (st != STORE_OK || fl.failed) {
@@ -199,7 +199,7 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, const
 
     client_enqueue(e, c, e->preamble, 0);
     if (replay) {
-        c->last_seq = req->last_event_id;
+        c->last_seq = last_event_id;
     } else {
         c->last_seq = max_seq;
         frames_deliver(e, c, &fl);
