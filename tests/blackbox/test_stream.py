@@ -396,6 +396,24 @@ def test_revocation_closes_only_that_users_streams(broker):
             c.close()
 
 
+def test_revoked_while_its_credentials_are_checked(broker):
+    # A Basic password seen for the first time costs an Argon2 verification, off the engine
+    # thread; the user is revoked meanwhile.  The new stream must not outlive the revocation:
+    # refused, or closed once started.  (The revocation closes the streams a user has; a
+    # check that passed just before it must not start one after it.)
+    u, _ = new_user(broker)
+    c = SSEClient.open(broker.base_url, "/sse", headers=u.basic())
+    try:
+        assert_ok(broker.admin("/revoke_user", username=u.username))
+        status = c.read_head(10)
+        if status == 200:
+            assert c.wait_closed(5.0), "the revoked user's new stream is still open 5 s after revoke_user"
+        else:
+            assert status == 401, c.head_raw
+    finally:
+        c.close()
+
+
 def test_revoked_then_unrevoked_can_stream(broker):
     u, jwt = new_user(broker)
     assert_ok(broker.admin("/revoke_user", username=u.username))
