@@ -4,11 +4,15 @@
  *
  * A check reads the user's row from the store, and a Basic credential that
  * the credential cache has not seen costs an Argon2 verification (tens of
- * milliseconds).  On the engine thread either held up every stream and every
- * insert of the process meanwhile: anyone sending wrong Basic passwords for a
- * known username could stall all deliveries, a few dozen requests a second
- * being enough.  Here a worker thread (workq.h) checks them in the order they
- * came, a few at a time, and the engine takes each verdict when it is back.
+ * milliseconds).  On the engine thread either held up every stream and
+ * every insert of the process meanwhile: anyone sending wrong Basic
+ * passwords for a known username could stall all deliveries, a few dozen
+ * requests a second being enough.  Here a worker thread (workq.h) checks them
+ * in the order they came, a few at a time, and the engine takes each verdict
+ * when it is back.  Once a check passes, the worker also reads what the
+ * subscriber starts from (tenant_view_read: the snapshot, or the tenant's
+ * last id), a store round trip per subscriber that the engine does not wait
+ * on either (tens of ms each on FerretDB late in the test suite).
  *
  * While its check is out, a connection is CLIENT_CONNECTING: on none of the
  * engine's lists, its socket not read, and nothing closes it; a hang-up or
@@ -41,6 +45,7 @@ typedef struct auth_job {
     authn_result result;
     const char *why; /* a static string */
     authn_identity who;
+    tenant_view view; /* read once the check passed */
     uint64_t user_changes; /* the engine's count when the check was asked */
 } auth_job;
 
@@ -53,6 +58,9 @@ static void check_batch(void *arg, workq_item *jobs, size_t n)
         auth_job *job = (auth_job *)it;
         job->why = NULL;
         job->result = authn_check(&e->rt->authn, job->authorization, job->access_token, &job->who, &job->why);
+        tenant_view_clear(&job->view); /* a check made again reads again */
+        if (job->result == AUTHN_OK) /* a store fault is answered by tenant_subscribe */
+            tenant_view_read(e->rt->store, job->who.tenant, job->has_last_event_id, job->last_event_id, &job->view);
     }
 }
 
@@ -60,6 +68,7 @@ static void check_batch(void *arg, workq_item *jobs, size_t n)
  * list, so it goes with the job. */
 static void job_free(auth_job *job)
 {
+    tenant_view_clear(&job->view);
     free(job->authorization);
     free(job->access_token);
     free(job);
@@ -133,8 +142,7 @@ void stream_auth_finish(stream_engine *e)
                           job->why != NULL ? job->why : "not authorized");
         else if ((c->username = strdup(job->who.username)) == NULL)
             client_reject(e, c, 503, "Service Unavailable", "out of memory");
-        else if (tenant_subscribe(e, c, job->who.tenant, job->has_last_event_id, job->last_event_id) == 0 &&
-                 c->unread) {
+        else if (tenant_subscribe(e, c, job->who.tenant, &job->view) == 0 && c->unread) {
             c->unread = 0;
             stream_read_streaming(e, c); /* what came while it waited: a hang-up closes it */
         }

@@ -197,10 +197,32 @@ void client_reject(stream_engine *e, stream_client *c, int status, const char *r
 
 /* stream_tenant.c */
 stream_tenant *tenant_find(stream_engine *e, const char *name, size_t len);
-/* Subscribes an authenticated client: the snapshot, or with `resume` the
- * events after `last_event_id`, then live.  -1 on a store fault (the client
- * has been answered). */
-int tenant_subscribe(stream_engine *e, stream_client *c, const char *tenant, int resume, uint64_t last_event_id);
+/* What a new subscriber starts from, read from the store by the credential
+ * worker (stream_auth.c) so that the engine thread does not wait on it: the
+ * snapshot's frames, or for a resume the tenant's last id only. */
+typedef struct frame_list {
+    sse_frame **items;
+    size_t n, cap;
+    uint64_t after; /* replay: only ids above this */
+    uint64_t last_seq;
+    int failed;
+} frame_list;
+
+typedef struct tenant_view {
+    int resume;             /* a resume after last_event_id (0: the snapshot) */
+    uint64_t last_event_id;
+    uint64_t max_seq;       /* the tenant's last id in the store at the read */
+    frame_list snapshot;    /* owned; its frames are handed to the engine whole */
+    int failed;             /* the store did not answer */
+} tenant_view;
+
+/* Reads the view; any thread (the store only).  -1 when the store failed. */
+int tenant_view_read(store *s, const char *tenant, int resume, uint64_t last_event_id, tenant_view *v);
+void tenant_view_clear(tenant_view *v);
+/* Subscribes an authenticated client from its view (which it consumes): the
+ * snapshot or the resume, then whatever this process dispatched since the
+ * read, then live.  -1 on a store fault (the client has been answered). */
+int tenant_subscribe(stream_engine *e, stream_client *c, const char *tenant, tenant_view *v);
 void tenant_unsubscribe(stream_engine *e, stream_client *c);
 void tenant_dispatch(stream_engine *e, const bus_msg *m);
 /* Continues a replaying client's catch-up while its queue has room. */

@@ -94,15 +94,6 @@ static void tenant_remove(stream_engine *e, stream_tenant *t)
     free(t);
 }
 
-/* Frames read from the store for one subscriber, before any is queued, so
- * that a store fault can still be answered with a clean 503. */
-typedef struct frame_list {
-    sse_frame **items;
-    size_t n, cap;
-    uint64_t after; /* replay: only ids above this */
-    uint64_t last_seq;
-    int failed;
-} frame_list;
 
 static int collect_event(const store_event *ev, void *arg)
 {
@@ -149,43 +140,51 @@ static int count_only(const store_event *ev, void *arg)
     return 0;
 }
 
-int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, int resume, uint64_t last_event_id)
+int tenant_view_read(store *s, const char *name, int resume, uint64_t last_event_id, tenant_view *v)
 {
-    frame_list fl = {0};
-    uint64_t max_seq = 0;
-    int replay = resume;
+    memset(v, 0, sizeof *v);
+    v->resume = resume;
+    v->last_event_id = last_event_id;
     store_status st;
-    stream_tenant *t = tenant_find(e, name, strlen(name));
-
-    /* The store's view first: nothing is sent before we know it answers. */
-    if (replay)
-        st = store_event_latest(e->rt->store, name, count_only, NULL, &max_seq);
+    if (resume)
+        st = store_event_latest(s, name, count_only, NULL, &v->max_seq);
     else
-        st = store_event_latest(e->rt->store, name, collect_event, &fl, &max_seq);
-    if (st != STORE_OK || fl.failed) {
-        frames_deliver(e, c, &fl); /* c is not streaming yet: this only frees */
-        client_reject(e, c, 503, "Service Unavailable", "the event store is unavailable; retry");
-        return -1;
-    }
+        st = store_event_latest(s, name, collect_event, &v->snapshot, &v->max_seq);
     /* An id this tenant never reached (say, from before the database was
      * reset) cannot be resumed: such a client gets the snapshot instead. */
-    if (replay && last_event_id > max_seq) {
-        replay = 0;
-        st = store_event_latest(e->rt->store, name, collect_event, &fl, &max_seq);
-        if (st != STORE_OK || fl.failed) {
-            frames_deliver(e, c, &fl);
-            client_reject(e, c, 503, "Service Unavailable", "the event store is unavailable; retry");
-            return -1;
-        }
+    if (st == STORE_OK && resume && last_event_id > v->max_seq) {
+        v->resume = 0;
+        st = store_event_latest(s, name, collect_event, &v->snapshot, &v->max_seq);
+    }
+    v->failed = st != STORE_OK || v->snapshot.failed;
+    return v->failed ? -1 : 0;
+}
+
+void tenant_view_clear(tenant_view *v)
+{
+    for (size_t i = 0; i < v->snapshot.n; i++)
+        sse_frame_unref(v->snapshot.items[i]);
+    free(v->snapshot.items);
+    memset(&v->snapshot, 0, sizeof v->snapshot);
+}
+
+int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, tenant_view *v)
+{
+    stream_tenant *t = tenant_find(e, name, strlen(name));
+    /* The store's view first: nothing is sent before we know it answered. */
+    if (v->failed) {
+        tenant_view_clear(v);
+        client_reject(e, c, 503, "Service Unavailable", "the event store is unavailable; retry");
+        return -1;
     }
     if (t == NULL) {
         t = tenant_create(e, name);
         if (t == NULL) {
-            frames_deliver(e, c, &fl);
+            tenant_view_clear(v);
             client_reject(e, c, 503, "Service Unavailable", "out of memory");
             return -1;
         }
-        t->last_seq = max_seq;
+        t->last_seq = v->max_seq;
     }
     c->tenant = t;
     c->state = CLIENT_STREAMING;
@@ -198,11 +197,11 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, int r
     atomic_fetch_add(e->m_clients, 1);
 
     client_enqueue(e, c, e->preamble, 0);
-    if (replay) {
-        c->last_seq = last_event_id;
+    if (v->resume) {
+        c->last_seq = v->last_event_id;
     } else {
-        c->last_seq = max_seq;
-        frames_deliver(e, c, &fl);
+        c->last_seq = v->max_seq;
+        frames_deliver(e, c, &v->snapshot);
     }
     /* Every new client starts by catching up from the store: after a
      * Last-Event-ID that is the replay; after a snapshot it is whatever this
