@@ -63,6 +63,17 @@ static job *new_job(int n)
     return j;
 }
 
+/* Jobs from..to-1, linked in that order. */
+static workq_item *new_jobs(int from, int to)
+{
+    workq_item *list = NULL, **tail = &list;
+    for (int i = from; i < to; i++) {
+        *tail = &new_job(i)->link;
+        tail = &(*tail)->next;
+    }
+    return list;
+}
+
 /* Waits (5 s at most) for the eventfd, then takes what is done. */
 static workq_item *wait_done(workq *q)
 {
@@ -83,12 +94,7 @@ static void case_every_job_back_once_in_order(void)
     atomic_store(&s.gate, 1);
     workq_submit(q, &new_job(0)->link);
     nanosleep(&(struct timespec){0, 20000000}, NULL);
-    workq_item *list = NULL, **tail = &list;
-    for (int i = 1; i < 10; i++) {
-        *tail = &new_job(i)->link;
-        tail = &(*tail)->next;
-    }
-    workq_submit(q, list);
+    workq_submit(q, new_jobs(1, 10));
     atomic_store(&s.gate, 0);
     int next = 0;
     for (int tries = 0; next < 10 && tries < 20; tries++) {
@@ -117,12 +123,7 @@ static void case_unfinished_jobs_are_freed(void)
     if (q == NULL)
         return;
     atomic_store(&s.gate, 1);
-    workq_item *list = NULL, **tail = &list;
-    for (int i = 0; i < 5; i++) {
-        *tail = &new_job(i)->link;
-        tail = &(*tail)->next;
-    }
-    workq_submit(q, list);
+    workq_submit(q, new_jobs(0, 5));
     nanosleep(&(struct timespec){0, 20000000}, NULL); /* the worker holds 2 of them */
     atomic_store(&s.gate, 0);
     /* workq_free lets the round in hand finish; those 2 are done but not
