@@ -14,6 +14,10 @@ Systems, started one after the other, each on a fresh instance for every workloa
 Workloads:
   W1   idle capacity: N idle subscribers; server memory per connection (RSS delta / conns)
        and server CPU while idle (keep-alives every 15 s on all three)
+  W1x  W1 at 100,000: past one process's 20,000 files, so several server processes (Broker's
+       split services with --stream_workers, Nchan with several nginx workers; Mercure's free
+       hub runs on one node only and is reported as not run); then one event that must reach
+       every subscriber
   W2a  paced fan-out: N subscribers of one topic; events one at a time at a rate raised step
        by step until the deliveries stop growing; deliveries/s and server CPU us/delivery
   W2b  burst: N subscribers; 100 events back to back; time until everyone has all 100
@@ -65,7 +69,7 @@ HZ = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 KEEPALIVE_S = 15
 ALL_SYSTEMS = ["broker", "nchan", "mercure"]
-ALL_WORKLOADS = ["W1", "W2a", "W2b", "W2c", "W3", "W4"]
+ALL_WORKLOADS = ["W1", "W1x", "W2a", "W2b", "W2c", "W3", "W4"]
 
 
 def log(*a):
@@ -75,10 +79,10 @@ def log(*a):
 # ---------------------------------------------------------------- sizes
 def sizes(quick):
     if quick:
-        return dict(w1_conns=[1000], w1_idle_s=4, w2_conns=1000, w2a_rates=[10, 50, 200, 800, 3200],
+        return dict(w1_conns=[1000], w1_idle_s=4, w1x_conns=3000, w1x_procs=2, w2_conns=1000, w2a_rates=[10, 50, 200, 800, 3200],
                     w2a_step_s=3.0, w2b_events=100, w2c_rate=5, w2c_events=25, w3_duration=3,
                     w3_conns=50, w3_runs=1, w4_runs=1, w4_tenants=100, w4_sample=20, w4_subs=10, w4_events=5, w4_rate=100)
-    return dict(w1_conns=[10000, 19000], w1_idle_s=20, w2_conns=10000,
+    return dict(w1_conns=[10000, 19000], w1_idle_s=20, w1x_conns=100000, w1x_procs=7, w2_conns=10000,
                 w2a_rates=[2, 5, 10, 20, 50, 100, 200, 400, 800, 1600], w2a_step_s=5.0, w2b_events=100,
                 w2c_rate=5, w2c_events=50, w3_duration=10, w3_conns=50, w3_runs=3, w4_runs=3,
                 w4_tenants=1000, w4_sample=100, w4_subs=10, w4_events=10, w4_rate=500)
@@ -358,6 +362,10 @@ class System:
     def clean_baseline(self):
         """Before a memory baseline: nothing to do for most servers."""
 
+    def scaled_out(self, procs):
+        """(a system like this one spread over `procs` server processes, None) or (None, why not)."""
+        return None, "runs as one process only"
+
     # per-tenant subscriber path + headers for sseload; publish spec for pubload
     def tenants(self, n):
         raise NotImplementedError
@@ -374,8 +382,12 @@ class Broker(System):
                f"--admin_token={self.admin}", f"--jwt_secret={self.secret}", "--log_level=warning",
                f"--keepalive={KEEPALIVE_S}", "--ntp_servers=127.0.0.1:9"]
         self.cmd = cmd
+        self.api_port = self.pub_port = self.port
         self._spawn(cmd)
         wait_http(f"http://127.0.0.1:{self.port}/readyz")
+
+    def scaled_out(self, procs):
+        return BrokerSplit(self.args, procs), None
 
     def clean_baseline(self):
         """Restart on the same store: create_user/login ran Argon2 (tens of MiB), and glibc keeps
@@ -389,13 +401,13 @@ class Broker(System):
 
     def _user(self, i):
         u, t = f"bench{i}", f"tenant{i}"
-        base = f"http://127.0.0.1:{self.port}"
+        base = f"http://127.0.0.1:{self.api_port}"
         http("POST", base + "/create_user", {"username": u, "password": "benchpass1", "admin_token": self.admin,
                                              "tenant_name": t}, timeout=120)
         return u, t
 
     def _login(self, u):
-        return http("POST", f"http://127.0.0.1:{self.port}/login", {"username": u, "password": "benchpass1"},
+        return http("POST", f"http://127.0.0.1:{self.api_port}/login", {"username": u, "password": "benchpass1"},
                     timeout=120)["jwt"]
 
     def tenants(self, n):
@@ -414,7 +426,7 @@ class Broker(System):
                 c["sub"], c["tenant"] = u, t
                 return hs256_jwt(c, self.secret)
             try:
-                ok = http("GET", f"http://127.0.0.1:{self.port}/verify",
+                ok = http("GET", f"http://127.0.0.1:{self.api_port}/verify",
                           headers={"Authorization": "Bearer " + mint(*users[1])})["username"] == users[1][0]
             except Exception:  # noqa: BLE001
                 ok = False
@@ -437,8 +449,84 @@ class Broker(System):
                 "WRK_BODY": '{"event":"e","data":{"t":0,"n":1,"s":"ingest"}}'}
 
 
+class BrokerSplit(Broker):
+    """The split services on one embedded store, as in docker-compose.yml: broker-auth,
+    broker-ingest, and broker-stream with --stream_workers N (N processes on one port,
+    SO_REUSEPORT), joined by the ZeroMQ bus over loopback TCP."""
+    name = "broker"
+
+    def __init__(self, args, workers):
+        super().__init__(args)
+        self.workers = workers
+        self.procs = []
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="bench-broker-split-")
+        self.admin, self.secret = "bench-admin-token", "bench-jwt-secret-0123456789"
+        self.api_port = free_port(27180)
+        self.pub_port = free_port(self.api_port + 1)
+        self.port = free_port(self.pub_port + 1)
+        bus_ingest, bus_auth = free_port(self.port + 1), free_port(self.port + 2)
+        if bus_auth == bus_ingest:
+            bus_auth = free_port(bus_ingest + 1)
+        common = [f"--db={self.dir}/db", "--bind=127.0.0.1", f"--admin_token={self.admin}",
+                  f"--jwt_secret={self.secret}", "--log_level=warning", f"--keepalive={KEEPALIVE_S}",
+                  "--ntp_servers=127.0.0.1:9"]
+        self.logf = open(os.path.join(self.dir, "server.log"), "a")
+        for cmd in ([os.path.join(BUILD, "broker-auth"), *common, f"--port={self.api_port}",
+                     f"--bus_publish=tcp://127.0.0.1:{bus_auth}"],
+                    [os.path.join(BUILD, "broker-ingest"), *common, f"--port={self.pub_port}",
+                     f"--bus_publish=tcp://127.0.0.1:{bus_ingest}"],
+                    [os.path.join(BUILD, "broker-stream"), *common, f"--port={self.port}",
+                     f"--stream_workers={self.workers}",
+                     f"--bus_subscribe=tcp://127.0.0.1:{bus_ingest},tcp://127.0.0.1:{bus_auth}"]):
+            self.procs.append(subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=self.dir,
+                                               start_new_session=True))
+        self.proc = self.procs[-1]
+        for port in (self.api_port, self.pub_port, self.port):
+            wait_http(f"http://127.0.0.1:{port}/readyz")
+        deadline = time.time() + 10  # the stream workers, each subscribed to the bus
+        while len(self.pids()) < 2 + 1 + self.workers and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+
+    def pids(self):
+        return [p for pr in self.procs if pr.poll() is None for p in proc_tree(pr.pid)]
+
+    def alive(self):
+        return bool(self.procs) and all(pr.poll() is None for pr in self.procs)
+
+    def stop(self):
+        procs, self.procs = self.procs, []
+        for pr in reversed(procs):  # the stream processes first, then ingest and auth
+            if pr.poll() is None:
+                pr.send_signal(signal.SIGTERM)
+        for pr in reversed(procs):
+            try:
+                pr.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                for pid in reversed(proc_tree(pr.pid)):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                pr.wait(timeout=10)
+        self.proc = None
+        super().stop()  # closes the log and removes the folder
+
+    def clean_baseline(self):
+        """Nothing: create_user/login ran in broker-auth, not in the stream processes."""
+
+
 class Nchan(System):
     name = "nchan"
+
+    def __init__(self, args, workers=None):
+        super().__init__(args)
+        self.workers = workers or args.nchan_workers
+
+    def scaled_out(self, procs):
+        return Nchan(self.args, procs), None
 
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="bench-nchan-")
@@ -448,7 +536,10 @@ class Nchan(System):
             conf = f.read()
         subs = {"@PREFIX@": self.dir, "@NCHAN_MODULE@": NCHAN_MODULE,
                 "@USER_LINE@": "user root root;" if os.geteuid() == 0 else "",
-                "@WORKERS@": str(self.args.nchan_workers), "@SHM@": "512M", "@BUFFER@": "100",
+                "@WORKERS@": str(self.workers), "@SHM@": "512M", "@BUFFER@": "100",
+                # several workers: let the kernel spread the connections (one accept queue each),
+                # or one worker takes them until its 20,000 files run out
+                "@LISTEN_OPTS@": " reuseport" if self.workers > 1 else "",
                 "@MSG_TIMEOUT@": "60s", "@PORT@": str(self.port), "@PING@": str(KEEPALIVE_S)}
         for k, v in subs.items():
             conf = conf.replace(k, v)
@@ -460,7 +551,7 @@ class Nchan(System):
         wait_http(f"http://127.0.0.1:{self.port}/nope", ok=(404,))
         # wait for the workers
         deadline = time.time() + 10
-        while len(self.pids()) < 1 + self.args.nchan_workers and time.time() < deadline:
+        while len(self.pids()) < 1 + self.workers and time.time() < deadline:
             time.sleep(0.1)
 
     def stop(self):
@@ -507,6 +598,11 @@ class Mercure(System):
         env = dict(os.environ, HOME=self.dir, XDG_DATA_HOME=self.dir, XDG_CONFIG_HOME=self.dir)
         self._spawn([MERCURE_BIN, "run", "--config", path, "--adapter", "caddyfile"], env=env)
         wait_http(f"http://127.0.0.1:{self.port}/nope", ok=(404,))
+
+    def scaled_out(self, procs):
+        return None, ("not run: the free Mercure hub runs on one node only (its `local` and `bolt` transports; "
+                      "several nodes need the paid High Availability version, mercure.rocks/docs/hub/cluster), "
+                      "and one process may open at most 20,000 files here")
 
     def tenants(self, n):
         return [{"sub_path": f"/.well-known/mercure?topic=ch{i}", "sub_headers": [], "var": f"ch{i}"} for i in range(n)]
@@ -661,50 +757,78 @@ def ms(x):
 
 
 # ---------------------------------------------------------------- workloads
-def w1(sysobj, S, args):
-    rows = []
-    for n in S["w1_conns"]:
-        sysobj.start()
-        try:
-            tenant = sysobj.tenants(1)[0]
-            sysobj.clean_baseline()
-            time.sleep(1.0)
-            pids = sysobj.pids()
-            rss0, pss0 = rss_bytes(pids), pss_bytes(pids)
-            hold = 30 + S["w1_idle_s"] + 30
-            load = SSELoad(sysobj.port, tenant["sub_path"], n, ["--hold", hold, "--timeout", hold + 120,
-                                                                   "--connect-rate", 4000], progress=1)
-            t0 = time.monotonic()
-            connected = load.wait_connected(120)
-            connect_s = time.monotonic() - t0
-            time.sleep(3)
-            pids = sysobj.pids()
-            rss1, pss1 = rss_bytes(pids), pss_bytes(pids)
-            fds = sum(len(os.listdir(f"/proc/{p}/fd")) for p in pids if os.path.exists(f"/proc/{p}/fd"))
-            c0, l0 = cpu_seconds(pids), cpu_seconds(load.pids())
-            time.sleep(S["w1_idle_s"])
-            pids = sysobj.pids()
-            c1, l1 = cpu_seconds(pids), cpu_seconds(load.pids())
-            rss2 = rss_bytes(pids)
+def hold_idle(sysobj, S, n, one_event=False, sseload_args=()):
+    """Starts sysobj, opens n idle subscribers of one tenant, and measures the server's memory
+    with them and its CPU while they idle; with one_event, then publishes one event that every
+    subscriber must receive. Returns the row."""
+    sysobj.start()
+    try:
+        tenant = sysobj.tenants(1)[0]
+        sysobj.clean_baseline()
+        time.sleep(1.0)
+        pids = sysobj.pids()
+        rss0, pss0 = rss_bytes(pids), pss_bytes(pids)
+        hold = 30 + S["w1_idle_s"] + 30
+        if one_event:
+            until = ["--until-events", 1, "--expect", 1, "--timeout", hold + 240]
+        else:
+            until = ["--hold", hold, "--timeout", hold + 120]
+        load = SSELoad(sysobj.port, tenant["sub_path"], n, until + ["--connect-rate", 4000, *sseload_args], progress=1)
+        t0 = time.monotonic()
+        connected = load.wait_connected(240)
+        connect_s = time.monotonic() - t0
+        time.sleep(3)
+        pids = sysobj.pids()
+        rss1, pss1 = rss_bytes(pids), pss_bytes(pids)
+        fds = sum(len(os.listdir(f"/proc/{p}/fd")) for p in pids if os.path.exists(f"/proc/{p}/fd"))
+        c0, l0 = cpu_seconds(pids), cpu_seconds(load.pids())
+        time.sleep(S["w1_idle_s"])
+        pids = sysobj.pids()
+        c1, l1 = cpu_seconds(pids), cpu_seconds(load.pids())
+        rss2 = rss_bytes(pids)
+        if one_event:
+            pr = pubload(getattr(sysobj, "pub_port", sysobj.port), sysobj.pub_spec(tenant["var"]), 1, count=1,
+                         timeout=30)
+            res = load.finish(90)
+        else:
             load.stop()
             res = load.finish(60)
-            alive = sysobj.alive()
-        finally:
-            sysobj.stop()
-        opened = max(1, connected)
-        rows.append({"conns": n, "open": res["connections_open"], "open_at_end": res["connections_open_at_end"],
-                     "connect_errors": res["connect_errors"], "non200": res["non200"],
-                     "errors": {k: res[k] for k in ("err_addrnotavail", "err_refused", "err_timeout", "err_reset",
-                                                    "err_other", "connect_retries")},
-                     "connect_s": round(connect_s, 2), "server_procs": len(pids),
-                     "rss_before_mb": round(rss0 / 2**20, 1), "rss_with_mb": round(rss1 / 2**20, 1),
-                     "rss_after_idle_mb": round(rss2 / 2**20, 1),
-                     "rss_per_conn_b": round((rss1 - rss0) / opened), "pss_per_conn_b": round((pss1 - pss0) / opened),
-                     "idle_cpu_pct": round(100 * (c1 - c0) / S["w1_idle_s"], 2), "idle_s": S["w1_idle_s"], "server_fds": fds,
-                     "sseload_cpu_pct": round(100 * (l1 - l0) / S["w1_idle_s"], 2),
-                     "keepalives": res["keepalives_total"], "server_alive": alive})
-        log(f"  W1 {sysobj.name} {n}: {rows[-1]}")
-    return {"rows": rows}
+        alive = sysobj.alive()
+    finally:
+        sysobj.stop()
+    opened = max(1, connected)
+    row = {"conns": n, "open": res["connections_open"], "open_at_end": res["connections_open_at_end"],
+           "connect_errors": res["connect_errors"], "non200": res["non200"],
+           "errors": {k: res[k] for k in ("err_addrnotavail", "err_refused", "err_timeout", "err_reset",
+                                          "err_other", "connect_retries")},
+           "connect_s": round(connect_s, 2), "server_procs": len(pids),
+           "rss_before_mb": round(rss0 / 2**20, 1), "rss_with_mb": round(rss1 / 2**20, 1),
+           "rss_after_idle_mb": round(rss2 / 2**20, 1),
+           "rss_per_conn_b": round((rss1 - rss0) / opened), "pss_per_conn_b": round((pss1 - pss0) / opened),
+           "idle_cpu_pct": round(100 * (c1 - c0) / S["w1_idle_s"], 2), "idle_s": S["w1_idle_s"], "server_fds": fds,
+           "sseload_cpu_pct": round(100 * (l1 - l0) / S["w1_idle_s"], 2),
+           "keepalives": res["keepalives_total"], "server_alive": alive}
+    if one_event:
+        row.update({"pub_ok": pr["ok"], "deliveries": res["events_total"],
+                    "expected": pr["ok"] * res["connections_open"], "conns_below_expect": res["conns_below_expect"],
+                    "reach_all_ms": res["reach_all_max_ms"], "stop_reason": res["stop_reason"]})
+    log(f"  {sysobj.name} {n}: {row}")
+    return row
+
+
+def w1(sysobj, S, args):
+    return {"rows": [hold_idle(sysobj, S, n) for n in S["w1_conns"]]}
+
+
+def w1x(sysobj, S, args):
+    """W1 at S["w1x_conns"] subscribers over S["w1x_procs"] server processes."""
+    big, why = sysobj.scaled_out(S["w1x_procs"])
+    if big is None:
+        return {"not_run": why}
+    # 16 source addresses, not sseload's default of one per 25,000: with each address's port range
+    # nearly full, the kernel's search for a free port in connect() slowed the whole run's
+    # connecting to ~1,100/s (100,000 in 86-93 s on both Broker and Nchan)
+    return hold_idle(big, S, S["w1x_conns"], one_event=True, sseload_args=["--sources", 16])
 
 
 def w2a(sysobj, S, args):
@@ -1014,7 +1138,7 @@ def w4_once(sysobj, S, args):
             "loadgen_cpu_pct": round(100 * gen_cpu / wall, 1), "holder": hres, "server_alive": alive}
 
 
-WORKLOADS = {"W1": w1, "W2a": w2a, "W2b": w2b, "W2c": w2c, "W3": w3, "W4": w4}
+WORKLOADS = {"W1": w1, "W1x": w1x, "W2a": w2a, "W2b": w2b, "W2c": w2c, "W3": w3, "W4": w4}
 
 
 # ---------------------------------------------------------------- report
@@ -1051,6 +1175,7 @@ def table(headers, rows):
 
 HEADLINE = {  # workload -> (key, higher is better, label)
     "W1": ("rss_per_conn_b", False, "RSS/conn"),
+    "W1x": ("rss_per_conn_b", False, "RSS/conn"),
     "W2a": ("peak_deliveries_per_s", True, "peak deliveries/s"),
     "W2b": ("burst_ms", False, "burst time"),
     "W2c": ("latency_p99_ms", False, "p99 latency"),
@@ -1063,7 +1188,7 @@ def ratio_cell(results, wl, sysname, pick=lambda r: r):
     key, hb, _ = HEADLINE[wl]
     b = results.get("broker", {}).get(wl)
     o = results.get(sysname, {}).get(wl)
-    if not isinstance(b, dict) or not isinstance(o, dict) or "error" in b or "error" in o:
+    if not isinstance(b, dict) or not isinstance(o, dict) or any(k in r for r in (b, o) for k in ("error", "not_run")):
         return "–"
     return ratio(pick(b).get(key), pick(o).get(key), hb)
 
@@ -1087,8 +1212,9 @@ def report(results, S, meta):
             r = results.get(s, {}).get(wl)
             if r is None:
                 continue
-            if "error" in r:
-                rows.append([s, f"error: {r['error'][:120]}"] + ["–"] * (len(cols) - 1) + ["–", "–"])
+            if "error" in r or "not_run" in r:
+                why = f"error: {r['error'][:120]}" if "error" in r else r["not_run"]
+                rows.append([s, why] + ["–"] * (len(cols) - 1) + ["–"])
                 continue
             rr = pick(r)
             rows.append([s] + [rr.get(c) for c, _ in cols] +
@@ -1110,6 +1236,20 @@ def report(results, S, meta):
             md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("RSS/conn")],
                             rows_for("W1", cols, pick)))
             md.append("")
+    if "W1x" in meta["workloads"]:
+        md.append(f"### W1 at {S['w1x_conns']:,}: several server processes ({S['w1x_procs']} stream workers / nginx "
+                  f"workers), idle CPU over {S['w1_idle_s']} s, then one event to every subscriber")
+        md.append("")
+        cols = [("open", "open conns"), ("connect_s", "connect s"), ("rss_before_mb", "RSS before MB"),
+                ("rss_with_mb", "RSS with MB"), ("rss_per_conn_b", "RSS/conn B"), ("pss_per_conn_b", "PSS/conn B"),
+                ("idle_cpu_pct", "idle CPU %"), ("server_procs", "procs"), ("server_fds", "server fds"),
+                ("deliveries", "event deliveries"), ("expected", "expected"), ("reach_all_ms", "reach-all ms")]
+        md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("RSS/conn")], rows_for("W1x", cols)))
+        md.append("")
+        md.append("Broker runs here as its split services (broker-auth, broker-ingest, broker-stream "
+                  f"--stream_workers={S['w1x_procs']}) on one embedded store, the way a deployment past one "
+                  "process's files runs; procs counts every server process.")
+        md.append("")
     if "W2a" in meta["workloads"]:
         md.append(f"### W2a paced fan-out ({S['w2_conns']:,} subscribers, one topic; rates "
                   f"{', '.join(map(str, S['w2a_rates']))} ev/s, {S['w2a_step_s']:.0f} s per step, stop at the "
