@@ -118,7 +118,7 @@ for attempt in 1 2 3; do   # a port taken between the check and the bind: try an
 done
 if [ -f "$WORK/split.ready" ]; then
   BROKER_SPLIT_GATEWAY=http://127.0.0.1:$split_port BROKER_SPLIT_STREAMS=$((split_port + 3)),$((split_port + 4)) \
-    run_pytest "split: cross-process" split tests/split
+    BROKER_SPLIT_INGEST=$((split_port + 2)) run_pytest "split: cross-process" split tests/split
   BROKER_TEST_BASE_URL=http://127.0.0.1:$split_port run_pytest "split: black-box via gateway" split-blackbox tests/blackbox
   BROKER_BROWSER_BASE=http://127.0.0.1:$split_port run_pytest "split: browser via gateway" split-browser tests/browser
 else
@@ -166,7 +166,7 @@ if fdb_uri=$(tests/ferretdb/start.sh 0 "$WORK/fdb" 2>"$WORK/fdb-start.log" | tai
   done
   if [ -f "$WORK/msplit.ready" ]; then
     BROKER_SPLIT_GATEWAY=http://127.0.0.1:$mport BROKER_SPLIT_STREAMS=$((mport + 3)),$((mport + 4)) \
-      run_pytest "mongodb: split cross-process" mongo-split tests/split
+      BROKER_SPLIT_INGEST=$((mport + 2)) run_pytest "mongodb: split cross-process" mongo-split tests/split
     BROKER_TEST_BASE_URL=http://127.0.0.1:$mport run_pytest "mongodb: split black-box" mongo-split-blackbox tests/blackbox
   else
     echo "split deployment on MongoDB did not start:"; cat "$WORK/msplit.log"; record "mongodb: split" 0 1

@@ -8,8 +8,8 @@
  *   - "GET /sse" is its own: it reads the head, authenticates, sends the
  *     snapshot (latest event per name) or the replay after Last-Event-ID, and
  *     then live events from the bus;
- *   - in the all-in-one broker, a plain keep-alive "POST /insert" is its own
- *     too (stream_insert.c);
+ *   - where the process serves inserts (the all-in-one broker, broker-ingest),
+ *     a plain keep-alive "POST /insert" is its own too (stream_insert.c);
  *   - anything else is handed, unread, to the request/response server
  *     (ulfius on libmicrohttpd) with MHD_add_connection.  So one port serves
  *     the whole API.  A keep-alive connection that the request/response
@@ -32,7 +32,9 @@ typedef struct stream_engine stream_engine;
 
 /* Creates the engine on `listen_fd` (bound, listening, non-blocking; owned by
  * the engine from now on).  `http` receives every connection that is not
- * GET /sse (started with listen_self=0).  `bus_endpoints`: where to subscribe.
+ * GET /sse (started with listen_self=0).  `bus_endpoints`: where to subscribe;
+ * NULL for an engine without streams, whose GET /sse goes to `http` like any
+ * other request (broker-ingest, which runs the engine for its inserts).
  * Also sets rt->ready_check to the engine's bus readiness. */
 stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int listen_fd, const char *bus_endpoints);
 /* Runs the loop on a thread of its own. */

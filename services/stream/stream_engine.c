@@ -107,7 +107,7 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->inserts_tag = WATCH_INSERTS;
     e->auth_tag = WATCH_AUTH;
     e->queue_max = (size_t)rt->cfg.sse_queue_max;
-    e->bus_endpoints = strdup(bus_endpoints);
+    e->bus_endpoints = bus_endpoints != NULL ? strdup(bus_endpoints) : NULL;
     e->tenant_mask = 1023;
     e->tenants = calloc(e->tenant_mask + 1, sizeof *e->tenants);
     /* The body has no length and no chunked encoding: it ends when the
@@ -123,10 +123,11 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     e->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct itimerspec tick = {.it_interval = {1, 0}, .it_value = {0, 100 * 1000 * 1000}};
-    if (e->bus_endpoints == NULL || e->tenants == NULL || e->preamble == NULL || e->keepalive == NULL || e->epfd < 0 ||
-        e->timer_fd < 0 || e->wake_fd < 0 || timerfd_settime(e->timer_fd, 0, &tick, NULL) != 0 ||
-        watch(e, listen_fd, EPOLLIN, &e->listener_tag) != 0 || watch(e, e->timer_fd, EPOLLIN, &e->timer_tag) != 0 ||
-        watch(e, e->wake_fd, EPOLLIN, &e->wake_tag) != 0 || stream_auth_start(e) != 0) {
+    if ((bus_endpoints != NULL && e->bus_endpoints == NULL) || e->tenants == NULL || e->preamble == NULL ||
+        e->keepalive == NULL || e->epfd < 0 || e->timer_fd < 0 || e->wake_fd < 0 ||
+        timerfd_settime(e->timer_fd, 0, &tick, NULL) != 0 || watch(e, listen_fd, EPOLLIN, &e->listener_tag) != 0 ||
+        watch(e, e->timer_fd, EPOLLIN, &e->timer_tag) != 0 || watch(e, e->wake_fd, EPOLLIN, &e->wake_tag) != 0 ||
+        (e->bus_endpoints != NULL && stream_auth_start(e) != 0)) {
         log_error("stream: cannot set up the event loop: %s", strerror(errno));
         stream_engine_free(e);
         return NULL;
@@ -139,8 +140,10 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->m_handed_off = metrics_counter("broker_engine_handed_off_total",
                                       "connections the stream engine handed to the request/response server");
     e->next_keepalive_ms = stream_mono_ms() + rt->cfg.keepalive * 1000;
-    rt->ready_check = engine_ready;
-    rt->ready_check_arg = e;
+    if (e->bus_endpoints != NULL) { /* an engine without streams needs no bus to be ready */
+        rt->ready_check = engine_ready;
+        rt->ready_check_arg = e;
+    }
     return e;
 }
 
@@ -267,6 +270,8 @@ void stream_read_head(stream_engine *e, stream_client *c)
         }
         route = SSE_ROUTE_OTHER;
     }
+    if (route == SSE_ROUTE_SSE && e->bus_endpoints == NULL)
+        route = SSE_ROUTE_OTHER; /* no streams here: the other server answers it (404) */
     if (route == SSE_ROUTE_OTHER) {
         stream_hand_off(e, c);
         return;
@@ -383,7 +388,7 @@ static void on_tick(stream_engine *e)
             client_reject(e, c, 408, "Request Timeout", "the request head did not arrive in time");
         }
     }
-    if (!atomic_load(&e->ready) && bus_sub_ready(e->bus))
+    if (e->bus != NULL && !atomic_load(&e->ready) && bus_sub_ready(e->bus))
         atomic_store(&e->ready, 1);
     if (now >= e->next_keepalive_ms) {
         tenants_keepalive(e);
@@ -443,19 +448,21 @@ static void *engine_main(void *arg)
     struct epoll_event events[EPOLL_BATCH];
     /* ZMQ_FD signals only once a read has found the socket empty, so the
      * first turn drains the bus before waiting on it. */
-    int bus_pending = 1;
-    e->bus = bus_sub_open(e->bus_endpoints);
-    if (e->bus == NULL) {
-        log_error("stream: cannot subscribe to the bus at %s", e->bus_endpoints);
-        return NULL;
+    int bus_pending = e->bus_endpoints != NULL;
+    if (bus_pending) {
+        e->bus = bus_sub_open(e->bus_endpoints);
+        if (e->bus == NULL) {
+            log_error("stream: cannot subscribe to the bus at %s", e->bus_endpoints);
+            return NULL;
+        }
+        e->bus_fd = bus_sub_fd(e->bus);
+        if (watch(e, e->bus_fd, EPOLLIN, &e->bus_tag) != 0) {
+            log_error("stream: cannot watch the bus: %s", strerror(errno));
+            return NULL;
+        }
+        if (bus_sub_ready(e->bus))
+            atomic_store(&e->ready, 1);
     }
-    e->bus_fd = bus_sub_fd(e->bus);
-    if (watch(e, e->bus_fd, EPOLLIN, &e->bus_tag) != 0) {
-        log_error("stream: cannot watch the bus: %s", strerror(errno));
-        return NULL;
-    }
-    if (bus_sub_ready(e->bus))
-        atomic_store(&e->ready, 1);
     while (!atomic_load(&e->stop)) {
         int n = epoll_wait(e->epfd, events, EPOLL_BATCH, bus_pending || e->dirty != NULL ? 0 : 1000);
         if (n < 0 && errno != EINTR) {
@@ -560,8 +567,8 @@ int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const ch
         stream_engine_free(e);
         return -1;
     }
-    log_info("%s listening on %s:%ld (store: %s, bus: %s)", name, rt->cfg.bind, rt->cfg.port, rt->store->ops->name,
-             bus_endpoints);
+    log_info("%s listening on %s:%ld (store: %s, %s%s)", name, rt->cfg.bind, rt->cfg.port, rt->store->ops->name,
+             bus_endpoints != NULL ? "bus: " : "no streams", bus_endpoints != NULL ? bus_endpoints : "");
     runtime_wait_for_signal();
     stream_engine_free(e);
     return 0;

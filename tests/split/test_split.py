@@ -2,8 +2,9 @@
 processes sharing one store, the bus on tcp, an nginx gateway in front.
 
 Run by tests/run_all.sh with the deployment already up; it reads
-BROKER_SPLIT_GATEWAY (http://127.0.0.1:PORT) and BROKER_SPLIT_STREAMS
-(comma-separated ports of the two stream processes).
+BROKER_SPLIT_GATEWAY (http://127.0.0.1:PORT), BROKER_SPLIT_STREAMS
+(comma-separated ports of the two stream processes) and BROKER_SPLIT_INGEST
+(broker-ingest's own port).
 """
 import json
 import os
@@ -16,6 +17,7 @@ import requests
 
 GATEWAY = os.environ.get("BROKER_SPLIT_GATEWAY")
 STREAMS = [int(p) for p in os.environ.get("BROKER_SPLIT_STREAMS", "").split(",") if p]
+INGEST = int(os.environ.get("BROKER_SPLIT_INGEST") or 0)
 ADMIN = os.environ.get("BROKER_SPLIT_ADMIN_TOKEN", "letmein")
 
 pytestmark = pytest.mark.skipif(not GATEWAY or len(STREAMS) < 2,
@@ -163,3 +165,64 @@ def test_every_service_reports_ready():
         r = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert r.status_code == 200 and r.json()["status"] == "ready"
     assert requests.get(f"{GATEWAY}/healthz", timeout=5).json() == {"status": "ok"}
+
+
+def fast_inserts():
+    """broker-ingest's broker_inserts_fast_total: inserts its engine answered itself."""
+    r = requests.get(f"http://127.0.0.1:{INGEST}/metrics", timeout=5)
+    assert r.status_code == 200, r.text[:300]
+    for line in r.text.splitlines():
+        if line.startswith("broker_inserts_fast_total "):
+            return float(line.split()[1])
+    raise AssertionError("broker-ingest's /metrics has no broker_inserts_fast_total")
+
+
+def test_ingest_answers_keepalive_inserts_on_its_engine():
+    # broker-ingest runs the stream engine without streams: plain keep-alive inserts (what the
+    # gateway forwards over its upstream keep-alive) are checked, stored in batches and
+    # answered there, everything else by the request/response server. Sent to broker-ingest's
+    # own port on a new connection: a pooled gateway connection that once carried a refused
+    # insert belongs to the request/response server until nginx closes it (README).
+    if not INGEST:
+        pytest.skip("BROKER_SPLIT_INGEST unset")
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    _, auth = make_user(tenant)
+    sub = Stream(STREAMS[0], auth)
+    try:
+        assert sub.status == 200
+        before = fast_inserts()
+        with requests.Session() as s:
+            ids = []
+            for i in range(20):
+                r = s.post(f"http://127.0.0.1:{INGEST}/insert", json={"event": "fast", "data": {"n": i}},
+                           headers=auth, timeout=10)
+                assert r.status_code == 200, r.text
+                assert r.headers["Content-Type"].startswith("application/json")
+                ids.append(int(r.json()["id"]))
+        assert ids == sorted(ids) and len(set(ids)) == 20, ids
+        assert fast_inserts() - before >= 20, "broker-ingest's engine answered fewer than the 20 inserts"
+        got = [sub.next_event() for _ in range(20)]
+        assert [(i, e, d["n"]) for i, e, d in got] == [(ids[n], "fast", n) for n in range(20)]
+    finally:
+        sub.close()
+
+
+def test_ingest_hands_everything_else_to_its_request_server():
+    if not INGEST:
+        pytest.skip("BROKER_SPLIT_INGEST unset")
+    base = f"http://127.0.0.1:{INGEST}"
+    _, auth = make_user(f"t-{uuid.uuid4().hex[:8]}")
+    with requests.Session() as s:
+        # refused on the engine's path, answered by the other server on the same connection
+        r = s.post(f"{base}/insert", json={"event": "e", "data": 1}, headers={"Authorization": "Bearer nope"},
+                   timeout=10)
+        assert r.status_code == 401 and "error" in r.json()
+        r = s.post(f"{base}/insert", json={"data": 1}, headers=auth, timeout=10)
+        assert r.status_code == 400 and "event" in r.json()["error"]
+        r = s.post(f"{base}/insert", json={"event": "e", "data": 1}, headers=auth, timeout=10)
+        assert r.status_code == 200 and int(r.json()["id"]) > 0
+    # no streams here: GET /sse is an unknown route, answered at once, never a stream
+    r = requests.get(f"{base}/sse", headers=auth, timeout=5, stream=True)
+    assert r.status_code == 404 and "error" in r.json()
+    r = requests.get(f"{base}/readyz", timeout=5)
+    assert r.status_code == 200 and r.json()["status"] == "ready"
