@@ -11,8 +11,9 @@
  * in the order they came, a few at a time, and the engine takes each verdict
  * when it is back.  Once a check passes, the worker also reads what the
  * subscriber starts from (tenant_view_read: the snapshot, or the tenant's
- * last id), a store round trip per subscriber that the engine does not wait
- * on either (tens of ms each on FerretDB late in the test suite).
+ * last id and the first page of a resume), store round trips per subscriber
+ * that the engine does not wait on either (tens of ms each on FerretDB late
+ * in the test suite).
  *
  * While its check is out, a connection is CLIENT_CONNECTING: on none of the
  * engine's lists, its socket not read, and nothing closes it; a hang-up or

@@ -139,6 +139,9 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->m_rejected = metrics_counter("broker_sse_rejected_total", "SSE requests answered with an error");
     e->m_handed_off = metrics_counter("broker_engine_handed_off_total",
                                       "connections the stream engine handed to the request/response server");
+    e->m_replay_pages = metrics_counter("broker_sse_replay_pages_total",
+                                        "pages of Last-Event-ID replays the stream engine read from the store "
+                                        "(a replay's first page is read with the credentials, off the engine)");
     e->next_keepalive_ms = stream_mono_ms() + rt->cfg.keepalive * 1000;
     if (e->bus_endpoints != NULL) { /* an engine without streams needs no bus to be ready */
         rt->ready_check = engine_ready;

@@ -135,6 +135,7 @@ struct stream_engine {
     struct workq_item *inserts_todo, **inserts_todo_tail; /* framed this turn, for the ingest queue */
 
     metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected, *m_fast, *m_handed_off;
+    metric_value *m_replay_pages; /* replay pages the engine thread read from the store */
     uint64_t delivered; /* frames written this turn; added to m_delivered once per turn */
 };
 
@@ -199,7 +200,8 @@ void client_reject(stream_engine *e, stream_client *c, int status, const char *r
 stream_tenant *tenant_find(stream_engine *e, const char *name, size_t len);
 /* What a new subscriber starts from, read from the store by the credential
  * worker (stream_auth.c) so that the engine thread does not wait on it: the
- * snapshot's frames, or for a resume the tenant's last id only. */
+ * snapshot's frames, or for a resume the tenant's last id and the first page
+ * of what the client missed. */
 typedef struct frame_list {
     sse_frame **items;
     size_t n, cap;
@@ -212,7 +214,7 @@ typedef struct tenant_view {
     int resume;             /* a resume after last_event_id (0: the snapshot) */
     uint64_t last_event_id;
     uint64_t max_seq;       /* the tenant's last id in the store at the read */
-    frame_list snapshot;    /* owned; its frames are handed to the engine whole */
+    frame_list frames;      /* the snapshot, or a resume's first page; owned, handed to the engine whole */
     int failed;             /* the store did not answer */
 } tenant_view;
 

@@ -12,7 +12,9 @@
  * A new subscriber gets the snapshot (the latest event of each name, oldest
  * first) or, with Last-Event-ID, a replay: events after that id read from the
  * store in pages while its queue has room; live events wait for it until the
- * replay reaches the tenant's last_seq.
+ * replay reaches the tenant's last_seq.  The snapshot and a replay's first
+ * page are read by the credential worker with the subscriber's view
+ * (tenant_view_read), the later pages of a long replay by the engine.
  */
 #include "stream_internal.h"
 #include "log.h"
@@ -149,23 +151,31 @@ int tenant_view_read(store *s, const char *name, int resume, uint64_t last_event
     if (resume)
         st = store_event_latest(s, name, count_only, NULL, &v->max_seq);
     else
-        st = store_event_latest(s, name, collect_event, &v->snapshot, &v->max_seq);
+        st = store_event_latest(s, name, collect_event, &v->frames, &v->max_seq);
     /* An id this tenant never reached (say, from before the database was
      * reset) cannot be resumed: such a client gets the snapshot instead. */
     if (st == STORE_OK && resume && last_event_id > v->max_seq) {
         v->resume = 0;
-        st = store_event_latest(s, name, collect_event, &v->snapshot, &v->max_seq);
+        st = store_event_latest(s, name, collect_event, &v->frames, &v->max_seq);
     }
-    v->failed = st != STORE_OK || v->snapshot.failed;
+    /* A resume's first page, here rather than on the engine thread: when a
+     * stream process restarts, all its clients come back at once with a
+     * Last-Event-ID, and most of them missed something meanwhile (a page is
+     * tens of us on SQLite, milliseconds on MongoDB). */
+    if (st == STORE_OK && v->resume && last_event_id < v->max_seq) {
+        v->frames.after = v->frames.last_seq = last_event_id;
+        st = store_event_range(s, name, last_event_id, v->max_seq, REPLAY_PAGE, collect_event, &v->frames);
+    }
+    v->failed = st != STORE_OK || v->frames.failed;
     return v->failed ? -1 : 0;
 }
 
 void tenant_view_clear(tenant_view *v)
 {
-    for (size_t i = 0; i < v->snapshot.n; i++)
-        sse_frame_unref(v->snapshot.items[i]);
-    free(v->snapshot.items);
-    memset(&v->snapshot, 0, sizeof v->snapshot);
+    for (size_t i = 0; i < v->frames.n; i++)
+        sse_frame_unref(v->frames.items[i]);
+    free(v->frames.items);
+    memset(&v->frames, 0, sizeof v->frames);
 }
 
 int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, tenant_view *v)
@@ -197,12 +207,12 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, tenan
     atomic_fetch_add(e->m_clients, 1);
 
     client_enqueue(e, c, e->preamble, 0);
-    if (v->resume) {
-        c->last_seq = v->last_event_id;
-    } else {
+    uint64_t upto = v->frames.last_seq; /* a resume's first page: the last id it holds */
+    frames_deliver(e, c, &v->frames);
+    if (v->resume)
+        c->last_seq = upto > v->last_event_id ? upto : v->last_event_id;
+    else
         c->last_seq = v->max_seq;
-        frames_deliver(e, c, &v->snapshot);
-    }
     /* Every new client starts by catching up from the store: after a
      * Last-Event-ID that is the replay; after a snapshot it is whatever this
      * process dispatched beyond the store's read (usually nothing), and a
@@ -244,6 +254,7 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
         frame_list fl = {0};
         fl.after = c->last_seq;
         fl.last_seq = c->last_seq;
+        atomic_fetch_add(e->m_replay_pages, 1);
         store_status st = store_event_range(e->rt->store, t->name, c->last_seq, t->last_seq, REPLAY_PAGE,
                                             collect_event, &fl);
         if (st != STORE_OK || fl.failed) {

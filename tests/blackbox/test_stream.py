@@ -296,6 +296,37 @@ def test_last_event_id_replays_missed(broker, how):
         assert c.next_event(5).id == nxt
 
 
+def test_resume_reads_its_first_page_off_the_engine(broker):
+    # What a resuming client missed is read from the store in pages of 32. The first page is
+    # read with its credentials, on the worker thread; only a longer replay's later pages are
+    # read by the engine thread, counted in broker_sse_replay_pages_total.
+    needs_own_server("reads the stream process's own /metrics")
+    u, jwt = new_user(broker)
+    sess = requests.Session()
+    first = insert(broker, u, "tick", {"i": 0}, sess)
+    missed = [insert(broker, u, "tick", {"i": 1 + i}, sess) for i in range(100)]
+    resume = lambda last: open_stream(broker, dict(bearer_header(jwt), **{"Last-Event-ID": last}))
+
+    pages = metric_value(broker, "broker_sse_replay_pages_total")
+    with resume(missed[-11]) as c:  # ten missed: one page, the worker's
+        first_retry(c)
+        assert ids(c.events_until(10, 5)) == missed[-10:]
+        c.expect_silence(0.3)
+    assert metric_value(broker, "broker_sse_replay_pages_total") == pages, \
+        "a resume that misses 10 events had a page read by the engine thread"
+
+    with resume(first) as c:  # a hundred missed: the worker's 32, then the engine's pages
+        first_retry(c)
+        evs = c.events_until(100, 10)
+        assert ids(evs) == missed
+        assert [json.loads(e.data)["i"] for e in evs] == list(range(1, 101))
+        live = insert(broker, u, "tick", {"i": 101}, sess)
+        assert c.next_event(5).id == live
+        c.expect_silence(0.3)
+    assert metric_value(broker, "broker_sse_replay_pages_total") - pages >= 2, \
+        "the 68 events after the first page were not read in pages by the engine"
+
+
 def test_last_event_id_not_decimal_400(broker):
     _, jwt = new_user(broker)
     for headers, path in ((dict(bearer_header(jwt), **{"Last-Event-ID": "abc"}), "/sse"),
