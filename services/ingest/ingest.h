@@ -45,9 +45,9 @@ void ingest_publish(broker_runtime *rt, const ingest_item *items, size_t n);
 
 typedef enum ingest_outcome {
     INGEST_HAND_OFF, /* not answered: let the request/response server do it */
-    INGEST_STORED,   /* stored; `reply` holds what of the 200 is still to be written */
-    INGEST_ANSWERED, /* stored, and its whole answer written */
-    INGEST_GONE,     /* stored; the client went away before its answer */
+    INGEST_STORED,   /* answered (stored, or refused); `reply` holds what of the answer is still to be written */
+    INGEST_ANSWERED, /* answered (stored, or refused), the whole answer written */
+    INGEST_GONE,     /* the client went away before its answer (a stored insert stays stored) */
 } ingest_outcome;
 
 /* One request, as the engine read it (peeked: still unread on its socket). */
@@ -59,7 +59,10 @@ typedef struct ingest_job {
     size_t body_len;
     size_t request_len;       /* bytes of the whole request on the socket */
     ingest_outcome outcome;   /* set by the queue */
+    unsigned status;          /* for the answer hook: 200 (stored), or the refusal's 4xx */
     uint64_t seq;             /* stored: the event's id */
+    char *refusal;            /* a refusal's JSON body, as the request/response server words it; owned */
+    size_t refusal_len;
     char *reply;              /* INGEST_STORED: the unwritten rest of the answer, owned */
     size_t reply_len;
 } ingest_job;
@@ -72,10 +75,13 @@ static inline ingest_job *ingest_job_next(const ingest_job *j)
 
 typedef struct ingest_queue ingest_queue;
 
-/* Writes a stored job's answer on the queue's thread, the moment the batch
- * is on disk, and sets its outcome (INGEST_ANSWERED, INGEST_GONE, or
- * INGEST_STORED with the rest in `reply`).  The engine does not touch the
- * connection until the job is back. */
+/* Writes a job's answer on the queue's thread, the moment the batch is on
+ * disk: a 200 with `seq`, or a refusal (`status` 400 or 401 with the body in
+ * `refusal`: a bad body or credentials); sets its outcome (INGEST_ANSWERED,
+ * INGEST_GONE, or INGEST_STORED with the rest in `reply`).  The engine does
+ * not touch the connection until the job is back.  A job the store could not
+ * take, or whose credentials the store could not check, is not answered
+ * here: INGEST_HAND_OFF. */
 typedef void (*ingest_answer_fn)(ingest_job *job, void *arg);
 
 /* Starts the thread that checks, stores, answers and publishes submitted

@@ -44,6 +44,7 @@ void ingest_job_free(ingest_job *job)
     free(job->authorization);
     free(job->body);
     free(job->reply);
+    free(job->refusal);
     free(job);
 }
 
@@ -61,29 +62,67 @@ typedef struct checked_cred {
 } checked_cred;
 
 /* The identity for `authorization`, checking it unless the batch has; NULL
- * when it does not pass (the request/response server then answers why). */
+ * when it does not pass, with *result and *why saying why. */
 static const authn_identity *batch_identity(ingest_queue *q, checked_cred *creds, size_t *ncreds,
-                                            const char *authorization)
+                                            const char *authorization, authn_result *result, const char **why)
 {
-    if (authorization == NULL)
-        return NULL;
-    for (size_t i = 0; i < *ncreds; i++)
+    for (size_t i = 0; authorization != NULL && i < *ncreds; i++)
         if (strcmp(creds[i].authorization, authorization) == 0)
             return &creds[i].who;
     authn_identity who;
-    const char *why = NULL;
-    if (authn_check(&q->rt->authn, authorization, NULL, &who, &why) != AUTHN_OK)
+    *result = authn_check(&q->rt->authn, authorization, NULL, &who, why);
+    if (*result != AUTHN_OK)
         return NULL;
     size_t slot = *ncreds < CREDS_MAX ? (*ncreds)++ : CREDS_MAX - 1; /* full: the newest replaces the last */
     creds[slot] = (checked_cred){.authorization = authorization, .who = who};
     return &creds[slot].who;
 }
 
-/* workq run: checks and stores one batch and has the stored ones answered,
- * setting each job's outcome; the stored items wait in q->items for
- * publish_batch().  A job whose check or store fails is handed back
- * unanswered: the request/response server then answers it with the same
- * checks, and its error message. */
+/* A refusal's answer, worded by the same code as the request/response
+ * server's (http_reply_error), for the answer hook.  0, or -1 when out of
+ * memory (the job is then handed off, and answered there). */
+static int refuse(ingest_job *job, const struct _u_response *resp)
+{
+    job->refusal = malloc(resp->binary_body_length);
+    if (job->refusal == NULL)
+        return -1;
+    memcpy(job->refusal, resp->binary_body, resp->binary_body_length);
+    job->refusal_len = resp->binary_body_length;
+    job->status = (unsigned)resp->status;
+    return 0;
+}
+
+/* Checks one job: 0 with `item` ready for the store; 1 refused, its answer
+ * in the job; -1 to be handed off (the store could not check the
+ * credentials, or no memory). */
+static int check_job(ingest_queue *q, checked_cred *creds, size_t *ncreds, ingest_job *job, ingest_item *item)
+{
+    authn_result result = AUTHN_OK;
+    const char *why = NULL;
+    const authn_identity *who = batch_identity(q, creds, ncreds, job->authorization, &result, &why);
+    if (who != NULL && ingest_prepare_as(who, job->body, job->body_len, item, NULL) == 0)
+        return 0;
+    if (result == AUTHN_FAULT)
+        return -1;
+    /* Refused: the same checks once more, worded into an answer (a refusal
+     * is rare; the good path words nothing). */
+    struct _u_response resp;
+    if (ulfius_init_response(&resp) != U_OK)
+        return -1;
+    if (who == NULL)
+        http_reply_error(&resp, 401, "%s", why);
+    else
+        ingest_prepare_as(who, job->body, job->body_len, item, &resp);
+    int refused = resp.status >= 400 && resp.status < 500 && resp.binary_body != NULL && refuse(job, &resp) == 0;
+    ulfius_clean_response(&resp);
+    return refused ? 1 : -1;
+}
+
+/* workq run: checks and stores one batch and has its answers written (the
+ * stored ones' and the refused ones'), setting each job's outcome; the stored
+ * items wait in q->items for publish_batch().  A job whose credentials the
+ * store could not check, or that the store could not take, is handed back
+ * unanswered: the request/response server then answers it, trying again. */
 static void run_batch(void *arg, workq_item *list, size_t n)
 {
     ingest_queue *q = arg;
@@ -97,19 +136,24 @@ static void run_batch(void *arg, workq_item *list, size_t n)
         jobs[n++] = (ingest_job *)it;
     for (size_t i = 0; i < n; i++) {
         jobs[i]->outcome = INGEST_HAND_OFF;
-        const authn_identity *who = batch_identity(q, creds, &ncreds, jobs[i]->authorization);
-        if (who != NULL && ingest_prepare_as(who, jobs[i]->body, jobs[i]->body_len, &items[good], NULL) == 0)
+        int checked = check_job(q, creds, &ncreds, jobs[i], &items[good]);
+        if (checked == 0)
             of[good++] = i;
+        else if (checked == 1)
+            jobs[i]->outcome = INGEST_STORED; /* its refusal is answered below, with the batch */
     }
     if (good > 0)
         ingest_store(q->rt, items, good);
     for (size_t k = 0; k < good; k++) {
         if (items[k].status == STORE_OK) {
             jobs[of[k]]->outcome = INGEST_STORED;
+            jobs[of[k]]->status = 200;
             jobs[of[k]]->seq = items[k].seq;
-            q->answer(jobs[of[k]], q->answer_arg);
         }
     }
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i]->outcome == INGEST_STORED)
+            q->answer(jobs[i], q->answer_arg);
     q->stored = good;
 }
 

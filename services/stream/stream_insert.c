@@ -13,10 +13,13 @@
  * below.
  *
  * The request stays unread on its socket (MSG_PEEK) until the answer is
- * known: a request the ingest queue refuses, for whatever reason, is handed to the
- * request/response server with its bytes intact, and that server's answer,
- * errors included, is the only one there is.  Only the 200 is written here,
- * byte for byte the one ulfius writes (tests/blackbox/test_insert_wire.py).
+ * known.  The 200, and the refusal of bad credentials or a bad body (400,
+ * 401), are written here, byte for byte the answers ulfius writes, their
+ * messages worded by the same code (tests/blackbox/test_insert_wire.py): a
+ * refusal handed to ulfius would leave the connection with ulfius for good,
+ * and a gateway's pooled connection carries many clients' inserts.  What the
+ * queue cannot answer (the store failed) is handed to the request/response
+ * server with its bytes intact, and that server's answer is the only one.
  *
  * A connection is on the engine's head list the whole time:
  *   CLIENT_HEAD       waiting for (the rest of) its next request
@@ -33,6 +36,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,14 +64,23 @@ static const char *http_date(void)
     return date;
 }
 
-/* The 200 of a stored insert (o_free it), or NULL. */
-static char *answer_stored(const broker_config *cfg, uint64_t seq)
+/* A job's answer (o_free it), or NULL: the 200 of a stored insert, or the
+ * refusal the queue worded, with ulfius's headers in ulfius's order. */
+static char *answer_of(const broker_config *cfg, const ingest_job *job)
 {
-    char body[48];
-    int blen = snprintf(body, sizeof body, "{\"id\":\"%llu\"}", (unsigned long long)seq);
-    return msprintf("HTTP/1.1 200 OK\r\nDate: %s\r\nAccess-Control-Allow-Origin: %s\r\n%s"
-                    "Cache-Control: no-store\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                    http_date(), cfg->origin, strcmp(cfg->origin, "*") ? "Vary: Origin\r\n" : "", blen, body);
+    char stored[48];
+    const char *body = stored;
+    int blen;
+    if (job->status == 200) {
+        blen = snprintf(stored, sizeof stored, "{\"id\":\"%llu\"}", (unsigned long long)job->seq);
+    } else {
+        body = job->refusal;
+        blen = (int)job->refusal_len;
+    }
+    return msprintf("HTTP/1.1 %u %s\r\nDate: %s\r\nAccess-Control-Allow-Origin: %s\r\n%s"
+                    "Cache-Control: no-store\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%.*s",
+                    job->status, MHD_get_reason_phrase_for(job->status), http_date(), cfg->origin,
+                    strcmp(cfg->origin, "*") ? "Vary: Origin\r\n" : "", blen, blen, body);
 }
 
 /* Consumes exactly the `len` bytes of an answered request. */
@@ -99,16 +112,19 @@ static void answer_on_queue(ingest_job *job, void *arg)
 {
     stream_engine *e = arg;
     stream_client *c = job->owner;
-    char *answer = answer_stored(&e->rt->cfg, job->seq);
+    char *answer = answer_of(&e->rt->cfg, job);
     if (answer == NULL || consume(c->fd, job->request_len) != 0) {
         o_free(answer);
         job->outcome = INGEST_GONE;
         return;
     }
     /* Counted before it is sent: a client that has its answer finds it in
-     * GET /metrics (tests/blackbox/test_insert_wire.py). */
-    http_count_status(200);
-    atomic_fetch_add(e->m_fast, 1);
+     * GET /metrics (tests/blackbox/test_insert_wire.py).  A refusal's status
+     * was counted when the queue worded it. */
+    if (job->status == 200) {
+        http_count_status(200);
+        atomic_fetch_add(e->m_fast, 1);
+    }
     size_t len = strlen(answer);
     ssize_t n;
     do

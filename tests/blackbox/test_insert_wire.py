@@ -35,6 +35,7 @@ from sse_client import SSEParser
 IO_TIMEOUT = 5.0  # seconds for any one answer
 ID_BODY = re.compile(rb'^\{"id":"([0-9]+)"\}$')  # the exact bytes of an insert's answer
 FAST_METRIC = "broker_inserts_fast_total"
+HANDED_OFF_METRIC = "broker_engine_handed_off_total"
 
 
 # ---------------------------------------------------------------- raw HTTP helpers
@@ -84,9 +85,9 @@ def insert_request(host, jwt, event="e", data=None, body=None, extra=(), names=N
     return build("POST", "/insert", hdrs, body)
 
 
-def chunked_insert_request(host, jwt, event="e", data=None):
+def chunked_insert_request(host, jwt, event="e", data=None, body=None):
     """The same insert with Transfer-Encoding: chunked (two chunks): never the fast path."""
-    body = event_body(event, data)
+    body = event_body(event, data) if body is None else body
     half = len(body) // 2
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (body[:half], body[half:]))
     chunked += b"0\r\n\r\n"
@@ -239,16 +240,35 @@ def sse_request(host, jwt):
                                  ("Authorization", "Bearer " + jwt)])
 
 
-def fast_count(broker):
-    """broker_inserts_fast_total from GET /metrics (sum of its samples), None if absent."""
-    r = broker.get("/metrics")
-    assert r.status_code == 200, r.text[:300]
+def metric_in(text, name):
+    """A metric in a /metrics page (sum of its samples), None if absent."""
     total = None
-    for line in r.text.splitlines():
-        m = re.match(r"^%s(\{[^}]*\})?\s+(\S+)" % re.escape(FAST_METRIC), line)
+    for line in text.splitlines():
+        m = re.match(r"^%s(\{[^}]*\})?\s+(\S+)" % re.escape(name), line)
         if m:
             total = (total or 0.0) + float(m.group(2))
     return total
+
+
+def metric_total(broker, name):
+    """A metric from GET /metrics, None if absent."""
+    r = broker.get("/metrics")
+    assert r.status_code == 200, r.text[:300]
+    return metric_in(r.text, name)
+
+
+def handed_off(conn):
+    """broker_engine_handed_off_total read over `conn`, a connection kept for reading it: its
+    own first request hands it to the request/response server (counted once, then never
+    again), so that the counter moves only for the requests under test."""
+    resp = conn.roundtrip(build("GET", "/metrics", [("Host", conn.host)]))
+    assert resp.status == 200, show(resp)
+    return metric_in(resp.body.decode("utf-8"), HANDED_OFF_METRIC)
+
+
+def fast_count(broker):
+    """broker_inserts_fast_total: inserts stored and answered by the engine."""
+    return metric_total(broker, FAST_METRIC)
 
 
 def new_writer(broker):
@@ -481,6 +501,51 @@ def test_same_headers_on_both_paths_with_origin(broker_factory):
     headers = compare_paths(b)
     assert ("Access-Control-Allow-Origin", "https://example.com") in headers, headers
     assert ("Vary", "Origin") in headers, "no Vary: Origin with --origin: %r" % headers
+
+
+def test_refusals_same_on_both_paths(broker):
+    # A refused insert on the fast path is answered by the engine (its connection stays there)
+    # with what the other server answers the same request: status, headers, body.
+    _, jwt = new_writer(broker)
+    cases = [("a forged JWT", jwt[:-4] + ("AAAA" if not jwt.endswith("AAAA") else "BBBB"), event_body("r", 1)),
+             ("not a JWT", "not-a-jwt", event_body("r", 1)),
+             ("malformed JSON", jwt, b'{"event":"r","data":'),
+             ("no event", jwt, b'{"data":1}'),
+             ("a control character in the event", jwt, b'{"event":"a\\u0007b","data":1}'),
+             ("no data", jwt, b'{"event":"r"}')]
+    with Conn(broker) as m:
+        handed_off(m)
+        for what, token, body in cases:
+            off0 = handed_off(m)
+            with Conn(broker) as c:
+                fast = c.roundtrip(insert_request(c.host, token, body=body))
+            off1 = handed_off(m)
+            with Conn(broker) as c:
+                other = c.roundtrip(chunked_insert_request(c.host, token, body=body))
+            off2 = handed_off(m)
+            assert fast.status in (400, 401), "%s: %s" % (what, show(fast))
+            assert_json_error(fast, fast.status)
+            assert masked(fast) == masked(other) and fast.body == other.body, \
+                "%s answered differently:\n fast path: %s\n other:     %s" % (what, show(fast), show(other))
+            if off0 is not None:  # on the broker's own port: each request took the path meant
+                assert (off1 - off0, off2 - off1) == (0, 1), \
+                    "%s: %s moved by %r then %r" % (what, HANDED_OFF_METRIC, off1 - off0, off2 - off1)
+
+
+def test_refused_inserts_leave_the_connection_with_the_engine(broker):
+    needs_own_server("reads the counters of the process that answers the inserts")
+    _, jwt = new_writer(broker)
+    with Conn(broker) as m:
+        handed_off(m)
+        fast0, off0 = fast_count(broker), handed_off(m)
+        with Conn(broker) as c:
+            first = insert_id(c.roundtrip(insert_request(c.host, jwt, "keep", 1)))
+            assert_json_error(c.roundtrip(insert_request(c.host, jwt[:-4] + "AAAA", "keep", 2)), 401)
+            assert_json_error(c.roundtrip(insert_request(c.host, jwt, body=b'{"event":"keep"}')), 400)
+            second = insert_id(c.roundtrip(insert_request(c.host, jwt, "keep", 3)))
+        assert handed_off(m) == off0, "a refused insert was handed off"
+    assert second == first + 1, "ids %d, then %d after refused inserts" % (first, second)
+    assert fast_count(broker) - fast0 == 2, "the insert after the refusals was not the engine's"
 
 
 # ================================================================ mixed requests on one connection

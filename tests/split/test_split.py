@@ -180,9 +180,10 @@ def fast_inserts():
 def test_ingest_answers_keepalive_inserts_on_its_engine():
     # broker-ingest runs the stream engine without streams: plain keep-alive inserts (what the
     # gateway forwards over its upstream keep-alive) are checked, stored in batches and
-    # answered there, everything else by the request/response server. Sent to broker-ingest's
-    # own port on a new connection: a pooled gateway connection that once carried a refused
-    # insert belongs to the request/response server until nginx closes it (README).
+    # answered there (refusals of bad credentials or bodies too), everything else by the
+    # request/response server. Sent to broker-ingest's own port on a new connection: a pooled
+    # gateway connection that once carried another kind of insert (Basic credentials, say)
+    # belongs to the request/response server until nginx closes it (README).
     if not INGEST:
         pytest.skip("BROKER_SPLIT_INGEST unset")
     tenant = f"t-{uuid.uuid4().hex[:8]}"
