@@ -51,7 +51,8 @@ static void queue_clear(stream_client *c)
     queue_shrink(c);
 }
 
-int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded)
+/* Puts `f` on c's queue; -1 when c is closing or (bounded) reads too slowly. */
+static int queue_frame(stream_engine *e, stream_client *c, sse_frame *f, int bounded)
 {
     if (c->closing)
         return -1;
@@ -82,8 +83,41 @@ int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded
     c->queue[(c->qhead + c->qlen) & (c->qcap - 1)] = sse_frame_ref(f);
     c->qlen++;
     c->qbytes += f->len;
+    return 0;
+}
+
+int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded)
+{
+    if (queue_frame(e, c, f, bounded) != 0)
+        return -1;
     client_mark_dirty(e, c);
     return 0;
+}
+
+int client_enqueue_idle(stream_engine *e, stream_client *c, sse_frame *f)
+{
+    if (queue_frame(e, c, f, 1) != 0)
+        return -1;
+    if (!c->dirty && !c->idle_listed) {
+        c->idle_listed = 1;
+        c->idle_next = NULL;
+        *e->idle_tail = c;
+        e->idle_tail = &c->idle_next;
+    }
+    return 0;
+}
+
+stream_client *client_idle_pop(stream_engine *e)
+{
+    stream_client *c = e->idle;
+    if (c == NULL)
+        return NULL;
+    e->idle = c->idle_next;
+    if (e->idle == NULL)
+        e->idle_tail = &e->idle;
+    c->idle_listed = 0;
+    c->idle_next = NULL;
+    return c;
 }
 
 void client_mark_dirty(stream_engine *e, stream_client *c)

@@ -75,6 +75,7 @@ typedef struct stream_client {
     uint8_t closing;   /* on the engine's close list */
     uint8_t served;    /* has had a request answered: idle keep-alive, not a slow head */
     uint8_t unread;    /* CLIENT_INSERTING/ANSWERING/CONNECTING: bytes or a hang-up came meanwhile */
+    uint8_t idle_listed; /* on the engine's list of keep-alives to write when nothing else waits */
     uint32_t qhead, qlen, qcap; /* ring of frames: `queue`, which is `inline_queue` until it outgrows it */
     uint32_t head_off;          /* bytes of the first frame already written */
     size_t qbytes;              /* bytes queued, not yet written */
@@ -87,7 +88,7 @@ typedef struct stream_client {
     int64_t deadline_ms; /* CLIENT_HEAD: when an unfinished head is dropped */
     stream_tenant *tenant;
     struct stream_client *prev, *next; /* the tenant's list, or the engine's head list (every state but streaming) */
-    struct stream_client *dirty_next, *close_next;
+    struct stream_client *dirty_next, *close_next, *idle_next;
     char *username;
 } stream_client;
 
@@ -116,13 +117,15 @@ struct stream_engine {
     pthread_t thread;
     int thread_started;
     size_t queue_max;
-    int64_t next_keepalive_ms;
+    int64_t next_keepalive_ms;  /* when the next slice of keep-alives is due */
+    unsigned keepalive_slice;   /* which one: 0 .. --keepalive - 1 */
     int64_t accept_paused_until_ms;
 
     stream_tenant **tenants; /* hash table */
     size_t tenant_mask, ntenants;
     stream_client *heads;    /* clients still sending their request head */
     stream_client *dirty, **dirty_tail; /* clients with frames to write, oldest first */
+    stream_client *idle, **idle_tail;   /* clients with only a keep-alive to write: after the dirty ones */
     stream_client *to_close; /* clients to close at the end of this turn */
     size_t nclients;
 
@@ -189,6 +192,13 @@ int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded
 void client_mark_dirty(stream_engine *e, stream_client *c);
 /* Takes the first client off that list; NULL when it is empty. */
 stream_client *client_dirty_pop(stream_engine *e);
+/* Queues a keep-alive frame (bounded, as a live one) on a client that is then
+ * written only when no dirty client waits: a live event is never queued for
+ * writing behind a round of keep-alives.  A client that gets a live frame
+ * meanwhile goes on the dirty list and takes its keep-alive with it. */
+int client_enqueue_idle(stream_engine *e, stream_client *c, sse_frame *f);
+/* Takes the first client off the keep-alive list; NULL when it is empty. */
+stream_client *client_idle_pop(stream_engine *e);
 /* Writes what the socket takes.  Returns -1 when the client is gone. */
 int client_flush(stream_engine *e, stream_client *c);
 void client_schedule_close(stream_engine *e, stream_client *c);
@@ -230,7 +240,9 @@ void tenant_dispatch(stream_engine *e, const bus_msg *m);
 /* Continues a replaying client's catch-up while its queue has room. */
 void tenant_replay_more(stream_engine *e, stream_client *c);
 void tenants_close_user(stream_engine *e, const char *username, size_t len);
-void tenants_keepalive(stream_engine *e);
+/* Queues a keep-alive comment for the subscribers whose descriptor is
+ * `slice` modulo `nslices`. */
+void tenants_keepalive(stream_engine *e, unsigned slice, unsigned nslices);
 void tenants_free(stream_engine *e);
 
 #endif

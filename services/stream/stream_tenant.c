@@ -343,12 +343,13 @@ void tenants_close_user(stream_engine *e, const char *username, size_t len)
                     client_schedule_close(e, c);
 }
 
-void tenants_keepalive(stream_engine *e)
+void tenants_keepalive(stream_engine *e, unsigned slice, unsigned nslices)
 {
     for (size_t i = 0; i <= e->tenant_mask; i++)
         for (stream_tenant *t = e->tenants[i]; t; t = t->hnext)
             for (stream_client *c = t->clients; c; c = c->next)
-                client_enqueue(e, c, e->keepalive, 1);
+                if ((unsigned)c->fd % nslices == slice)
+                    client_enqueue_idle(e, c, e->keepalive);
 }
 
 void tenants_free(stream_engine *e)

@@ -217,6 +217,43 @@ def test_keepalive_comment(tuned):
         assert t1 - t0 <= 2.5
 
 
+def test_keepalives_spread_over_the_interval(broker_factory):
+    # Each stream gets a keep-alive every --keepalive seconds, but not all streams in the same
+    # second: a process's subscribers are split into --keepalive slices, one slice a second
+    # (10,000 keep-alives written at once held up the live events queued behind them).
+    b = broker_factory(["--keepalive", "2"])
+    _, jwt = new_user(b)
+    streams = [open_stream(b, bearer_header(jwt)) for _ in range(8)]
+    times = [[] for _ in streams]
+
+    def watch(i, c):
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            try:
+                if c.next_comment(max(0.01, deadline - time.monotonic())) == "keep-alive":
+                    times[i].append(time.monotonic())
+            except Timeout:
+                break
+
+    try:
+        threads = [threading.Thread(target=watch, args=(i, c)) for i, c in enumerate(streams)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    finally:
+        for c in streams:
+            c.close()
+    for i, ts in enumerate(times):
+        assert len(ts) >= 2, "stream %d got %d keep-alives in 5 s (--keepalive 2)" % (i, len(ts))
+        gaps = [y - x for x, y in zip(ts, ts[1:])]
+        assert all(1.0 <= g <= 3.0 for g in gaps), "stream %d: keep-alive gaps %r s" % (i, gaps)
+    firsts = sorted(ts[0] for ts in times)
+    assert firsts[-1] - firsts[0] >= 0.5, \
+        "every stream got its first keep-alive in the same instant (%.3f s apart): not spread" \
+        % (firsts[-1] - firsts[0])
+
+
 # ================================================================ tenants
 
 def test_tenant_isolation_prefix_names(broker):
