@@ -240,8 +240,10 @@ void tenant_dispatch(stream_engine *e, const bus_msg *m);
 /* Continues a replaying client's catch-up while its queue has room. */
 void tenant_replay_more(stream_engine *e, stream_client *c);
 void tenants_close_user(stream_engine *e, const char *username, size_t len);
-/* Queues a keep-alive comment for the subscribers whose descriptor is
- * `slice` modulo `nslices`. */
+/* Queues a keep-alive comment for the subscribers of the tenants whose hash
+ * bucket is `slice` modulo `nslices`: each tenant's turn comes once in
+ * `nslices` calls (once the table grows, a tenant may move to another
+ * bucket, and its next turn then comes up to a round early or late). */
 void tenants_keepalive(stream_engine *e, unsigned slice, unsigned nslices);
 void tenants_free(stream_engine *e);
 

@@ -345,11 +345,10 @@ void tenants_close_user(stream_engine *e, const char *username, size_t len)
 
 void tenants_keepalive(stream_engine *e, unsigned slice, unsigned nslices)
 {
-    for (size_t i = 0; i <= e->tenant_mask; i++)
+    for (size_t i = slice; i <= e->tenant_mask; i += nslices)
         for (stream_tenant *t = e->tenants[i]; t; t = t->hnext)
             for (stream_client *c = t->clients; c; c = c->next)
-                if ((unsigned)c->fd % nslices == slice)
-                    client_enqueue_idle(e, c, e->keepalive);
+                client_enqueue_idle(e, c, e->keepalive);
 }
 
 void tenants_free(stream_engine *e)
