@@ -7,6 +7,8 @@
 
 Systems, started one after the other, each on a fresh instance for every workload, loopback only:
   broker   build/broker (all-in-one, embedded store in a temporary folder)
+  broker-tmpfs  the same with its store on /dev/shm: W3 and W4 only, a diagnostic row that
+           shows what the disk's flush costs (nothing is durable there), not a competitor
   nchan    nginx + Debian's libnginx-mod-nchan (bench/peers/nchan.conf.in), memory store
   mercure  Caddy + the Mercure module (bench/peers/mercure, built with Go into
            ${BROKER_CACHE:-~/.cache/broker}/mercure-caddy), local (in-memory) transport
@@ -68,7 +70,7 @@ MERCURE_BIN = os.path.join(CACHE, "mercure-caddy")
 HZ = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 KEEPALIVE_S = 15
-ALL_SYSTEMS = ["broker", "nchan", "mercure"]
+ALL_SYSTEMS = ["broker", "broker-tmpfs", "nchan", "mercure"]
 ALL_WORKLOADS = ["W1", "W1x", "W2a", "W2b", "W2c", "W3", "W4"]
 
 
@@ -314,6 +316,12 @@ def versions(systems):
 class System:
     name = "?"
     port = 0
+    workloads = None  # None: every workload; else the only ones this system runs
+
+    def store_counters(self):
+        """(inserts stored, store writes, µs spent writing) so far, or None: Broker's
+        /metrics; the peers keep nothing."""
+        return None
 
     def __init__(self, args):
         self.args = args
@@ -389,6 +397,23 @@ class Broker(System):
     def scaled_out(self, procs):
         return BrokerSplit(self.args, procs), None
 
+    def store_counters(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        got = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in ("broker_events_inserted_total", "broker_store_write_batches_total",
+                                                "broker_store_write_microseconds_total"):
+                got[parts[0]] = float(parts[1])
+        if len(got) != 3:
+            return None
+        return (got["broker_events_inserted_total"], got["broker_store_write_batches_total"],
+                got["broker_store_write_microseconds_total"])
+
     def clean_baseline(self):
         """Restart on the same store: create_user/login ran Argon2 (tens of MiB), and glibc keeps
         that heap for later allocations, which would hide the subscribers' memory. The JWTs
@@ -447,6 +472,25 @@ class Broker(System):
     def wrk_env(self, tenant):
         return {"WRK_PATH": "/insert", "WRK_AUTH": f"Bearer {tenant['var']}", "WRK_CTYPE": "application/json",
                 "WRK_BODY": '{"event":"e","data":{"t":0,"n":1,"s":"ingest"}}'}
+
+
+class BrokerTmpfs(Broker):
+    """Diagnostic, not a competitor: the same all-in-one with its store on tmpfs (/dev/shm),
+    where a flush costs nothing, so that durability is not kept. Run beside Broker in the
+    workloads that wait for the store (W3, W4): the difference between the two rows is what
+    the disk's flush costs on this machine, in the same run as the peers."""
+    name = "broker-tmpfs"
+    workloads = ("W3", "W4")
+
+    def start(self):
+        if not os.path.isdir("/dev/shm") or os.statvfs("/dev/shm").f_bavail * os.statvfs("/dev/shm").f_frsize < 1 << 30:
+            raise RuntimeError("/dev/shm is missing or has under 1 GiB free")
+        real = tempfile.tempdir
+        tempfile.tempdir = "/dev/shm"
+        try:
+            super().start()
+        finally:
+            tempfile.tempdir = real
 
 
 class BrokerSplit(Broker):
@@ -618,7 +662,7 @@ class Mercure(System):
                 "WRK_BODY": f"topic={tenant['var']}&data=%7B%22t%22%3A0%2C%22n%22%3A1%2C%22s%22%3A%22ingest%22%7D"}
 
 
-SYSTEMS = {"broker": Broker, "nchan": Nchan, "mercure": Mercure}
+SYSTEMS = {"broker": Broker, "broker-tmpfs": BrokerTmpfs, "nchan": Nchan, "mercure": Mercure}
 
 
 # ---------------------------------------------------------------- load generators
@@ -977,6 +1021,7 @@ def w3_round(sysobj, S, env):
     """One wrk run against the started system."""
     cmd = ["wrk", "-t2", f"-c{S['w3_conns']}", f"-d{S['w3_duration']}s", "--latency", "--timeout", "10s",
            "-s", os.path.join(BENCH, "wrk", "post.lua"), f"http://127.0.0.1:{sysobj.port}"]
+    s0 = sysobj.store_counters()
     c0 = cpu_seconds(sysobj.pids())
     t0 = time.monotonic()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -984,6 +1029,7 @@ def w3_round(sysobj, S, env):
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.monotonic() - t0
     c1 = cpu_seconds(sysobj.pids())
+    s1 = sysobj.store_counters()
     lines = [l for l in r.stdout.splitlines() if l.startswith("WRKJSON ")]
     if not lines:
         raise RuntimeError("wrk failed: " + r.stdout[-500:] + r.stderr[-500:])
@@ -995,7 +1041,18 @@ def w3_round(sysobj, S, env):
             "lat_p50_ms": w["lat_p50_ms"], "lat_p99_ms": w["lat_p99_ms"], "lat_max_ms": w["lat_max_ms"],
             "non2xx": w["err_status"], "errors": errors, "server_cpu_pct": round(100 * (c1 - c0) / wall, 1),
             "server_cpu_us_per_insert": round(1e6 * (c1 - c0) / max(1, w["requests"]), 2),
-            "wrk_cpu_pct": round(100 * wrk_cpu / wall, 1)}
+            "wrk_cpu_pct": round(100 * wrk_cpu / wall, 1), **store_figures(s0, s1, wall)}
+
+
+def store_figures(s0, s1, wall):
+    """What the store did between two store_counters() readings: inserts per write (the
+    group commit's batch), the mean write (SQL and flush) and the share of the wall time
+    spent writing. Empty for systems without a store."""
+    if s0 is None or s1 is None or s1[1] <= s0[1]:
+        return {}
+    writes = s1[1] - s0[1]
+    return {"store_batch": round((s1[0] - s0[0]) / writes, 1), "store_write_us": round((s1[2] - s0[2]) / writes),
+            "store_busy_pct": round(100 * (s1[2] - s0[2]) / 1e6 / wall, 1)}
 
 
 def w3(sysobj, S, args):
@@ -1079,6 +1136,7 @@ def w4_once(sysobj, S, args):
         gen_pids = [p for l in loads for p in l.pids()] + (proc_tree(holder.pid) if holder else [])
         g0 = cpu_seconds(gen_pids)
         c0 = cpu_seconds(sysobj.pids())
+        s0 = sysobj.store_counters()
         t_pub = time.monotonic()
         spec = sysobj.pub_spec(None)
         pr = pubload(sysobj.port, spec, rate, count=T * E, conns=args.pub_conns, vars_file=vars_file,
@@ -1090,6 +1148,7 @@ def w4_once(sysobj, S, args):
             time.sleep(0.1)
         t_end = time.monotonic()
         c1 = cpu_seconds(sysobj.pids())
+        s1 = sysobj.store_counters()
         results = [l.finish(30) for l in loads]
         if holder:
             if holder.poll() is None:
@@ -1135,7 +1194,8 @@ def w4_once(sysobj, S, args):
             "reach_all_p50_ms": q(reach, 0.5), "reach_all_p99_ms": q(reach, 0.99), "events_tracked": len(reach),
             "server_cpu_s": round(c1 - c0, 3), "server_cpu_pct": round(100 * (c1 - c0) / wall, 1),
             "server_cpu_us_per_delivery": round(1e6 * (c1 - c0) / delivered, 2) if delivered else None,
-            "loadgen_cpu_pct": round(100 * gen_cpu / wall, 1), "holder": hres, "server_alive": alive}
+            "loadgen_cpu_pct": round(100 * gen_cpu / wall, 1), "holder": hres, "server_alive": alive,
+            **store_figures(s0, s1, wall)}
 
 
 WORKLOADS = {"W1": w1, "W1x": w1x, "W2a": w2a, "W2b": w2b, "W2c": w2c, "W3": w3, "W4": w4}
@@ -1202,6 +1262,10 @@ def report(results, S, meta):
           "- Settings: Broker all-in-one with its embedded store (every insert stored before it is answered); "
           f"Nchan memory store, {meta['nchan_workers']} nginx worker(s), message buffer 100; Mercure "
           f"`{meta['mercure_transport']}` transport; keep-alive/heartbeat every {KEEPALIVE_S} s on all three.",
+          "- `broker-tmpfs` (W3 and W4 only) is a diagnostic row, not a competitor: the same Broker with its "
+          "store on tmpfs, where the flush costs nothing and nothing is durable. Beside the `broker` row it shows "
+          "what the disk's flush costs; `inserts per store write` and `store write µs` come from Broker's "
+          "`/metrics` (`broker_store_write_*`).",
           f"- Command: `{meta['command']}` (started {meta['started']}, took {meta['took_s']:.0f} s, "
           f"load average at start {meta['loadavg']})", ""]
     sysnames = [s for s in meta["systems"]]
@@ -1306,7 +1370,9 @@ def report(results, S, meta):
         cols = [("inserts_per_s", "inserts/s"), ("w3_range", "range over runs"),
                 ("lat_p50_ms", "p50 ms"), ("lat_p99_ms", "p99 ms"),
                 ("non2xx", "non-2xx"), ("errors", "errors"), ("server_cpu_pct", "server CPU %"),
-                ("server_cpu_us_per_insert", "server µs/insert"), ("wrk_cpu_pct", "wrk CPU %")]
+                ("server_cpu_us_per_insert", "server µs/insert"), ("wrk_cpu_pct", "wrk CPU %"),
+                ("store_batch", "inserts per store write"), ("store_write_us", "store write µs"),
+                ("store_busy_pct", "store busy %")]
         def w3_pick(r):
             lo, hi = r.get("inserts_per_s_min"), r.get("inserts_per_s_max")
             return dict(r, w3_range=f"{lo:,.0f}-{hi:,.0f}" if lo is not None else None)
@@ -1324,7 +1390,8 @@ def report(results, S, meta):
                 ("latency_mean_ms", "mean latency ms"), ("latency_p99_median_tenant_ms", "p99 (median tenant) ms"),
                 ("reach_all_p50_ms", "reach-all p50 ms"), ("reach_all_p99_ms", "reach-all p99 ms"),
                 ("w4_range", "p99 range over runs"),
-                ("server_cpu_us_per_delivery", "server µs/delivery"), ("loadgen_cpu_pct", "load gen CPU %")]
+                ("server_cpu_us_per_delivery", "server µs/delivery"), ("loadgen_cpu_pct", "load gen CPU %"),
+                ("store_batch", "inserts per store write"), ("store_write_us", "store write µs")]
 
         def w4_pick(r):
             lo, hi = r.get("reach_all_p99_ms_min"), r.get("reach_all_p99_ms_max")
@@ -1404,7 +1471,7 @@ def main():
             or os.environ.get("BENCH_COMMAND") or "bench/run.sh " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
     ensure_packages(systems)
     build_tools()
-    if "broker" in systems and not args.no_build:
+    if any(s.startswith("broker") for s in systems) and not args.no_build:
         build_broker()
     skip = {}
     if "mercure" in systems:
@@ -1429,6 +1496,8 @@ def main():
             results[sname] = {wl: {"error": skip[sname]} for wl in workloads}
             continue
         for wl in workloads:
+            if SYSTEMS[sname].workloads is not None and wl not in SYSTEMS[sname].workloads:
+                continue
             sysobj = SYSTEMS[sname](args)
             log(f"{sname} {wl} ...")
             t0 = time.time()
