@@ -3,7 +3,8 @@
  *
  * Parameters follow OWASP's minimum for Argon2id (19 MiB, 2 passes, 1 lane):
  * about 40 ms on this 2-core machine, so a login costs one of those and the
- * Basic-credential cache (credcache.h) keeps it off the hot path.
+ * Basic-credential cache (credcache.h) keeps it off the hot path.  At most
+ * one computation per CPU runs at a time; callers beyond that wait (password.c).
  */
 #ifndef BROKER_PASSWORD_H
 #define BROKER_PASSWORD_H

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -537,6 +538,54 @@ def test_logs_never_contain_hash_or_password(broker_factory):
             text = f.read().decode("utf-8", "replace")
         assert "$argon2" not in text, "password hash in %s" % name
         assert "log-secret-password" not in text, "plaintext password in %s" % name
+
+
+def peak_rss_mib(b):
+    """The server process's resident-memory high-water mark (VmHWM), MiB."""
+    with open("/proc/%d/status" % b.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    raise AssertionError("no VmHWM in /proc/%d/status" % b.proc.pid)
+
+
+def test_login_flood_holds_memory_bounded(broker_factory):
+    # Each Argon2id check holds 19 MiB while it runs, and the request server runs a thread per
+    # connection. 200 wrong-password logins sent at once must all be refused, one after the
+    # other as the CPUs allow, without 200 x 19 MiB resident at once (150 reached 2.8 GB
+    # before at most one check per CPU ran at a time; a few hundred more is the OOM killer).
+    b = broker_factory(tag="flood")
+    u = b.create_user(password="flood-right-password")
+    before = peak_rss_mib(b)
+    host, port = b.base_url.split("//", 1)[1].split(":")
+    body = json.dumps({"username": u.username, "password": "flood-wrong-password"}).encode()
+    raw = (b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+    socks = []
+    statuses = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection((host, int(port)), timeout=120)
+            socks.append(s)
+        for s in socks:
+            s.sendall(raw)
+        deadline = time.monotonic() + 120
+        for s in socks:
+            data = b""
+            while time.monotonic() < deadline:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            statuses.append(data[9:12].decode("ascii", "replace") if data else "no answer")
+    finally:
+        for s in socks:
+            s.close()
+    counts = {c: statuses.count(c) for c in set(statuses)}
+    assert counts == {"401": 200}, "200 wrong-password logins answered %r" % counts
+    grew = peak_rss_mib(b) - before
+    assert grew < 1024, "200 concurrent logins raised the peak resident memory by %d MiB" % grew
+    assert_ok(b.post("/login", {"username": u.username, "password": "flood-right-password"}))
 
 
 def test_zz_server_still_alive(broker):
