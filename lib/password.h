@@ -3,8 +3,9 @@
  *
  * Parameters follow OWASP's minimum for Argon2id (19 MiB, 2 passes, 1 lane):
  * about 40 ms on this 2-core machine, so a login costs one of those and the
- * Basic-credential cache (credcache.h) keeps it off the hot path.  At most
- * one computation per CPU runs at a time; callers beyond that wait (password.c).
+ * Basic-credential cache (credcache.h) keeps it off the hot path.  Both
+ * calls block: the computation runs on a pool of one thread per CPU, in
+ * arrival order (password.c says why).
  */
 #ifndef BROKER_PASSWORD_H
 #define BROKER_PASSWORD_H

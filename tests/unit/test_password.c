@@ -6,6 +6,8 @@
 #include "log.h"
 #include "password.h"
 
+#include <pthread.h>
+
 static void case_hash_format(void)
 {
     char *h = password_hash("correct horse battery staple");
@@ -120,6 +122,49 @@ static void case_unusual_passwords(void)
     free(h);
 }
 
+/* Many callers at once share the Argon2 threads: each must get its own
+ * result back, whatever order the jobs finish in. */
+enum { CALLERS = 12 };
+
+typedef struct caller {
+    char password[32];
+    char *hash;
+    int right, wrong; /* password_verify of the own and of the next caller's password */
+} caller;
+
+static caller callers[CALLERS];
+
+static void *hash_then_verify(void *arg)
+{
+    caller *c = arg;
+    c->hash = password_hash(c->password);
+    c->right = password_verify(c->hash, c->password);
+    c->wrong = password_verify(c->hash, callers[(c - callers + 1) % CALLERS].password);
+    return NULL;
+}
+
+static void case_concurrent_callers(void)
+{
+    pthread_t t[CALLERS];
+    int started = 0;
+    for (int i = 0; i < CALLERS; i++)
+        snprintf(callers[i].password, sizeof callers[i].password, "caller-%02d-password", i);
+    for (int i = 0; i < CALLERS; i++)
+        started += pthread_create(&t[i], NULL, hash_then_verify, &callers[i]) == 0;
+    CHECK_INT(started, CALLERS);
+    for (int i = 0; i < started; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < started; i++) {
+        CHECK(callers[i].hash != NULL);
+        CHECK_INT(callers[i].right, 1);
+        CHECK_INT(callers[i].wrong, 0);
+        for (int k = 0; k < i; k++)
+            CHECK(callers[i].hash == NULL || callers[k].hash == NULL || strcmp(callers[i].hash, callers[k].hash) != 0);
+    }
+    for (int i = 0; i < started; i++)
+        free(callers[i].hash);
+}
+
 int main(void)
 {
     log_init("test_password", "error");
@@ -127,6 +172,7 @@ int main(void)
     RUN_CASE(case_salted);
     RUN_CASE(case_verify);
     RUN_CASE(case_unusual_passwords);
+    RUN_CASE(case_concurrent_callers);
     log_close();
     return check_summary();
 }
