@@ -381,9 +381,10 @@ class System:
 
 class Broker(System):
     name = "broker"
+    db_parent = None  # the folder of the store's temporary folder (None: the usual temp dir)
 
     def start(self):
-        self.dir = tempfile.mkdtemp(prefix="bench-broker-")
+        self.dir = tempfile.mkdtemp(prefix="bench-broker-", dir=self.db_parent)
         self.port = free_port(27180)
         self.admin, self.secret = "bench-admin-token", "bench-jwt-secret-0123456789"
         cmd = [os.path.join(BUILD, "broker"), f"--port={self.port}", "--bind=127.0.0.1", f"--db={self.dir}/db",
@@ -482,15 +483,15 @@ class BrokerTmpfs(Broker):
     name = "broker-tmpfs"
     workloads = ("W3", "W4")
 
+    db_parent = "/dev/shm"
+
     def start(self):
-        if not os.path.isdir("/dev/shm") or os.statvfs("/dev/shm").f_bavail * os.statvfs("/dev/shm").f_frsize < 1 << 30:
-            raise RuntimeError("/dev/shm is missing or has under 1 GiB free")
-        real = tempfile.tempdir
-        tempfile.tempdir = "/dev/shm"
-        try:
-            super().start()
-        finally:
-            tempfile.tempdir = real
+        if not os.path.isdir(self.db_parent):
+            raise RuntimeError(f"{self.db_parent} is missing")
+        fs = os.statvfs(self.db_parent)
+        if fs.f_bavail * fs.f_frsize < 1 << 30:
+            raise RuntimeError(f"{self.db_parent} has under 1 GiB free")
+        super().start()
 
 
 class BrokerSplit(Broker):

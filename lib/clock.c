@@ -37,3 +37,10 @@ int clock_is_synced(void)
 {
     return atomic_load(&synced);
 }
+
+int64_t clock_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}

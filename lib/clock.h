@@ -17,5 +17,8 @@ int64_t clock_now_s(void);
 void clock_set_offset_ms(int64_t offset_ms);
 int64_t clock_offset_ms(void);
 int clock_is_synced(void);
+/* The host's monotonic clock in microseconds, for measuring durations
+ * (never corrected, never set back). */
+int64_t clock_mono_us(void);
 
 #endif

@@ -50,9 +50,7 @@
 
 int64_t stream_mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_mono_us() / 1000;
 }
 
 int stream_listen(const char *bind_addr, long port, int reuse_port)
