@@ -3,7 +3,11 @@
  */
 #include "authn.h"
 #include "log.h"
+#include "metrics.h"
 #include "password.h"
+
+#include <pthread.h>
+#include <stdio.h>
 
 #include <openssl/crypto.h>
 #include <orcania.h>
@@ -12,6 +16,41 @@
 #include <strings.h>
 
 #define BASIC_MAX 1024 /* longest base64 credential accepted */
+
+/* broker_auth_failures_total by kind: a rising "password" is a guessing
+ * attack on logins, a rising "jwt" stale or forged tokens. */
+enum { FAIL_PASSWORD, FAIL_JWT, FAIL_BASIC, FAIL_MISSING, FAIL_ADMIN_TOKEN, FAIL_KINDS };
+static metric_value *failures[FAIL_KINDS];
+static pthread_once_t failures_once = PTHREAD_ONCE_INIT;
+
+static void failures_register(void)
+{
+    static const char *const kinds[FAIL_KINDS] = {"password", "jwt", "basic", "missing", "admin_token"};
+    for (int k = 0; k < FAIL_KINDS; k++) {
+        char name[96];
+        snprintf(name, sizeof name, "broker_auth_failures_total{kind=\"%s\"}", kinds[k]);
+        failures[k] = metrics_counter(name, "credentials refused, by kind (a store fault is not counted)");
+    }
+}
+
+static authn_result counted(authn_result r, int kind)
+{
+    if (r == AUTHN_DENIED) {
+        pthread_once(&failures_once, failures_register);
+        atomic_fetch_add(failures[kind], 1);
+    }
+    return r;
+}
+
+void authn_count_admin_failure(void)
+{
+    counted(AUTHN_DENIED, FAIL_ADMIN_TOKEN);
+}
+
+void authn_metrics_init(void)
+{
+    pthread_once(&failures_once, failures_register);
+}
 
 static authn_result user_usable(const authn *a, const char *username, store_user *user, const char **why)
 {
@@ -57,8 +96,8 @@ static authn_result check_bearer(const authn *a, const char *jwt, authn_identity
     return AUTHN_OK;
 }
 
-authn_result authn_password(const authn *a, const char *username, const char *password, store_user *user_out,
-                            const char **why)
+static authn_result check_password(const authn *a, const char *username, const char *password, store_user *user_out,
+                                   const char **why)
 {
     authn_result r = user_usable(a, username, user_out, why);
     if (r == AUTHN_DENIED && strcmp(*why, "unknown user") == 0) {
@@ -75,6 +114,12 @@ authn_result authn_password(const authn *a, const char *username, const char *pa
         return AUTHN_DENIED;
     }
     return AUTHN_OK;
+}
+
+authn_result authn_password(const authn *a, const char *username, const char *password, store_user *user_out,
+                            const char **why)
+{
+    return counted(check_password(a, username, password, user_out, why), FAIL_PASSWORD);
 }
 
 static authn_result check_basic(const authn *a, const char *b64, authn_identity *out, const char **why)
@@ -119,14 +164,14 @@ authn_result authn_check(const authn *a, const char *authorization, const char *
 {
     if (authorization != NULL && authorization[0] != '\0') {
         if (strncasecmp(authorization, "Bearer ", 7) == 0)
-            return check_bearer(a, authorization + 7 + strspn(authorization + 7, " "), out, why);
+            return counted(check_bearer(a, authorization + 7 + strspn(authorization + 7, " "), out, why), FAIL_JWT);
         if (strncasecmp(authorization, "Basic ", 6) == 0)
-            return check_basic(a, authorization + 6 + strspn(authorization + 6, " "), out, why);
+            return counted(check_basic(a, authorization + 6 + strspn(authorization + 6, " "), out, why), FAIL_BASIC);
         *why = "unsupported Authorization scheme: use Bearer <jwt> or Basic";
-        return AUTHN_DENIED;
+        return counted(AUTHN_DENIED, FAIL_MISSING);
     }
     if (access_token != NULL && access_token[0] != '\0')
-        return check_bearer(a, access_token, out, why);
+        return counted(check_bearer(a, access_token, out, why), FAIL_JWT);
     *why = "missing credentials: send Authorization: Bearer <jwt> or Basic";
-    return AUTHN_DENIED;
+    return counted(AUTHN_DENIED, FAIL_MISSING);
 }

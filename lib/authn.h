@@ -41,4 +41,10 @@ authn_result authn_check(const authn *a, const char *authorization, const char *
 authn_result authn_password(const authn *a, const char *username, const char *password, store_user *user_out,
                             const char **why);
 
+/* broker_auth_failures_total: registers every kind at start, so that a
+ * dashboard sees zeros rather than no series; the admin endpoints count a
+ * wrong or missing admin_token with authn_count_admin_failure(). */
+void authn_metrics_init(void);
+void authn_count_admin_failure(void);
+
 #endif

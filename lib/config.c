@@ -53,6 +53,8 @@ static const flag_def FLAGS[] = {
     {"bus_subscribe", FLAG_STRING, "", OFF(bus_subscribe), 0, 0, "ZeroMQ endpoints (comma-separated) the stream service subscribes to (split mode; empty: tcp://127.0.0.1:5556,tcp://127.0.0.1:5557)"},
     {"sse_queue_max", FLAG_INT, "1048576", OFF(sse_queue_max), 4096, 1073741824, "bytes queued for one SSE client before it is disconnected"},
     {"stream_workers", FLAG_INT, "1", OFF(stream_workers), 1, 64, "SSE worker processes sharing the port (SO_REUSEPORT)"},
+    {"console", FLAG_BOOL, "true", OFF(console), 0, 0, "serve the web console at /console/ (user service and all-in-one)"},
+    {"log_format", FLAG_STRING, "text", OFF(log_format), 0, 0, "text (one line per message) or json (one JSON object per line)"},
 };
 
 #define NFLAGS (sizeof(FLAGS) / sizeof(FLAGS[0]))
@@ -136,6 +138,7 @@ void config_print_help(FILE *out, const char *program)
                 env);
     }
     fprintf(out, "  --%-16s %s\n", "help", "print this help and exit");
+    fprintf(out, "  --%-16s %s\n", "version", "print the version and exit");
 }
 
 int config_load(broker_config *cfg, int argc, char **argv, const char *program)
@@ -155,6 +158,11 @@ int config_load(broker_config *cfg, int argc, char **argv, const char *program)
         const char *arg = argv[i];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
             config_print_help(stdout, program);
+            config_free(cfg);
+            return 1;
+        }
+        if (!strcmp(arg, "--version")) {
+            printf("%s %s\n", program, BROKER_VERSION);
             config_free(cfg);
             return 1;
         }
@@ -192,6 +200,10 @@ int config_load(broker_config *cfg, int argc, char **argv, const char *program)
         strcmp(cfg->log_level, "debug")) {
         fprintf(stderr, "%s: invalid value '%s' for --log_level: expected error, warning, info or debug\n", program,
                 cfg->log_level);
+        goto fail;
+    }
+    if (strcmp(cfg->log_format, "text") && strcmp(cfg->log_format, "json")) {
+        fprintf(stderr, "%s: invalid value '%s' for --log_format: expected text or json\n", program, cfg->log_format);
         goto fail;
     }
     if (cfg->jwt_secret[0] == '\0') {

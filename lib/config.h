@@ -37,11 +37,18 @@ typedef struct broker_config {
     char *bus_subscribe;/* ZeroMQ endpoint(s) stream subscribes to (split mode) */
     long sse_queue_max; /* bytes queued for one SSE client before it is dropped */
     long stream_workers;/* stream processes (all-in-one: 1) */
+    int console;        /* serve the web console at /console/ */
+    char *log_format;   /* "text" or "json" */
 } broker_config;
 
+/* The release, set by the build (CMakeLists.txt, project VERSION). */
+#ifndef BROKER_VERSION
+#define BROKER_VERSION "unknown"
+#endif
+
 /* Fills `cfg` from defaults, the environment and argv.  Returns 0 on success;
- * 1 when --help was printed (the caller exits 0); -1 on a bad flag (the
- * message is already on stderr; the caller exits 2). */
+ * 1 when --help or --version was printed (the caller exits 0); -1 on a bad
+ * flag (the message is already on stderr; the caller exits 2). */
 int config_load(broker_config *cfg, int argc, char **argv, const char *program);
 void config_free(broker_config *cfg);
 

@@ -7,8 +7,13 @@
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 static metric_value *requests_2xx, *requests_4xx, *requests_5xx;
 
@@ -20,6 +25,50 @@ void http_count_status(unsigned status)
         atomic_fetch_add(requests_4xx, 1);
     else
         atomic_fetch_add(requests_2xx, 1);
+}
+
+static int request_id_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == ':' || c == '-';
+}
+
+/* Made ids are a random prefix per process and a counter: unique without a
+ * system call per request (the insert path makes one per insert). */
+static char id_prefix[24];
+static _Atomic unsigned long long id_counter;
+static pthread_once_t id_once = PTHREAD_ONCE_INIT;
+
+static void id_prefix_init(void)
+{
+    unsigned int r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+        r = (unsigned int)getpid() * 2654435761u ^ (unsigned int)time(NULL);
+    snprintf(id_prefix, sizeof id_prefix, "%08x", r);
+}
+
+void http_request_id(const char *given, size_t len, char out[HTTP_REQUEST_ID_MAX + 1])
+{
+    int ok = given != NULL && len > 0 && len <= HTTP_REQUEST_ID_MAX;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = request_id_char((unsigned char)given[i]);
+    if (ok) {
+        memcpy(out, given, len);
+        out[len] = 0;
+        return;
+    }
+    pthread_once(&id_once, id_prefix_init);
+    snprintf(out, HTTP_REQUEST_ID_MAX + 1, "%s-%llx", id_prefix, atomic_fetch_add(&id_counter, 1) + 1);
+}
+
+/* Names the request this thread now serves: the answer's header and the log. */
+static void request_begin(const struct _u_request *req, struct _u_response *resp)
+{
+    char id[HTTP_REQUEST_ID_MAX + 1];
+    const char *given = u_map_get_case(req->map_header, "X-Request-Id");
+    http_request_id(given, given ? strlen(given) : 0, id);
+    log_set_request_id(id);
+    u_map_put(resp->map_header, "X-Request-Id", id);
 }
 
 int http_reply_json(struct _u_response *resp, unsigned status, json_t *body)
@@ -80,7 +129,11 @@ int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt,
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     utf8_sanitize(msg);
-    return http_reply_json(resp, status, json_pack("{s:s}", "error", msg));
+    json_t *body = json_pack("{s:s}", "error", msg);
+    const char *id = log_request_id();
+    if (body != NULL && id[0])
+        json_object_set_new(body, "request_id", json_string(id));
+    return http_reply_json(resp, status, body);
 }
 
 json_t *http_json_object(const struct _u_request *req, struct _u_response *resp)
@@ -135,17 +188,24 @@ static int dispatch(const struct _u_request *req, struct _u_response *resp, void
     const http_binding *b = user_data;
     size_t max_body = (size_t)b->server->cfg->max_body;
     const char *cl = u_map_get_case(req->map_header, "Content-Length");
+    int ret;
+    request_begin(req, resp);
     if (req->binary_body_length > max_body || (cl != NULL && strtoull(cl, NULL, 10) > max_body))
-        return http_reply_error(resp, 413, "request body is larger than %zu bytes (--max_body)", max_body);
-    return b->handler(req, resp, b->ctx);
+        ret = http_reply_error(resp, 413, "request body is larger than %zu bytes (--max_body)", max_body);
+    else
+        ret = b->handler(req, resp, b->ctx);
+    log_debug("%s %s %ld", req->http_verb, req->url_path, resp->status);
+    log_set_request_id(NULL);
+    return ret;
 }
 
 static int preflight(const struct _u_request *req, struct _u_response *resp, void *user_data)
 {
-    (void)req;
     (void)user_data;
+    request_begin(req, resp);
+    log_set_request_id(NULL);
     u_map_put(resp->map_header, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-    u_map_put(resp->map_header, "Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID");
+    u_map_put(resp->map_header, "Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, X-Request-Id");
     u_map_put(resp->map_header, "Access-Control-Max-Age", "86400");
     ulfius_set_empty_body_response(resp, 204);
     http_count_status(204);
@@ -156,10 +216,15 @@ static int preflight(const struct _u_request *req, struct _u_response *resp, voi
 static int fallback(const struct _u_request *req, struct _u_response *resp, void *user_data)
 {
     const http_server *s = user_data;
-    for (size_t i = 0; i < s->nbindings; i++)
+    int ret = -1;
+    request_begin(req, resp);
+    for (size_t i = 0; ret < 0 && i < s->nbindings; i++)
         if (strcmp(s->bindings[i].path, req->url_path) == 0)
-            return http_reply_error(resp, 405, "method %s is not allowed on %s", req->http_verb, req->url_path);
-    return http_reply_error(resp, 404, "no such endpoint: %s", req->url_path);
+            ret = http_reply_error(resp, 405, "method %s is not allowed on %s", req->http_verb, req->url_path);
+    if (ret < 0)
+        ret = http_reply_error(resp, 404, "no such endpoint: %s", req->url_path);
+    log_set_request_id(NULL);
+    return ret;
 }
 
 int http_server_init(http_server *s, const broker_config *cfg)
@@ -183,6 +248,7 @@ int http_server_init(http_server *s, const broker_config *cfg)
      * without buffering all of it. */
     s->instance.max_post_body_size = (size_t)cfg->max_body + 1;
     u_map_put(s->instance.default_headers, "Access-Control-Allow-Origin", cfg->origin);
+    u_map_put(s->instance.default_headers, "Access-Control-Expose-Headers", "X-Request-Id");
     if (strcmp(cfg->origin, "*") != 0)
         u_map_put(s->instance.default_headers, "Vary", "Origin");
     u_map_put(s->instance.default_headers, "Cache-Control", "no-store");
@@ -248,4 +314,25 @@ void http_server_stop(http_server *s)
         ulfius_stop_framework(&s->instance);
     s->started = 0;
     ulfius_clean_instance(&s->instance);
+}
+
+void http_server_log_urls(const http_server *s, const char *service)
+{
+    char paths[1024] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < s->nbindings; i++) {
+        const char *path = s->bindings[i].path;
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(s->bindings[j].path, path) == 0;
+        if (seen || strchr(path, '*') != NULL) /* a wildcard route: its prefix is listed */
+            continue;
+        int n = snprintf(paths + used, sizeof paths - used, " %s%s", path, strcmp(path, "/console") ? "" : "/");
+        if (n < 0 || (size_t)n >= sizeof paths - used)
+            break;
+        used += (size_t)n;
+    }
+    int any = strcmp(s->cfg->bind, "0.0.0.0") == 0;
+    log_info("%s %s serving http://%s:%ld%s:%s", service, BROKER_VERSION, any ? "localhost" : s->cfg->bind,
+             s->cfg->port, any ? " (all interfaces)" : "", paths);
 }

@@ -27,6 +27,17 @@
 
 #include "config.h"
 
+/* Request ids: every answer carries X-Request-Id, every error body its
+ * "request_id", and every log line written while the request is served
+ * (log_set_request_id).  A client's own id is kept when it is 1..128
+ * characters of [A-Za-z0-9._:-] (anything else could forge log lines or
+ * headers); otherwise the server makes one. */
+#define HTTP_REQUEST_ID_MAX 128
+
+/* Writes into `out` the id of a request that came with `given` (`len` bytes of
+ * its X-Request-Id value; NULL when it had none). */
+void http_request_id(const char *given, size_t len, char out[HTTP_REQUEST_ID_MAX + 1]);
+
 typedef int (*http_handler)(const struct _u_request *req, struct _u_response *resp, void *ctx);
 
 typedef struct http_route {
@@ -64,12 +75,17 @@ int http_server_start(http_server *s, int listen_self);
  * this for every request that is not /sse). */
 int http_server_adopt(http_server *s, int fd, const struct sockaddr *addr, socklen_t addrlen);
 void http_server_stop(http_server *s);
+/* Logs the start-up line an operator looks for: the version, the base URL
+ * and every path the server's routes serve. */
+void http_server_log_urls(const http_server *s, const char *service);
 
 /* Replies: each returns U_CALLBACK_COMPLETE, so a handler can `return http_reply_...`.
  * A NULL `resp` here and in the readers below makes a check-only call: the
  * same checks, no answer (the ingest queue checks inserts this way; one it
  * refuses goes, unanswered, to the route that writes the error). */
 int http_reply_json(struct _u_response *resp, unsigned status, json_t *body /* reference stolen */);
+/* {"error": "<message>", "request_id": "<the calling thread's request id>"};
+ * the id is left out when the thread serves no request. */
 int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -25,7 +25,7 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
         config_free(&rt->cfg);
         return -1;
     }
-    if (log_init(service, rt->cfg.log_level) != 0) {
+    if (log_init(service, rt->cfg.log_level, rt->cfg.log_format) != 0) {
         fprintf(stderr, "%s: cannot start logging\n", service);
         goto fail;
     }
@@ -50,6 +50,7 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
     rt->basic_cache = credcache_new(4096, 300);
     if (rt->basic_cache == NULL)
         goto fail;
+    authn_metrics_init();
     rt->authn = (authn){.store = rt->store, .jwt_secret = rt->cfg.jwt_secret, .basic_cache = rt->basic_cache};
     return 0;
 fail:
@@ -99,7 +100,7 @@ static int healthz(const struct _u_request *req, struct _u_response *resp, void 
 {
     (void)req;
     (void)ctx;
-    return http_reply_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+    return http_reply_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "version", BROKER_VERSION));
 }
 
 static int readyz(const struct _u_request *req, struct _u_response *resp, void *ctx)
@@ -152,6 +153,7 @@ int runtime_serve_http(int argc, char **argv, const char *service, const char *d
     int status = 1;
     if (runtime_open_bus(&rt, bus) == 0 && http_server_init(&http, &rt.cfg) == 0) {
         if (health_add_routes(&http, &rt) == 0 && add_routes(&http, &rt) == 0 && http_server_start(&http, 1) == 0) {
+            http_server_log_urls(&http, service);
             log_info("%s listening on %s:%ld, publishing on %s", service, rt.cfg.bind, rt.cfg.port, bus);
             runtime_wait_for_signal();
             status = 0;

@@ -14,6 +14,7 @@
  *     answers 401 whatever else the body holds (but the body must be JSON).
  */
 #include "auth.h"
+#include "console.h"
 #include "email.h"
 #include "log.h"
 #include "password.h"
@@ -55,10 +56,12 @@ static int admin_token_ok(const broker_runtime *rt, json_t *body, struct _u_resp
 {
     json_t *v = json_object_get(body, "admin_token");
     if (v == NULL || json_is_null(v)) {
+        authn_count_admin_failure();
         http_reply_error(resp, 401, "missing admin_token");
         return 0;
     }
     if (!json_is_string(v)) {
+        authn_count_admin_failure();
         http_reply_error(resp, 401, "admin_token must be a string");
         return 0;
     }
@@ -68,6 +71,7 @@ static int admin_token_ok(const broker_runtime *rt, json_t *body, struct _u_resp
     EVP_Digest(given, json_string_length(v), a, &la, EVP_sha256(), NULL);
     EVP_Digest(rt->cfg.admin_token, strlen(rt->cfg.admin_token), b, &lb, EVP_sha256(), NULL);
     if (CRYPTO_memcmp(a, b, sizeof a) != 0) {
+        authn_count_admin_failure();
         http_reply_error(resp, 401, "wrong admin_token");
         return 0;
     }
@@ -386,5 +390,7 @@ int auth_add_routes(http_server *s, broker_runtime *rt)
         {"POST", "/update_user", update_user},
         {NULL, NULL, NULL},
     };
-    return http_server_add_routes(s, routes, rt);
+    if (http_server_add_routes(s, routes, rt) != 0)
+        return -1;
+    return console_add_routes(s, rt);
 }

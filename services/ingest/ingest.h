@@ -58,6 +58,7 @@ typedef struct ingest_job {
     char *body;               /* owned */
     size_t body_len;
     size_t request_len;       /* bytes of the whole request on the socket */
+    char request_id[HTTP_REQUEST_ID_MAX + 1]; /* the answer's X-Request-Id (http.h) */
     ingest_outcome outcome;   /* set by the queue */
     unsigned status;          /* for the answer hook: 200 (stored), or the refusal's 4xx */
     uint64_t seq;             /* stored: the event's id */

@@ -20,6 +20,7 @@
  * and sender, ran many times per commit.
  */
 #include "ingest.h"
+#include "log.h"
 #include "workq.h"
 
 #include <stdlib.h>
@@ -109,11 +110,13 @@ static int check_job(ingest_queue *q, checked_cred *creds, size_t *ncreds, inges
     struct _u_response resp;
     if (ulfius_init_response(&resp) != U_OK)
         return -1;
+    log_set_request_id(job->request_id); /* for the refusal's body and any log line */
     if (who == NULL)
         http_reply_error(&resp, 401, "%s", why);
     else
         ingest_prepare_as(who, job->body, job->body_len, item, &resp);
     int refused = resp.status >= 400 && resp.status < 500 && resp.binary_body != NULL && refuse(job, &resp) == 0;
+    log_set_request_id(NULL);
     ulfius_clean_response(&resp);
     return refused ? 1 : -1;
 }

@@ -82,6 +82,9 @@ insert_verdict insert_request_parse(const char *buf, size_t len, size_t cap, siz
                     return INSERT_OTHER;
                 content_length = content_length * 10 + (size_t)(val[k] - '0');
             }
+        } else if (name_is(name, nlen, "X-Request-Id")) {
+            out->id_off = v;
+            out->id_len = vlen;
         } else if (name_is(name, nlen, "Content-Type")) {
             if (!value_starts(val, vlen, "application/json"))
                 return INSERT_OTHER;

@@ -23,6 +23,7 @@ typedef enum insert_verdict {
 
 typedef struct insert_request {
     size_t auth_off, auth_len; /* the Authorization value, "Bearer ..." */
+    size_t id_off, id_len;     /* the X-Request-Id value; id_len 0 when absent */
     size_t body_off, body_len;
     size_t total_len;          /* head and body */
 } insert_request;

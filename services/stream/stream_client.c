@@ -221,13 +221,21 @@ void client_destroy(stream_engine *e, stream_client *c)
 void client_reject(stream_engine *e, stream_client *c, int status, const char *reason, const char *message)
 {
     const char *origin = e->rt->cfg.origin;
-    json_t *obj = json_pack("{s:s}", "error", message);
+    /* The refusal of a stream gets an id of its own: the head that carried the
+     * client's X-Request-Id is gone by the time a credential check answers. */
+    char id[HTTP_REQUEST_ID_MAX + 1];
+    http_request_id(NULL, 0, id);
+    log_set_request_id(id);
+    log_debug("stream refused: %d %s", status, message);
+    log_set_request_id(NULL);
+    json_t *obj = json_pack("{s:s,s:s}", "error", message, "request_id", id);
     char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
     char *answer = msprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                            "Access-Control-Allow-Origin: %s\r\n%sConnection: close\r\n\r\n%s",
+                            "Access-Control-Allow-Origin: %s\r\nAccess-Control-Expose-Headers: X-Request-Id\r\n"
+                            "%sX-Request-Id: %s\r\nConnection: close\r\n\r\n%s",
                             status, reason, body ? strlen(body) : 0, origin,
-                            strcmp(origin, "*") ? "Vary: Origin\r\n" : "", body ? body : "");
+                            strcmp(origin, "*") ? "Vary: Origin\r\n" : "", id, body ? body : "");
     free(body);
     atomic_fetch_add(e->m_rejected, 1);
     if (answer != NULL) {

@@ -137,6 +137,9 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->m_delivered = metrics_counter("broker_sse_frames_written_total", "SSE frames (events and keep-alives) written");
     e->m_dropped_slow = metrics_counter("broker_sse_slow_dropped_total", "SSE clients disconnected for reading too slowly");
     e->m_gaps = metrics_counter("broker_bus_gaps_filled_total", "sequence gaps on the bus filled from the store");
+    e->m_latency = metrics_histogram("broker_delivery_latency_seconds",
+                                     "from an insert's stamp (taken before its store write) to its event queued "
+                                     "for this process's subscribers");
     e->m_rejected = metrics_counter("broker_sse_rejected_total", "SSE requests answered with an error");
     e->m_handed_off = metrics_counter("broker_engine_handed_off_total",
                                       "connections the stream engine handed to the request/response server");
@@ -597,6 +600,7 @@ int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const ch
         stream_engine_free(e);
         return -1;
     }
+    http_server_log_urls(http, name);
     log_info("%s listening on %s:%ld (store: %s, %s%s)", name, rt->cfg.bind, rt->cfg.port, rt->store->ops->name,
              bus_endpoints != NULL ? "bus: " : "no streams", bus_endpoints != NULL ? bus_endpoints : "");
     runtime_wait_for_signal();

@@ -77,10 +77,11 @@ static char *answer_of(const broker_config *cfg, const ingest_job *job)
         body = job->refusal;
         blen = (int)job->refusal_len;
     }
-    return msprintf("HTTP/1.1 %u %s\r\nDate: %s\r\nAccess-Control-Allow-Origin: %s\r\n%s"
-                    "Cache-Control: no-store\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%.*s",
+    return msprintf("HTTP/1.1 %u %s\r\nDate: %s\r\nAccess-Control-Allow-Origin: %s\r\n"
+                    "Access-Control-Expose-Headers: X-Request-Id\r\n%sCache-Control: no-store\r\nX-Request-Id: %s\r\n"
+                    "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%.*s",
                     job->status, MHD_get_reason_phrase_for(job->status), http_date(), cfg->origin,
-                    strcmp(cfg->origin, "*") ? "Vary: Origin\r\n" : "", blen, blen, body);
+                    strcmp(cfg->origin, "*") ? "Vary: Origin\r\n" : "", job->request_id, blen, blen, body);
 }
 
 /* Consumes exactly the `len` bytes of an answered request. */
@@ -186,6 +187,7 @@ void stream_insert_read(stream_engine *e, stream_client *c, const char *buf, siz
         job->body = malloc(req.body_len);
         job->body_len = req.body_len;
         job->request_len = req.total_len;
+        http_request_id(req.id_len ? buf + req.id_off : NULL, req.id_len, job->request_id);
     }
     if (job == NULL || job->authorization == NULL || job->body == NULL) {
         ingest_job_free(job);

@@ -138,6 +138,7 @@ struct stream_engine {
     struct workq_item *inserts_todo, **inserts_todo_tail; /* framed this turn, for the ingest queue */
 
     metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected, *m_fast, *m_handed_off;
+    metric_histogram *m_latency; /* an event's stamp to its frame queued for this process's subscribers */
     metric_value *m_replay_pages; /* replay pages the engine thread read from the store */
     uint64_t delivered; /* frames written this turn; added to m_delivered once per turn */
 };

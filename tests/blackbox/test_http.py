@@ -301,7 +301,7 @@ def test_configured_origin_not_widened(origin_broker):
 # ================================================================ health
 
 def test_healthz(broker):
-    assert assert_ok(broker.get("/healthz")) == {"status": "ok"}
+    assert assert_ok(broker.get("/healthz"))["status"] == "ok"
 
 
 def test_readyz(broker):
@@ -312,7 +312,7 @@ def test_readyz(broker):
 
 def test_zz_server_still_alive(broker):
     assert broker.alive(), "broker process exited"
-    assert assert_ok(broker.get("/healthz")) == {"status": "ok"}
+    assert assert_ok(broker.get("/healthz"))["status"] == "ok"
 
 
 def test_error_message_quoting_broken_utf8_is_still_a_400(broker):

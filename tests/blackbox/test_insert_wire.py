@@ -70,7 +70,7 @@ def event_body(event, data):
 
 
 def insert_request(host, jwt, event="e", data=None, body=None, extra=(), names=None,
-                   content_type=True):
+                   content_type=True, request_id=None):
     """A plain fast-path-eligible insert: Host, Bearer JWT, Content-Type, Content-Length.
     `names` renames headers (e.g. {"Authorization": "authorization"}); `extra` appends."""
     body = event_body(event, data) if body is None else body
@@ -81,11 +81,13 @@ def insert_request(host, jwt, event="e", data=None, body=None, extra=(), names=N
     if content_type:
         hdrs.append(("Content-Type", "application/json"))
     hdrs.append(("Content-Length", str(len(body))))
+    if request_id is not None:
+        hdrs.append(("X-Request-Id", request_id))
     hdrs = [(names.get(k, k), v) for k, v in hdrs] + list(extra)
     return build("POST", "/insert", hdrs, body)
 
 
-def chunked_insert_request(host, jwt, event="e", data=None, body=None):
+def chunked_insert_request(host, jwt, event="e", data=None, body=None, request_id=None):
     """The same insert with Transfer-Encoding: chunked (two chunks): never the fast path."""
     body = event_body(event, data) if body is None else body
     half = len(body) // 2
@@ -93,6 +95,8 @@ def chunked_insert_request(host, jwt, event="e", data=None, body=None):
     chunked += b"0\r\n\r\n"
     hdrs = [("Host", host), ("Authorization", "Bearer " + jwt),
             ("Content-Type", "application/json"), ("Transfer-Encoding", "chunked")]
+    if request_id is not None:
+        hdrs.append(("X-Request-Id", request_id))
     return build("POST", "/insert", hdrs, chunked)
 
 
@@ -467,15 +471,16 @@ def masked(resp):
 def compare_paths(broker):
     """One insert on the fast path (plain keep-alive request) and one forced onto the other
     server (chunked body): same status line, same headers in order except the Date value,
-    same body bytes but for the id. Returns the fast one's headers."""
+    same body bytes but for the id. Both carry the same X-Request-Id, which both answers
+    must echo. Returns the fast one's headers."""
     _, jwt = new_writer(broker)
     for _attempt in range(2):  # ids of different digit counts would change Content-Length
         before = fast_count(broker)
         with Conn(broker) as c:
-            fast = c.roundtrip(insert_request(c.host, jwt, "same", {"v": 1}))
+            fast = c.roundtrip(insert_request(c.host, jwt, "same", {"v": 1}, request_id="cmp-1"))
         mid = fast_count(broker)
         with Conn(broker) as c:
-            other = c.roundtrip(chunked_insert_request(c.host, jwt, "same", {"v": 1}))
+            other = c.roundtrip(chunked_insert_request(c.host, jwt, "same", {"v": 1}, request_id="cmp-1"))
         after = fast_count(broker)
         a, b = insert_id(fast), insert_id(other)
         assert b == a + 1, "ids %d then %d" % (a, b)
@@ -518,15 +523,16 @@ def test_refusals_same_on_both_paths(broker):
         for what, token, body in cases:
             off0 = handed_off(m)
             with Conn(broker) as c:
-                fast = c.roundtrip(insert_request(c.host, token, body=body))
+                fast = c.roundtrip(insert_request(c.host, token, body=body, request_id="refusal-7"))
             off1 = handed_off(m)
             with Conn(broker) as c:
-                other = c.roundtrip(chunked_insert_request(c.host, token, body=body))
+                other = c.roundtrip(chunked_insert_request(c.host, token, body=body, request_id="refusal-7"))
             off2 = handed_off(m)
             assert fast.status in (400, 401), "%s: %s" % (what, show(fast))
             assert_json_error(fast, fast.status)
             assert masked(fast) == masked(other) and fast.body == other.body, \
                 "%s answered differently:\n fast path: %s\n other:     %s" % (what, show(fast), show(other))
+            assert json.loads(fast.body)["request_id"] == "refusal-7", show(fast)
             if off0 is not None:  # on the broker's own port: each request took the path meant
                 assert (off1 - off0, off2 - off1) == (0, 1), \
                     "%s: %s moved by %r then %r" % (what, HANDED_OFF_METRIC, off1 - off0, off2 - off1)
@@ -566,7 +572,7 @@ def test_healthz_between_good_inserts(broker):
     with Conn(broker) as c:
         first = insert_id(c.roundtrip(insert_request(c.host, jwt, "mix", 1)))
         health = c.roundtrip(build("GET", "/healthz", [("Host", c.host)]))
-        assert health.status == 200 and json.loads(health.body) == {"status": "ok"}, \
+        assert health.status == 200 and json.loads(health.body)["status"] == "ok", \
             show(health)
         second = insert_id(c.roundtrip(insert_request(c.host, jwt, "mix", 2)))
     assert second == first + 1, "ids %d then %d" % (first, second)
@@ -722,3 +728,19 @@ def test_store_write_counters(broker):
     batches = after[WRITE_BATCHES_METRIC] - middle[WRITE_BATCHES_METRIC]
     assert after[INSERTED_METRIC] - middle[INSERTED_METRIC] == 40
     assert 1 <= batches <= 20, "40 concurrent inserts made %r store writes: no group commit" % batches
+
+
+def test_request_id_on_the_fast_path(broker):
+    # The engine's answers carry X-Request-Id like every other answer: the client's own
+    # when it is a sane one, else one the server makes (unique per request).
+    _, jwt = new_writer(broker)
+    with Conn(broker) as c:
+        mine = c.roundtrip(insert_request(c.host, jwt, "rid", 1, request_id="client.id:42"))
+        made1 = c.roundtrip(insert_request(c.host, jwt, "rid", 2))
+        made2 = c.roundtrip(insert_request(c.host, jwt, "rid", 3, request_id="bad id with spaces"))
+        refused = c.roundtrip(insert_request(c.host, jwt, body=b'{"event":"rid"}', request_id="x" * 129))
+    assert header(mine, "X-Request-Id") == "client.id:42", show(mine)
+    ids = [header(r, "X-Request-Id") for r in (made1, made2, refused)]
+    assert all(ids) and len(set(ids)) == 3 and "client.id:42" not in ids, ids
+    assert "bad id" not in ids[1] and len(ids[2]) < 129, ids
+    assert json.loads(refused.body)["request_id"] == ids[2], show(refused)

@@ -38,7 +38,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     char *args[] = {"fuzz_json_body", "--port=1", "--bind=127.0.0.1", NULL};
-    log_init("fuzz_json_body", "error");
+    log_init("fuzz_json_body", "error", NULL);
     if (config_load(&cfg, 3, args, "fuzz_json_body") != 0 || http_server_init(&server, &cfg) != 0 ||
         email_init() != 0)
         abort();

@@ -36,7 +36,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    log_init("fuzz_token", "error");
+    log_init("fuzz_token", "error", NULL);
     return 0;
 }
 

@@ -336,7 +336,7 @@ static void case_warn_insecure(void)
 
 int main(void)
 {
-    log_init("test_config", "warning");
+    log_init("test_config", "warning", NULL);
     RUN_CASE(case_defaults);
     RUN_CASE(case_value_forms);
     RUN_CASE(case_bool_forms);

@@ -269,7 +269,7 @@ static void case_threads(void)
 
 int main(void)
 {
-    log_init("test_credcache", "error");
+    log_init("test_credcache", "error", NULL);
     RUN_CASE(case_remember_check);
     RUN_CASE(case_stored_hash_changed);
     RUN_CASE(case_forget_user);

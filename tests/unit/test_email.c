@@ -256,7 +256,7 @@ static void case_disposable(void)
 
 int main(void)
 {
-    log_init("test_email", "error");
+    log_init("test_email", "error", NULL);
     RUN_CASE(case_concurrent_first_use);
     RUN_CASE(case_lists_contain_picks);
     RUN_CASE(case_valid);

@@ -167,7 +167,7 @@ static void case_concurrent_callers(void)
 
 int main(void)
 {
-    log_init("test_password", "error");
+    log_init("test_password", "error", NULL);
     RUN_CASE(case_hash_format);
     RUN_CASE(case_salted);
     RUN_CASE(case_verify);

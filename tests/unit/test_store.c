@@ -797,7 +797,7 @@ static int remove_entry(const char *path, const struct stat *sb, int type, struc
 int main(void)
 {
     /* Errors only: the "cannot open" cases log on purpose. */
-    log_init("test_store", "error");
+    log_init("test_store", "error", NULL);
     char root[] = "/tmp/test_store.XXXXXX";
     if (mkdtemp(root) == NULL) {
         perror("mkdtemp");

@@ -450,7 +450,7 @@ static void case_refuse_oversized(void)
 
 int main(void)
 {
-    log_init("test_token", "error");
+    log_init("test_token", "error", NULL);
     RUN_CASE(case_roundtrip);
     RUN_CASE(case_refuse_alg);
     RUN_CASE(case_refuse_signature);

@@ -1,0 +1,413 @@
+/*
+ * broker-client.js: the JavaScript client of Broker, for browsers and Node 18+.
+ *
+ * One ES module, no dependencies, no build step. It reads Broker's event stream (GET /sse) the
+ * way a browser's EventSource would, but with what EventSource cannot do: credentials in
+ * request headers (never in the URL, where they end up in logs), resuming from a stored event
+ * id, a reconnect policy with backoff, and a fatal stop on a refused credential instead of
+ * hammering the server with a dead token. It also keeps the latest event of every name (Broker
+ * sends them first on connect: the latest event is the schema) and has small helpers for
+ * /login, /verify and /insert.
+ *
+ * Design:
+ *  - Streaming with fetch: the response body is read chunk by chunk through its ReadableStream
+ *    reader. close() aborts the fetch with an AbortController.
+ *  - Parsing is EventStreamParser, a small state machine following the HTML standard's
+ *    "interpreting an event stream": it keeps the unfinished line across chunks and one flag for
+ *    a CR that ended the previous chunk (its LF may start the next one), so a stream split
+ *    anywhere (mid-line, mid CRLF, mid UTF-8 sequence) parses as if it came in one piece.
+ *  - Reconnect policy: after a network error, an HTTP error other than 401/403, or the end of
+ *    the stream, wait and reconnect with Last-Event-ID set to the last id seen; Broker then
+ *    replays exactly the events missed. The wait is min(maxRetry, retry * 2^failures), taken at
+ *    a random point of its upper half (jitter: clients dropped together by a server restart do
+ *    not come back together). `retry` is the server's `retry:` field once it sent one, and the
+ *    failure count restarts at 0 each time a stream opens. 401 and 403 are fatal: the client
+ *    closes and says so in an error event with fatal=true, because retrying a refused credential
+ *    cannot succeed.
+ */
+
+const CONNECTING = 0;
+const OPEN = 1;
+const CLOSED = 2;
+
+const LF = 10;
+const CR = 13;
+const BOM = 0xfeff;
+
+/** An HTTP or network failure of a helper (login, verify, insert). status 0 = network. */
+export class BrokerError extends Error {
+  constructor(status, message, body) {
+    super(message);
+    this.name = "BrokerError";
+    this.status = status;
+    this.body = body === undefined ? null : body;
+  }
+}
+
+/** A server-sent event, shaped like the browser's MessageEvent: data is the raw string. */
+export class BrokerMessageEvent extends Event {
+  constructor(type, init) {
+    super(type);
+    this.data = init.data;
+    this.lastEventId = init.lastEventId;
+    this.origin = init.origin || "";
+  }
+}
+
+/** The "error" event: status is the HTTP status (0 = network or end of stream). */
+export class BrokerErrorEvent extends Event {
+  constructor(init) {
+    super("error");
+    this.status = init.status;
+    this.message = init.message;
+    this.fatal = init.fatal;
+    // Milliseconds until the next attempt; null when fatal.
+    this.retryIn = init.retryIn === undefined ? null : init.retryIn;
+  }
+}
+
+/**
+ * The WHATWG event-stream parser. Feed it text or bytes in any chunking; it calls
+ * onEvent({type, data, lastEventId}) at each blank line that ends an event with data, and
+ * onRetry(ms) for a valid `retry:` field. end() discards an unfinished event (the end of a
+ * stream never dispatches one) and readies the parser for the next stream; lastEventId
+ * survives it, as the standard's "last event ID string" survives reconnections.
+ */
+export class EventStreamParser {
+  constructor(onEvent, onRetry, lastEventId) {
+    this.onEvent = onEvent || (() => {});
+    this.onRetry = onRetry || (() => {});
+    this.onComment = null; // optional: called with each comment's text (keep-alives)
+    this.lastEventId = lastEventId || "";
+    this._startStream();
+  }
+
+  _startStream() {
+    // ignoreBOM: the decoder passes U+FEFF through, so exactly one leading BOM is dropped here.
+    this._decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+    this._atStart = true;   // no character of this stream seen yet: a BOM may come
+    this._afterCR = false;  // the previous chunk ended with CR: skip an LF opening this one
+    this._line = "";        // the unfinished line
+    this._data = "";
+    this._type = "";
+    // An id of an event the previous stream did not finish is dropped with that event; like
+    // browsers, a new stream's id buffer starts from the last id committed.
+    this._idBuffer = this.lastEventId;
+  }
+
+  feed(chunk) {
+    const text = typeof chunk === "string" ? chunk : this._decoder.decode(chunk, { stream: true });
+    let i = 0;
+    const n = text.length;
+    if (n === 0) return;
+    if (this._atStart) {
+      this._atStart = false;
+      if (text.charCodeAt(0) === BOM) i = 1;
+    }
+    if (this._afterCR && i < n) {
+      this._afterCR = false;
+      if (text.charCodeAt(i) === LF) i++;
+    }
+    while (i < n) {
+      let j = i;
+      let c = 0;
+      while (j < n) {
+        c = text.charCodeAt(j);
+        if (c === LF || c === CR) break;
+        j++;
+      }
+      if (j === n) { // no line end in the rest of this chunk: keep it for the next one
+        this._line += text.slice(i);
+        return;
+      }
+      const line = this._line + text.slice(i, j);
+      this._line = "";
+      i = j + 1;
+      if (c === CR) {
+        if (i < n) {
+          if (text.charCodeAt(i) === LF) i++;
+        } else {
+          this._afterCR = true;
+        }
+      }
+      this._processLine(line);
+    }
+  }
+
+  end() {
+    this._startStream();
+  }
+
+  _processLine(line) {
+    if (line === "") {
+      this._dispatch();
+      return;
+    }
+    if (line.charCodeAt(0) === 58 /* ":" */) {
+      if (this.onComment) this.onComment(line.slice(1));
+      return;
+    }
+    let field = line;
+    let value = "";
+    const colon = line.indexOf(":");
+    if (colon >= 0) {
+      field = line.slice(0, colon);
+      value = line.slice(colon + 1);
+      if (value.charCodeAt(0) === 32 /* " " */) value = value.slice(1);
+    }
+    switch (field) {
+      case "event":
+        this._type = value;
+        break;
+      case "data":
+        this._data += value + "\n";
+        break;
+      case "id":
+        if (value.indexOf("\0") < 0) this._idBuffer = value;
+        break;
+      case "retry":
+        if (/^[0-9]+$/.test(value)) this.onRetry(parseInt(value, 10));
+        break;
+      default: // unknown fields are ignored
+    }
+  }
+
+  _dispatch() {
+    // The id is committed even by an event without data, which is then not dispatched.
+    this.lastEventId = this._idBuffer;
+    if (this._data === "") {
+      this._type = "";
+      return;
+    }
+    const data = this._data.slice(0, -1);
+    const type = this._type || "message";
+    this._data = "";
+    this._type = "";
+    this.onEvent({ type, data, lastEventId: this.lastEventId });
+  }
+}
+
+// The sse URL with its last path segment "sse", query and fragment removed.
+function baseFromSseUrl(url) {
+  const u = new URL(url, typeof location !== "undefined" ? location.href : undefined);
+  u.search = "";
+  u.hash = "";
+  u.pathname = u.pathname.replace(/\/sse\/?$/, "");
+  return u.href.replace(/\/+$/, "");
+}
+
+function defaultFetch(input, init) {
+  return globalThis.fetch(input, init); // called through globalThis: browsers refuse an unbound fetch
+}
+
+function reportLater(err) {
+  // A listener's exception must not stop the stream; surface it the way the platform does.
+  if (typeof reportError === "function") reportError(err);
+  else setTimeout(() => { throw err; }, 0);
+}
+
+// The error text of a failed response: Broker's {"error": "..."} or the start of the body.
+async function errorOf(res) {
+  let text = "";
+  try { text = await res.text(); } catch (_) { /* the body could not be read: status only */ }
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (_) { body = text; }
+  const message = body && typeof body === "object" && typeof body.error === "string"
+    ? body.error
+    : (text.slice(0, 200) || res.statusText || "HTTP " + res.status);
+  return { body, message };
+}
+
+async function requestJson(fetchFn, method, url, headers, payload) {
+  const init = { method, headers: Object.assign({}, headers) };
+  if (payload !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(payload);
+  }
+  let res;
+  try {
+    res = await fetchFn(url, init);
+  } catch (err) {
+    throw new BrokerError(0, "network error: " + (err && err.message ? err.message : String(err)), null);
+  }
+  if (!res.ok) {
+    const { body, message } = await errorOf(res);
+    throw new BrokerError(res.status, message, body);
+  }
+  try {
+    return await res.json();
+  } catch (err) {
+    throw new BrokerError(res.status, "the answer is not JSON", null);
+  }
+}
+
+export class BrokerClient extends EventTarget {
+  /**
+   * @param url     the /sse URL (absolute, or relative to the page in a browser)
+   * @param options headers, lastEventId, fetch, retry (ms, default 3000), maxRetry (ms, default
+   *                30000), idleTimeout (ms, default 0 = off: reconnect when nothing, not even a
+   *                keep-alive, arrived for that long)
+   */
+  constructor(url, options) {
+    super();
+    const opts = options || {};
+    this.url = String(url);
+    this.baseUrl = baseFromSseUrl(this.url);
+    this._headers = Object.assign({}, opts.headers || {});
+    this._fetch = opts.fetch || defaultFetch;
+    this._retry = opts.retry === undefined ? 3000 : opts.retry;
+    this._maxRetry = opts.maxRetry === undefined ? 30000 : opts.maxRetry;
+    this._idleTimeout = opts.idleTimeout || 0;
+    this._readyState = CONNECTING;
+    this._failures = 0;
+    this._abort = null;
+    this._wakeUp = null;
+    this._anyListeners = new Set();
+    this.latest = new Map();
+    this._parser = new EventStreamParser(
+      (ev) => this._deliver(ev),
+      (ms) => { this._retry = ms; },
+      opts.lastEventId ? String(opts.lastEventId) : "");
+    // Start after the constructor returns, so listeners added right after `new` see everything.
+    Promise.resolve().then(() => this._run());
+  }
+
+  get readyState() { return this._readyState; }
+  get lastEventId() { return this._parser.lastEventId; }
+
+  /** Calls fn(event) for every event of the stream, whatever its name. Returns an unsubscribe. */
+  onAnyEvent(fn) {
+    this._anyListeners.add(fn);
+    return () => { this._anyListeners.delete(fn); };
+  }
+
+  /** Stops for good: aborts the stream and any pending reconnect. */
+  close() {
+    this._readyState = CLOSED;
+    if (this._abort) this._abort.abort();
+    if (this._wakeUp) this._wakeUp();
+  }
+
+  /** GET /verify with this client's headers: {username, tenant_name}. */
+  verify() {
+    return requestJson(this._fetch, "GET", this.baseUrl + "/verify", this._headers);
+  }
+
+  /** POST /insert with this client's headers: {id}. */
+  insert(event, data) {
+    return requestJson(this._fetch, "POST", this.baseUrl + "/insert", this._headers, { event, data });
+  }
+
+  /** POST /login: the JWT. options.fetch replaces the global fetch. */
+  static async login(baseUrl, username, password, options) {
+    const fetchFn = (options && options.fetch) || defaultFetch;
+    const url = String(baseUrl).replace(/\/+$/, "") + "/login";
+    const body = await requestJson(fetchFn, "POST", url, {}, { username, password });
+    if (!body || typeof body.jwt !== "string") throw new BrokerError(200, "the answer has no jwt", body);
+    return body.jwt;
+  }
+
+  _deliver(ev) {
+    const event = new BrokerMessageEvent(ev.type, { data: ev.data, lastEventId: ev.lastEventId, origin: this._origin });
+    // delete + set: the Map iterates from the least to the most recently updated name.
+    this.latest.delete(ev.type);
+    this.latest.set(ev.type, { type: ev.type, data: ev.data, lastEventId: ev.lastEventId });
+    this.dispatchEvent(event);
+    for (const fn of Array.from(this._anyListeners)) {
+      try { fn(event); } catch (err) { reportLater(err); }
+    }
+  }
+
+  _fail(status, message, fatal, retryIn) {
+    this._readyState = fatal ? CLOSED : CONNECTING;
+    this.dispatchEvent(new BrokerErrorEvent({ status, message, fatal, retryIn }));
+  }
+
+  _nextDelay() {
+    const full = Math.min(this._maxRetry, this._retry * Math.pow(2, this._failures));
+    this._failures = Math.min(this._failures + 1, 30);
+    return Math.round(full / 2 + Math.random() * (full / 2));
+  }
+
+  _sleep(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() { clearTimeout(timer); resolve(); }
+      this._wakeUp = done;
+    }).then(() => { this._wakeUp = null; });
+  }
+
+  async _run() {
+    while (this._readyState !== CLOSED) {
+      const outcome = await this._connectOnce();
+      if (this._readyState === CLOSED) return;
+      if (outcome.fatal) {
+        this._fail(outcome.status, outcome.message, true, null);
+        return;
+      }
+      const delay = this._nextDelay();
+      this._fail(outcome.status, outcome.message, false, delay);
+      if (this._readyState === CLOSED) return; // an error listener closed the client
+      await this._sleep(delay);
+    }
+  }
+
+  // One connection, from the request to the end of its stream: {status, message, fatal}.
+  async _connectOnce() {
+    this._readyState = CONNECTING;
+    const ctrl = new AbortController();
+    this._abort = ctrl;
+    let idleTimer = null;
+    let idle = false;
+    const armIdle = () => {
+      if (!this._idleTimeout) return;
+      clearTimeout(idleTimer);
+      idleTimer = setTimeout(() => { idle = true; ctrl.abort(); }, this._idleTimeout);
+    };
+    try {
+      const headers = Object.assign({ Accept: "text/event-stream" }, this._headers);
+      if (this._parser.lastEventId) headers["Last-Event-ID"] = this._parser.lastEventId;
+      armIdle();
+      const res = await this._fetch(this.url, { method: "GET", headers, signal: ctrl.signal });
+      if (res.status === 401 || res.status === 403) {
+        const { message } = await errorOf(res);
+        return { status: res.status, message, fatal: true };
+      }
+      if (!res.ok || !res.body) {
+        const { message } = await errorOf(res);
+        return { status: res.status, message, fatal: false };
+      }
+      const ctype = (res.headers.get("content-type") || "").toLowerCase();
+      if (ctype.split(";")[0].trim() !== "text/event-stream") {
+        try { await res.body.cancel(); } catch (_) { /* nothing to free */ }
+        return { status: res.status, message: "not an event stream: " + (ctype || "no Content-Type"), fatal: false };
+      }
+      this._origin = new URL(res.url || this.url, typeof location !== "undefined" ? location.href : undefined).origin;
+      this._readyState = OPEN;
+      this._failures = 0;
+      this.dispatchEvent(new Event("open"));
+      const reader = res.body.getReader();
+      for (;;) {
+        armIdle();
+        const { value, done } = await reader.read();
+        if (done) break;
+        if (this._readyState === CLOSED) break;
+        this._parser.feed(value);
+      }
+      return { status: 0, message: "the stream ended", fatal: false };
+    } catch (err) {
+      if (idle) return { status: 0, message: "no data for " + this._idleTimeout + " ms", fatal: false };
+      return { status: 0, message: "network error: " + (err && err.message ? err.message : String(err)), fatal: false };
+    } finally {
+      clearTimeout(idleTimer);
+      this._parser.end();
+      if (this._abort === ctrl) this._abort = null;
+    }
+  }
+}
+
+BrokerClient.CONNECTING = CONNECTING;
+BrokerClient.OPEN = OPEN;
+BrokerClient.CLOSED = CLOSED;
+
+export default BrokerClient;
