@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <orcania.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,30 +97,61 @@ static authn_result check_bearer(const authn *a, const char *jwt, authn_identity
     return AUTHN_OK;
 }
 
-static authn_result check_password(const authn *a, const char *username, const char *password, store_user *user_out,
-                                   const char **why)
+/* A hash of a random password, made once: an unknown user's password is
+ * verified against it, so that a login for a name that does not exist costs
+ * one Argon2id verification like any other and its answer's timing does not
+ * tell which usernames exist. */
+static char *dummy;
+static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+
+static void dummy_make(void)
 {
-    authn_result r = user_usable(a, username, user_out, why);
-    if (r == AUTHN_DENIED && strcmp(*why, "unknown user") == 0) {
-        /* Same answer (and roughly the same time) as a wrong password, so
-         * that usernames cannot be probed. */
+    unsigned char raw[16];
+    char text[33];
+    if (RAND_bytes(raw, sizeof raw) != 1)
+        memset(raw, 0x5a, sizeof raw); /* still a hash that costs the same; nobody logs in as no one */
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(text + 2 * i, 3, "%02x", raw[i]);
+    dummy = password_hash(text);
+}
+
+/* Checks `password` for `username` at the cost of one Argon2id verification
+ * whatever the outcome.  Unknown user, wrong password and revoked user with
+ * a wrong password all answer "wrong username or password"; only a caller
+ * who knows the password learns that the user is revoked. */
+static authn_result password_matches(const authn *a, const char *username, const char *password, store_user *user,
+                                     const char **why)
+{
+    store_status st = store_user_get(a->store, username, user);
+    if (st != STORE_OK && st != STORE_NOT_FOUND) {
+        *why = "the user store is unavailable";
+        return AUTHN_FAULT;
+    }
+    if (st == STORE_NOT_FOUND) {
+        pthread_once(&dummy_once, dummy_make);
+        if (dummy != NULL)
+            (void)password_verify(dummy, password);
         *why = "wrong username or password";
         return AUTHN_DENIED;
     }
-    if (r != AUTHN_OK)
-        return r;
-    if (!password_verify(user_out->password_hash, password)) {
-        store_user_clear(user_out);
+    if (!password_verify(user->password_hash, password)) {
+        store_user_clear(user);
         *why = "wrong username or password";
+        return AUTHN_DENIED;
+    }
+    if (user->revoked) {
+        store_user_clear(user);
+        *why = "user is revoked";
         return AUTHN_DENIED;
     }
     return AUTHN_OK;
 }
 
+
 authn_result authn_password(const authn *a, const char *username, const char *password, store_user *user_out,
                             const char **why)
 {
-    return counted(check_password(a, username, password, user_out, why), FAIL_PASSWORD);
+    return counted(password_matches(a, username, password, user_out, why), FAIL_PASSWORD);
 }
 
 static authn_result check_basic(const authn *a, const char *b64, authn_identity *out, const char **why)
@@ -141,26 +173,27 @@ static authn_result check_basic(const authn *a, const char *b64, authn_identity 
     const char *username = (const char *)decoded, *password = colon + 1;
     store_user user;
     authn_result r = user_usable(a, username, &user, why);
-    if (r == AUTHN_OK) {
-        if (credcache_check(a->basic_cache, username, password, user.password_hash)) {
-            identity_set(out, &user);
-        } else if (password_verify(user.password_hash, password)) {
+    if (r == AUTHN_OK && credcache_check(a->basic_cache, username, password, user.password_hash)) {
+        identity_set(out, &user); /* verified before and unchanged since: no Argon2 */
+        store_user_clear(&user);
+    } else {
+        if (r == AUTHN_OK)
+            store_user_clear(&user);
+        /* Not remembered (or unknown, or revoked): the full check, at the same
+         * cost and with the same answers as a login. */
+        r = password_matches(a, username, password, &user, why);
+        if (r == AUTHN_OK) {
             credcache_remember(a->basic_cache, username, password, user.password_hash);
             identity_set(out, &user);
-        } else {
-            *why = "wrong username or password";
-            r = AUTHN_DENIED;
+            store_user_clear(&user);
         }
-        store_user_clear(&user);
-    } else if (r == AUTHN_DENIED && strcmp(*why, "unknown user") == 0) {
-        *why = "wrong username or password";
     }
     OPENSSL_cleanse(decoded, sizeof decoded);
     return r;
 }
 
-authn_result authn_check(const authn *a, const char *authorization, const char *access_token, authn_identity *out,
-                         const char **why)
+static authn_result check_header(const authn *a, const char *authorization, const char *access_token,
+                                 authn_identity *out, const char **why)
 {
     if (authorization != NULL && authorization[0] != '\0') {
         if (strncasecmp(authorization, "Bearer ", 7) == 0)
@@ -174,4 +207,25 @@ authn_result authn_check(const authn *a, const char *authorization, const char *
         return counted(check_bearer(a, access_token, out, why), FAIL_JWT);
     *why = "missing credentials: send Authorization: Bearer <jwt> or Basic";
     return counted(AUTHN_DENIED, FAIL_MISSING);
+}
+
+/* Every path reads credentials here, whatever its HTTP parser left around
+ * them: a header value's trailing spaces and tabs are not part of it
+ * (RFC 9110, 5.5), and some parsers keep them. */
+authn_result authn_check(const authn *a, const char *authorization, const char *access_token, authn_identity *out,
+                         const char **why)
+{
+    size_t len = authorization != NULL ? strlen(authorization) : 0;
+    if (len == 0 || (authorization[len - 1] != ' ' && authorization[len - 1] != '\t'))
+        return check_header(a, authorization, access_token, out, why);
+    while (len > 0 && (authorization[len - 1] == ' ' || authorization[len - 1] == '\t'))
+        len--;
+    char *trimmed = strndup(authorization, len);
+    if (trimmed == NULL) {
+        *why = "the server is out of memory";
+        return AUTHN_FAULT;
+    }
+    authn_result r = check_header(a, trimmed, access_token, out, why);
+    free(trimmed);
+    return r;
 }

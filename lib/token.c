@@ -93,14 +93,32 @@ int token_verify(const char *secret, const char *token, token_claims *out, const
         goto done;
     }
     errno = 0;
-    out->iat = jwt_get_grant_int(jwt, "iat");
     out->exp = jwt_get_grant_int(jwt, "exp");
     if (errno != 0 || out->exp <= 0) {
         *why = "invalid token: missing exp claim";
         goto done;
     }
-    if (clock_now_s() >= out->exp) {
+    int64_t now = clock_now_s();
+    if (now >= out->exp) {
         *why = "token expired: log in again";
+        goto done;
+    }
+    /* A token from the future was not issued by this deployment's clock: a
+     * forged or mis-stamped one that would otherwise outlive every
+     * revocation stamped before it.  The skew allows for the services'
+     * clocks being a little apart. */
+    errno = 0;
+    out->iat = jwt_get_grant_int(jwt, "iat");
+    if (errno == 0 && out->iat > now + TOKEN_CLOCK_SKEW_S) {
+        *why = "invalid token: issued in the future (iat)";
+        goto done;
+    }
+    if (errno != 0)
+        out->iat = 0;
+    errno = 0;
+    int64_t nbf = jwt_get_grant_int(jwt, "nbf");
+    if (errno == 0 && nbf > now + TOKEN_CLOCK_SKEW_S) {
+        *why = "invalid token: not valid yet (nbf)";
         goto done;
     }
     rc = 0;

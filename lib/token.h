@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 #define TOKEN_NAME_MAX 128
+/* How far in the future a token's iat or nbf may lie and still be taken. */
+#define TOKEN_CLOCK_SKEW_S 60
 
 typedef struct token_claims {
     char sub[TOKEN_NAME_MAX + 1];
@@ -22,8 +24,9 @@ typedef struct token_claims {
 /* A malloc'd signed token, or NULL on failure. */
 char *token_issue(const char *secret, const char *username, const char *tenant, long expiry_s);
 
-/* 0 when `jwt` is a valid, unexpired HS256 token of ours; -1 otherwise with
- * *why set to a static reason fit for a client. */
+/* 0 when `jwt` is a valid, unexpired HS256 token of ours whose iat and nbf
+ * (when present) are not more than TOKEN_CLOCK_SKEW_S ahead of the corrected
+ * clock; -1 otherwise with *why set to a static reason fit for a client. */
 int token_verify(const char *secret, const char *jwt, token_claims *out, const char **why);
 
 #endif

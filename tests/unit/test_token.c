@@ -315,13 +315,46 @@ static void case_refuse_expired(void)
     CHECK(accepted(SECRET, tok));
     free(tok);
 
-    /* A token issued by a clock an hour ahead carries iat/exp an hour ahead. */
+    /* A token issued by a clock an hour ahead carries iat/exp an hour ahead,
+     * and a clock an hour behind refuses it: it was issued in its future. */
     clock_set_offset_ms(3600 * 1000);
     tok = token_issue(SECRET, "alice", "tenant_1", 60);
-    clock_set_offset_ms(0);
     CHECK_INT(token_verify(SECRET, tok, &c, &why), 0);
-    CHECK(c.iat >= clock_now_s() + 3600 - 5);
+    CHECK(c.iat >= clock_now_s() - 5);
+    clock_set_offset_ms(0);
+    CHECK_INT(token_verify(SECRET, tok, &c, &why), -1);
+    CHECK_CONTAINS(why, "future");
     free(tok);
+
+    /* iat and nbf: a little ahead (within TOKEN_CLOCK_SKEW_S) is taken, more is not. */
+    {
+        long long now = (long long)clock_now_s();
+        struct {
+            const char *claims;
+            long long at;
+            int ok;
+        } times[] = {
+            {"iat", now + TOKEN_CLOCK_SKEW_S / 2, 1},
+            {"iat", now + TOKEN_CLOCK_SKEW_S + 60, 0},
+            {"nbf", now - 10, 1},
+            {"nbf", now + TOKEN_CLOCK_SKEW_S + 60, 0},
+        };
+        for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
+            char *p = strcmp(times[i].claims, "iat") == 0
+                          ? fmt("{\"sub\":\"alice\",\"tenant\":\"t\",\"iss\":\"broker\",\"iat\":%lld,\"exp\":%lld}",
+                                times[i].at, now + 7200)
+                          : fmt("{\"sub\":\"alice\",\"tenant\":\"t\",\"iss\":\"broker\",\"iat\":%lld,\"nbf\":%lld,"
+                                "\"exp\":%lld}", now, times[i].at, now + 7200);
+            char *t = make_token(HS256_HEADER, p, EVP_sha256(), SECRET);
+            if (accepted(SECRET, t) != times[i].ok) {
+                fprintf(stderr, "  %s %+lld s: expected %s\n", times[i].claims, times[i].at - now,
+                        times[i].ok ? "accepted" : "refused");
+                check_case_failures++;
+            }
+            free(t);
+            free(p);
+        }
+    }
 
     /* A hand-built token whose exp is in the past. */
     char *pl = payload_with("broker", "alice", "tenant_1", -10, 1);

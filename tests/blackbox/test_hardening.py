@@ -1,0 +1,118 @@
+"""Hardening against an attacker with one account or none: what a token, a password guess
+or a stray byte in a header can and cannot do.
+
+  * A JWT whose iat or nbf lies more than a minute in the future is refused on every path.
+  * One credential parser decides for every path: a trailing space after a token is not part
+    of the header value (RFC 9110, 5.5) and is accepted alike on /verify, /insert and /sse.
+  * Unknown user, wrong password and revoked user with a wrong password get the same answer
+    and cost the same: one Argon2id verification each (counted on /metrics, not timed).
+"""
+
+import json
+import socket
+import time
+import urllib.parse
+
+from conftest import (assert_error, assert_ok, bearer_header, make_jwt, needs_own_server, uniq)
+from sse_client import SSEClient
+
+VERIFY_METRIC = "broker_password_verifications_total"
+
+
+def metric(broker, name):
+    r = broker.get("/metrics")
+    assert r.status_code == 200
+    for line in r.text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def stream_status(broker, headers):
+    with SSEClient.open(broker.base_url, headers=headers) as c:
+        return c.read_head(5)
+
+
+def raw_insert_status(broker, authorization):
+    """POST /insert on a raw socket, the header value exactly as given (no client clean-up)."""
+    u = urllib.parse.urlsplit(broker.base_url)
+    body = b'{"event":"h","data":1}'
+    req = (b"POST /insert HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n%s" % (u.hostname.encode(), u.port, authorization.encode(), len(body), body))
+    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+        s.sendall(req)
+        data = b""
+        deadline = time.monotonic() + 5
+        while b"\r\n" not in data and time.monotonic() < deadline:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+def raw_verify_status(broker, authorization):
+    u = urllib.parse.urlsplit(broker.base_url)
+    req = (b"GET /verify HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\nConnection: close\r\n\r\n"
+           % (u.hostname.encode(), u.port, authorization.encode()))
+    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+        s.sendall(req)
+        data = s.recv(4096)
+    return int(data.split(b" ", 2)[1])
+
+
+def test_future_iat_or_nbf_refused_everywhere(broker):
+    u = broker.create_user()
+    now = int(time.time())
+    good = make_jwt({"sub": u.username, "tenant": u.tenant_name, "iss": "broker", "iat": now,
+                     "exp": now + 3600}, broker.jwt_secret)
+    assert assert_ok(broker.get("/verify", headers=bearer_header(good)))["username"] == u.username
+    for claims in ({"iat": now + 3600}, {"iat": now, "nbf": now + 3600}):
+        payload = {"sub": u.username, "tenant": u.tenant_name, "iss": "broker", "exp": now + 7200}
+        payload.update(claims)
+        tok = make_jwt(payload, broker.jwt_secret)
+        body = assert_error(broker.get("/verify", headers=bearer_header(tok)), 401)
+        assert "future" in body["error"] or "not valid yet" in body["error"], body
+        assert_error(broker.post("/insert", {"event": "x", "data": 1}, headers=bearer_header(tok)), 401)
+        assert raw_insert_status(broker, "Bearer " + tok) == 401, claims
+        assert stream_status(broker, bearer_header(tok)) == 401, claims
+
+
+def test_trailing_space_after_a_token_decided_alike_on_every_path(broker):
+    u = broker.create_user()
+    jwt = broker.login(u.username, u.password)
+    for value in ("Bearer " + jwt + " ", "Bearer " + jwt + "\t "):
+        got = {"verify": raw_verify_status(broker, value), "insert": raw_insert_status(broker, value)}
+        with SSEClient.open_raw(broker.base_url, raw=(
+                "GET /sse HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n" % value).encode()) as c:
+            got["sse"] = c.read_head(5)
+        assert got == {"verify": 200, "insert": 200, "sse": 200}, (repr(value[-3:]), got)
+
+
+def test_unknown_revoked_and_wrong_password_answer_alike(broker_factory):
+    needs_own_server("counts Argon2id verifications on a server of its own")
+    b = broker_factory()
+    known = b.create_user()
+    revoked = b.create_user()
+    assert_ok(b.admin("/revoke_user", username=revoked.username))
+    attempts = [(uniq("nobody"), "whatever-pass"), (known.username, "wrong-password"),
+                (revoked.username, "wrong-password")]
+    answers = []
+    for name, password in attempts:
+        before = metric(b, VERIFY_METRIC)
+        r = b.login_raw(name, password)
+        after = metric(b, VERIFY_METRIC)
+        answers.append((r.status_code, r.json()["error"]))
+        assert after - before == 1, "%s cost %r Argon2id verifications, not 1" % (name, after - before)
+    assert len(set(answers)) == 1 and answers[0][0] == 401, answers
+    # The same through Basic credentials (first check: not remembered yet).
+    basic = []
+    for name, password in attempts:
+        before = metric(b, VERIFY_METRIC)
+        r = b.get("/verify", auth=(name, password))
+        basic.append((r.status_code, r.json()["error"]))
+        assert metric(b, VERIFY_METRIC) - before == 1, name
+    assert len(set(basic)) == 1 and basic[0][0] == 401, basic
+    # Only the holder of the password learns that the account is revoked.
+    body = assert_error(b.login_raw(revoked.username, revoked.password), 401)
+    assert "revoked" in body["error"], body
