@@ -1,9 +1,9 @@
 /*
  * auth.c - the user endpoints.
  *
- * Rules (SPEC.md): username 1-128 characters, unique; password at least 8
+ * Rules (docs/API.md): username 1-128 characters, unique; password at least 8
  * characters; tenant_name 1-128 of [A-Za-z0-9_.-]; email optional, must look
- * like an address and not be at a throwaway domain.  Choices where SPEC.md is
+ * like an address and not be at a throwaway domain.  Choices where docs/API.md is
  * silent (also in README.md):
  *   - a username may not contain ':' (Basic credentials split on the first
  *     colon) nor control characters;

@@ -1,6 +1,6 @@
 /*
  * auth.h - the user system: create, login, verify, revoke, unrevoke, list,
- * get and update users (SPEC.md, HTTP API).
+ * get and update users (docs/API.md, HTTP API).
  */
 #ifndef BROKER_AUTH_H
 #define BROKER_AUTH_H

@@ -1,6 +1,6 @@
-"""The user system of SPEC.md: create_user, login, verify, revoke/unrevoke, list/get/update.
+"""The user system of docs/API.md: create_user, login, verify, revoke/unrevoke, list/get/update.
 
-Choices where SPEC.md is silent (written down here so the server's docs can agree):
+Choices where the API contract is silent (written down here so the server's docs can agree):
   * an empty email "" means "no email": it is accepted and stored (and returned) as null;
   * an unknown username on an admin endpoint is bad input: 400;
   * a missing or mistyped admin_token is a wrong credential (401) or bad input (400): both pass.
@@ -30,7 +30,7 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", 
 
 
 def read_list(name):
-    for d in (DATA_DIR, "/work/shared/data"):
+    for d in (DATA_DIR,):
         p = os.path.join(d, name)
         if os.path.exists(p):
             with open(p) as f:

@@ -1,4 +1,4 @@
-"""Command-line flags and environment variables (SPEC.md, "Command-line flags")."""
+"""Command-line flags and environment variables (docs/API.md, "Command-line flags")."""
 
 import os
 import re
@@ -14,13 +14,13 @@ from conftest import (BROKER_BIN, EXTERNAL_URL, assert_error, assert_ok, clean_e
 pytestmark = pytest.mark.skipif(bool(EXTERNAL_URL),
                                 reason="BROKER_TEST_BASE_URL is set: CLI tests start the binary")
 
-# flag -> default as SPEC.md's table gives it (None: no default to check)
+# flag -> default as the flag table of docs/API.md gives it (None: no default to check)
 SPEC_FLAGS = {
     "origin": ["*"], "port": ["8080"], "jwt_expiry": ["86400"], "jwt_secret": ["secret"],
     "secure": ["false"], "auto_cert": ["true"], "key_path": ["certs/private_key.pem"],
     "cert_path": ["certs/chain.pem"], "certs": ["certs"], "db": ["db"], "domain": None,
     "admin_token": ["letmein"],
-    # beyond the table, with the defaults SPEC.md states
+    # beyond the table, with the documented defaults
     "max_body": ["1048576", "1mib", "1 mib", "1m"], "keepalive": ["15"],
     "store": None, "log_level": None,
 }

@@ -1,4 +1,4 @@
-"""HTTP-level rules of SPEC.md: bad input on every POST endpoint, 404/405/413, CORS, health."""
+"""HTTP-level rules of docs/API.md: bad input on every POST endpoint, 404/405/413, CORS, health."""
 
 import socket
 import time

@@ -1,6 +1,6 @@
-"""POST /insert of SPEC.md: credentials, the event/data rules, ids, body size.
+"""POST /insert of docs/API.md: credentials, the event/data rules, ids, body size.
 
-Choices where SPEC.md is silent (as the stream needs them):
+Choices where the API contract is silent (as the stream needs them):
   * an event name with a line break (\\n or \\r) is bad input (400): it would break SSE framing;
   * "event" is limited in bytes of UTF-8, not characters;
   * ids are per-tenant sequences: a tenant's first id does not depend on other tenants' inserts.

@@ -12,7 +12,7 @@ answer the connection may carry any further request. GET /metrics counts fast-pa
 Everything here talks raw sockets (requests/http.client would hide header order, pipelining
 and partial writes). Every recv has a timeout and every loop a deadline.
 
-Choices where SPEC.md is silent:
+Choices where the API contract is silent:
   * an insert that is refused (400, 401) does not use up an id: the next good insert of the
     tenant gets the next id;
   * after a fast-path insert the engine still owns the connection, so a GET /sse on it starts

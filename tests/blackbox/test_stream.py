@@ -1,9 +1,9 @@
-"""GET /sse of SPEC.md ("The event stream"): headers, snapshot on connect, framing, keep-alive,
+"""GET /sse of docs/API.md ("The event stream"): headers, snapshot on connect, framing, keep-alive,
 tenant isolation, reconnection with Last-Event-ID, credentials, revocation, slow readers,
 many subscribers, bad input.
 
 Talks raw sockets (sse_client.py) so that reading speed, headers and deadlines are ours.
-Every wait is bounded.  Choices where SPEC.md is silent:
+Every wait is bounded.  Choices where the API contract is silent:
   * a GET /sse on a keep-alive connection that already carried another request answers 307 to
     the same URL with "Connection: close" (EventSource follows it onto a new connection);
   * a Last-Event-ID that is not a decimal id is bad input: 400;
