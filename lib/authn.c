@@ -92,6 +92,11 @@ static authn_result check_bearer(const authn *a, const char *jwt, authn_identity
         store_user_clear(&user);
         return AUTHN_DENIED;
     }
+    if (claims.gen != user.token_gen) {
+        *why = "token was voided (the user was revoked or its password changed): log in again";
+        store_user_clear(&user);
+        return AUTHN_DENIED;
+    }
     identity_set(out, &user);
     store_user_clear(&user);
     return AUTHN_OK;

@@ -14,7 +14,7 @@
 
 #define TOKEN_ISSUER "broker"
 
-char *token_issue(const char *secret, const char *username, const char *tenant, long expiry_s)
+char *token_issue(const char *secret, const char *username, const char *tenant, long long gen, long expiry_s)
 {
     jwt_t *jwt = NULL;
     char *out = NULL;
@@ -23,7 +23,7 @@ char *token_issue(const char *secret, const char *username, const char *tenant, 
         return NULL;
     if (jwt_add_grant(jwt, "sub", username) == 0 && jwt_add_grant(jwt, "tenant", tenant) == 0 &&
         jwt_add_grant(jwt, "iss", TOKEN_ISSUER) == 0 && jwt_add_grant_int(jwt, "iat", (long)now) == 0 &&
-        jwt_add_grant_int(jwt, "exp", (long)(now + expiry_s)) == 0 &&
+        jwt_add_grant_int(jwt, "exp", (long)(now + expiry_s)) == 0 && jwt_add_grant_int(jwt, "gen", (long)gen) == 0 &&
         jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) == 0)
         out = jwt_encode_str(jwt);
     if (out == NULL)
@@ -115,6 +115,10 @@ int token_verify(const char *secret, const char *token, token_claims *out, const
     }
     if (errno != 0)
         out->iat = 0;
+    errno = 0;
+    out->gen = jwt_get_grant_int(jwt, "gen");
+    if (errno != 0)
+        out->gen = 0;
     errno = 0;
     int64_t nbf = jwt_get_grant_int(jwt, "nbf");
     if (errno == 0 && nbf > now + TOKEN_CLOCK_SKEW_S) {

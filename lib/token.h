@@ -19,10 +19,11 @@ typedef struct token_claims {
     char tenant[TOKEN_NAME_MAX + 1];
     int64_t iat;
     int64_t exp;
+    int64_t gen; /* the user's token generation at issue ("gen"; 0 when absent) */
 } token_claims;
 
 /* A malloc'd signed token, or NULL on failure. */
-char *token_issue(const char *secret, const char *username, const char *tenant, long expiry_s);
+char *token_issue(const char *secret, const char *username, const char *tenant, long long gen, long expiry_s);
 
 /* 0 when `jwt` is a valid, unexpired HS256 token of ours whose iat and nbf
  * (when present) are not more than TOKEN_CLOCK_SKEW_S ahead of the corrected

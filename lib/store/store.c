@@ -77,6 +77,7 @@ int store_user_copy(store_user *out, const store_user *from)
     out->username = dup_or_null(from->username, &oom);
     out->password_hash = dup_or_null(from->password_hash, &oom);
     out->revoked = from->revoked;
+    out->token_gen = from->token_gen;
     out->tenant_name = dup_or_null(from->tenant_name, &oom);
     out->email = dup_or_null(from->email, &oom);
     out->data = dup_or_null(from->data, &oom);

@@ -35,6 +35,7 @@ typedef struct store_user {
     char *tenant_name;
     char *email;         /* NULL when absent */
     char *data;          /* compact JSON text, NULL when absent */
+    long long token_gen; /* JWTs carry it ("gen"); revoking moves it, voiding every token issued before */
 } store_user;
 
 /* An event as stored.  `data` is compact JSON text. */
@@ -68,9 +69,11 @@ typedef struct store_ops {
     store_status (*user_create)(store *s, const store_user *u);
     store_status (*user_get)(store *s, const char *username, store_user *out);
     store_status (*user_list)(store *s, store_user_fn fn, void *arg);
-    /* Replaces tenant_name, password_hash, email, data and revoked of the user
-     * named u->username. */
+    /* Replaces tenant_name, password_hash, email, data, revoked and token_gen
+     * of the user named u->username. */
     store_status (*user_update)(store *s, const store_user *u);
+    /* Sets revoked; revoking (revoked = 1) also adds one to token_gen in the
+     * same write. */
     store_status (*user_set_revoked)(store *s, const char *username, int revoked);
     /* Stores events, each with its tenant's next sequence number allocated in
      * the same atomic, durable write; keeps the latest-per-name index up to

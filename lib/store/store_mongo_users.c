@@ -22,6 +22,8 @@ static void user_view(const bson_t *doc, store_user *u)
     u->tenant_name = (char *)mg_doc_utf8(doc, "tenant_name");
     u->email = (char *)mg_doc_utf8(doc, "email");
     u->data = (char *)mg_doc_utf8(doc, "data");
+    /* Users stored before token generations have none: generation 0. */
+    u->token_gen = bson_iter_init_find(&it, doc, "token_gen") && BSON_ITER_HOLDS_NUMBER(&it) ? bson_iter_as_int64(&it) : 0;
 }
 
 /* The mutable fields of a user, as stored (user_update $sets these). */
@@ -32,6 +34,7 @@ static void append_user_fields(bson_t *doc, const store_user *u)
     mg_append_utf8_or_null(doc, "tenant_name", u->tenant_name);
     mg_append_utf8_or_null(doc, "email", u->email);
     mg_append_utf8_or_null(doc, "data", u->data);
+    BSON_APPEND_INT64(doc, "token_gen", u->token_gen);
 }
 
 store_status mongo_user_create(store *base, const store_user *u)
@@ -129,8 +132,10 @@ store_status mongo_user_list(store *base, store_user_fn fn, void *arg)
     return ret;
 }
 
-/* $set on the user named `username`; no match = no such user. */
-static store_status user_set(mongo_store *s, const char *username, const bson_t *set, const char *what)
+/* $set (and $inc, when `inc` is not NULL) on the user named `username`; no
+ * match = no such user. */
+static store_status user_set(mongo_store *s, const char *username, const bson_t *set, const bson_t *inc,
+                             const char *what)
 {
     if (username == NULL)
         return STORE_NOT_FOUND;
@@ -140,6 +145,8 @@ static store_status user_set(mongo_store *s, const char *username, const bson_t 
     bson_t *filter = BCON_NEW("username", BCON_UTF8(username));
     bson_t update = BSON_INITIALIZER;
     BSON_APPEND_DOCUMENT(&update, "$set", set);
+    if (inc != NULL)
+        BSON_APPEND_DOCUMENT(&update, "$inc", inc);
     bson_t reply;
     bson_error_t err;
     store_status ret;
@@ -158,7 +165,7 @@ store_status mongo_user_update(store *base, const store_user *u)
 {
     bson_t set = BSON_INITIALIZER;
     append_user_fields(&set, u);
-    store_status ret = user_set((mongo_store *)base, u->username, &set, "user update");
+    store_status ret = user_set((mongo_store *)base, u->username, &set, NULL, "user update");
     bson_destroy(&set);
     return ret;
 }
@@ -167,7 +174,11 @@ store_status mongo_user_set_revoked(store *base, const char *username, int revok
 {
     bson_t set = BSON_INITIALIZER;
     BSON_APPEND_BOOL(&set, "revoked", revoked != 0);
-    store_status ret = user_set((mongo_store *)base, username, &set, "user set revoked");
+    /* Revoking moves the token generation in the same update (see store.h). */
+    bson_t inc = BSON_INITIALIZER;
+    BSON_APPEND_INT64(&inc, "token_gen", revoked != 0);
+    store_status ret = user_set((mongo_store *)base, username, &set, revoked ? &inc : NULL, "user set revoked");
+    bson_destroy(&inc);
     bson_destroy(&set);
     return ret;
 }

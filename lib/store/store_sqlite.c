@@ -44,7 +44,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2 /* 2: users.token_gen */
 #define READER_IDLE_MAX 8
 #define BUSY_TIMEOUT_MS 5000
 #define DB_FILE_NAME "broker.sqlite3"
@@ -75,15 +75,17 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
     [STMT_ROLLBACK] = "ROLLBACK",
-    [STMT_USER_INSERT] = "INSERT INTO users(id, username, password_hash, revoked, tenant_name, email, data)"
-                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    [STMT_USER_GET] = "SELECT id, username, password_hash, revoked, tenant_name, email, data"
+    [STMT_USER_INSERT] = "INSERT INTO users(id, username, password_hash, revoked, tenant_name, email, data,"
+                         " token_gen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [STMT_USER_GET] = "SELECT id, username, password_hash, revoked, tenant_name, email, data, token_gen"
                       " FROM users WHERE username = ?1",
-    [STMT_USER_LIST] = "SELECT id, username, password_hash, revoked, tenant_name, email, data"
+    [STMT_USER_LIST] = "SELECT id, username, password_hash, revoked, tenant_name, email, data, token_gen"
                        " FROM users ORDER BY rowid",
     [STMT_USER_UPDATE] = "UPDATE users SET tenant_name = ?2, password_hash = ?3, email = ?4, data = ?5,"
-                         " revoked = ?6 WHERE username = ?1",
-    [STMT_USER_SET_REVOKED] = "UPDATE users SET revoked = ?2 WHERE username = ?1",
+                         " revoked = ?6, token_gen = ?7 WHERE username = ?1",
+    /* Revoking moves the token generation in the same statement, so no
+     * token issued before a revocation works again after an unrevoke. */
+    [STMT_USER_SET_REVOKED] = "UPDATE users SET revoked = ?2, token_gen = token_gen + ?2 WHERE username = ?1",
     /* Takes ?2 sequence numbers at once; returns the last of them. */
     [STMT_TENANT_NEXT_SEQ] = "INSERT INTO tenants(name, seq) VALUES (?1, ?2)"
                              " ON CONFLICT(name) DO UPDATE SET seq = seq + excluded.seq RETURNING seq",
@@ -107,7 +109,8 @@ static const char schema_sql[] =
     "  revoked INTEGER NOT NULL DEFAULT 0,"
     "  tenant_name TEXT NOT NULL,"
     "  email TEXT,"
-    "  data TEXT);"
+    "  data TEXT,"
+    "  token_gen INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS tenants ("
     "  name TEXT PRIMARY KEY,"
     "  seq INTEGER NOT NULL) WITHOUT ROWID;"
@@ -296,6 +299,13 @@ static int writer_setup(sqlite_conn *c)
     }
     char version_sql[64];
     snprintf(version_sql, sizeof(version_sql), "PRAGMA user_version=%d", SCHEMA_VERSION);
+    /* A version 1 database (before token generations) gains the column; its
+     * users start at generation 0, which their tokens (no "gen") also carry. */
+    if (version == 1 &&
+        exec_sql(c, "ALTER TABLE users ADD COLUMN token_gen INTEGER NOT NULL DEFAULT 0", "schema upgrade to 2") != 0) {
+        exec_sql(c, "ROLLBACK", "schema rollback");
+        return -1;
+    }
     if (exec_sql(c, schema_sql, "create schema") != 0 || exec_sql(c, version_sql, "schema version") != 0 ||
         exec_sql(c, "COMMIT", "schema commit") != 0) {
         exec_sql(c, "ROLLBACK", "schema rollback");
@@ -554,6 +564,7 @@ static void user_view(sqlite3_stmt *st, store_user *u)
     u->tenant_name = (char *)col_text(st, 4);
     u->email = (char *)col_text(st, 5);
     u->data = (char *)col_text(st, 6);
+    u->token_gen = sqlite3_column_int64(st, 7);
 }
 
 static int event_view_call(sqlite3_stmt *st, const char *tenant, store_event_fn fn, void *arg)
@@ -588,6 +599,7 @@ static store_status sqlite_user_create(store *base, const store_user *u)
         bind_text(st, 5, u->tenant_name);
         bind_text(st, 6, u->email);
         bind_text(st, 7, u->data);
+        sqlite3_bind_int64(st, 8, u->token_gen);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_DONE)
             ret = STORE_OK;
@@ -683,6 +695,7 @@ static store_status sqlite_user_update(store *base, const store_user *u)
         bind_text(st, 4, u->email);
         bind_text(st, 5, u->data);
         sqlite3_bind_int(st, 6, u->revoked != 0);
+        sqlite3_bind_int64(st, 7, u->token_gen);
         ret = user_update_run(s, st, "user update");
     }
     pthread_mutex_unlock(&s->write_lock);

@@ -214,7 +214,7 @@ static int login(const struct _u_request *req, struct _u_response *resp, void *c
     store_user u;
     authn_result r = authn_password(&rt->authn, username, password, &u, &why);
     if (r == AUTHN_OK) {
-        char *jwt = token_issue(rt->cfg.jwt_secret, u.username, u.tenant_name, rt->cfg.jwt_expiry);
+        char *jwt = token_issue(rt->cfg.jwt_secret, u.username, u.tenant_name, u.token_gen, rt->cfg.jwt_expiry);
         ret = jwt ? http_reply_json(resp, 200, json_pack("{s:s}", "jwt", jwt))
                   : http_reply_error(resp, 500, "could not sign a token");
         free(jwt);
@@ -356,6 +356,7 @@ static int update_user(const struct _u_request *req, struct _u_response *resp, v
         }
         free(u.password_hash);
         u.password_hash = hash;
+        u.token_gen++; /* a new password voids the tokens the old one got */
     }
     if (json_object_get(body, "email") != NULL) {
         free(u.email);

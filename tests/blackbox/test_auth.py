@@ -376,8 +376,10 @@ class TestVerify:
         assert_error(broker.verify(bearer_header(token)), 401)
         assert_error(broker.verify(u.basic()), 401)
         assert_ok(broker.admin("/unrevoke_user", username=u.username))
-        assert_ok(broker.verify(bearer_header(token)))
+        # The password still works; a token issued before the revocation stays void.
+        assert_error(broker.verify(bearer_header(token)), 401)
         assert_ok(broker.verify(u.basic()))
+        assert_ok(broker.verify(bearer_header(broker.login(u.username, u.password))))
 
 
 @pytest.fixture(scope="module")

@@ -116,3 +116,33 @@ def test_unknown_revoked_and_wrong_password_answer_alike(broker_factory):
     # Only the holder of the password learns that the account is revoked.
     body = assert_error(b.login_raw(revoked.username, revoked.password), 401)
     assert "revoked" in body["error"], body
+
+
+def test_token_from_before_a_revocation_stays_void_after_unrevoke(broker):
+    u = broker.create_user()
+    old = broker.login(u.username, u.password)
+    assert_ok(broker.get("/verify", headers=bearer_header(old)))
+    assert_ok(broker.admin("/revoke_user", username=u.username))
+    assert_error(broker.get("/verify", headers=bearer_header(old)), 401)
+    assert_ok(broker.admin("/unrevoke_user", username=u.username))
+    for attempt in (broker.get("/verify", headers=bearer_header(old)),
+                    broker.post("/insert", {"event": "x", "data": 1}, headers=bearer_header(old))):
+        body = assert_error(attempt, 401)
+        assert "log in again" in body["error"], body
+    assert raw_insert_status(broker, "Bearer " + old) == 401
+    assert stream_status(broker, bearer_header(old)) == 401
+    new = broker.login(u.username, u.password)  # a fresh login works at once
+    assert assert_ok(broker.get("/verify", headers=bearer_header(new)))["username"] == u.username
+    assert stream_status(broker, bearer_header(new)) == 200
+
+
+def test_password_change_voids_earlier_tokens(broker):
+    u = broker.create_user()
+    old = broker.login(u.username, u.password)
+    assert_ok(broker.admin("/update_user", username=u.username, password="a-new-password"))
+    assert_error(broker.get("/verify", headers=bearer_header(old)), 401)
+    new = broker.login(u.username, "a-new-password")
+    assert_ok(broker.get("/verify", headers=bearer_header(new)))
+    # Other updates (data, email) leave tokens alone.
+    assert_ok(broker.admin("/update_user", username=u.username, data={"k": 1}))
+    assert_ok(broker.get("/verify", headers=bearer_header(new)))

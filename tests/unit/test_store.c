@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <mongoc/mongoc.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,22 +191,34 @@ static void case_users(store *s)
     store_user alice2 = make_user(ALICE_ID, "alice", "$argon2id$v=19$m=65536,t=3,p=4$bmV3$bmV3aGFzaA", "t_2", NULL,
                                   "[1,2,3]");
     alice2.revoked = 1;
+    alice2.token_gen = 7;
     CHECK_ST(store_user_update(s, &alice2), STORE_OK);
     CHECK_ST(store_user_get(s, "alice", &got), STORE_OK);
     CHECK(user_matches(&got, &alice2));
+    CHECK(got.token_gen == 7);
     CHECK(strcmp(got.id, ALICE_ID) == 0);
     store_user_clear(&got);
 
-    /* Revoke and unrevoke change nothing else. */
+    /* Unrevoking changes nothing else; revoking also moves the token
+     * generation, once per revocation, so that an unrevoke cannot bring old
+     * tokens back. */
     CHECK_ST(store_user_set_revoked(s, "alice", 0), STORE_OK);
     CHECK_ST(store_user_get(s, "alice", &got), STORE_OK);
     alice2.revoked = 0;
     CHECK(user_matches(&got, &alice2));
+    CHECK(got.token_gen == 7);
+    store_user_clear(&got);
+    CHECK_ST(store_user_get(s, "bob", &got), STORE_OK);
+    CHECK(got.token_gen == 0);
     store_user_clear(&got);
     CHECK_ST(store_user_set_revoked(s, "bob", 1), STORE_OK);
-    CHECK_ST(store_user_set_revoked(s, "bob", 1), STORE_OK); /* idempotent */
+    CHECK_ST(store_user_set_revoked(s, "bob", 1), STORE_OK); /* still revoked */
     CHECK_ST(store_user_get(s, "bob", &got), STORE_OK);
-    CHECK(got.revoked == 1 && str_eq(got.tenant_name, "t_10"));
+    CHECK(got.revoked == 1 && str_eq(got.tenant_name, "t_10") && got.token_gen == 2);
+    store_user_clear(&got);
+    CHECK_ST(store_user_set_revoked(s, "bob", 0), STORE_OK);
+    CHECK_ST(store_user_get(s, "bob", &got), STORE_OK);
+    CHECK(got.revoked == 0 && got.token_gen == 2);
     store_user_clear(&got);
 
     CHECK_ST(store_ping(s), STORE_OK);
@@ -694,6 +707,38 @@ static void run_open_cases(const char *root)
     finish_case("store_open");
 }
 
+/* A database written by a broker before token generations (schema 1) opens,
+ * gains users.token_gen at 0, and revocation moves it. */
+static void run_schema_upgrade_case(const char *root)
+{
+    char file[4096];
+    sqlite3 *db = NULL;
+    case_failed = 0;
+    snprintf(file, sizeof(file), "%s/v1.sqlite3", root);
+    CHECK(sqlite3_open(file, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+                       "CREATE TABLE users (id TEXT NOT NULL, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,"
+                       " revoked INTEGER NOT NULL DEFAULT 0, tenant_name TEXT NOT NULL, email TEXT, data TEXT);"
+                       "INSERT INTO users VALUES ('" ALICE_ID "', 'old', 'h', 0, 't', NULL, NULL);"
+                       "PRAGMA user_version=1;",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    store *s = store_open(file);
+    CHECK(s != NULL);
+    if (s != NULL) {
+        store_user got = {0};
+        CHECK_ST(store_user_get(s, "old", &got), STORE_OK);
+        CHECK(got.token_gen == 0 && str_eq(got.tenant_name, "t"));
+        store_user_clear(&got);
+        CHECK_ST(store_user_set_revoked(s, "old", 1), STORE_OK);
+        CHECK_ST(store_user_get(s, "old", &got), STORE_OK);
+        CHECK(got.token_gen == 1 && got.revoked == 1);
+        store_user_clear(&got);
+        store_close(s);
+    }
+    finish_case("schema upgrade 1 -> 2");
+}
+
 /* ---- MongoDB: the same cases, when BROKER_TEST_MONGODB_URI names a server ---------- */
 
 #define MONGO_CASES_MAX 16
@@ -805,6 +850,7 @@ int main(void)
     }
     run_conformance(store_sqlite_open, root);
     run_open_cases(root);
+    run_schema_upgrade_case(root);
     int skipped = run_mongo_conformance();
 
     if (cases_failed == 0)

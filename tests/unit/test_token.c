@@ -143,7 +143,7 @@ static void case_roundtrip(void)
 {
     clock_set_offset_ms(0);
     int64_t before = clock_now_s();
-    char *tok = token_issue(SECRET, "alice", "tenant_1", 3600);
+    char *tok = token_issue(SECRET, "alice", "tenant_1", 0, 3600);
     int64_t after = clock_now_s();
     CHECK(tok != NULL);
     if (tok == NULL)
@@ -195,7 +195,7 @@ static void case_roundtrip(void)
     char longname[TOKEN_NAME_MAX + 1];
     memset(longname, 'n', TOKEN_NAME_MAX);
     longname[TOKEN_NAME_MAX] = '\0';
-    tok = token_issue(SECRET, longname, longname, 60);
+    tok = token_issue(SECRET, longname, longname, 0, 60);
     CHECK(tok != NULL);
     CHECK_INT(token_verify(SECRET, tok, &c, &why), 0);
     CHECK_STR(c.sub, longname);
@@ -261,7 +261,7 @@ static void case_refuse_signature(void)
     free(pl);
 
     /* Tampered payload: a real token with its tenant changed, signature kept. */
-    char *real = token_issue(SECRET, "alice", "tenant_1", 3600);
+    char *real = token_issue(SECRET, "alice", "tenant_1", 0, 3600);
     CHECK(real != NULL && accepted(SECRET, real));
     if (real != NULL) {
         json_t *p = decode_payload(real);
@@ -298,7 +298,7 @@ static void case_refuse_signature(void)
 static void case_refuse_expired(void)
 {
     clock_set_offset_ms(0);
-    char *tok = token_issue(SECRET, "alice", "tenant_1", 60);
+    char *tok = token_issue(SECRET, "alice", "tenant_1", 0, 60);
     CHECK(tok != NULL);
     CHECK(accepted(SECRET, tok));
     /* 30 s later: still valid. */
@@ -318,7 +318,7 @@ static void case_refuse_expired(void)
     /* A token issued by a clock an hour ahead carries iat/exp an hour ahead,
      * and a clock an hour behind refuses it: it was issued in its future. */
     clock_set_offset_ms(3600 * 1000);
-    tok = token_issue(SECRET, "alice", "tenant_1", 60);
+    tok = token_issue(SECRET, "alice", "tenant_1", 0, 60);
     CHECK_INT(token_verify(SECRET, tok, &c, &why), 0);
     CHECK(c.iat >= clock_now_s() - 5);
     clock_set_offset_ms(0);
