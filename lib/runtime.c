@@ -108,7 +108,7 @@ static int readyz(const struct _u_request *req, struct _u_response *resp, void *
     broker_runtime *rt = ctx;
     (void)req;
     if (store_ping(rt->store) != STORE_OK)
-        return http_reply_json(resp, 503, json_pack("{s:s,s:s}", "status", "unavailable", "error", "the store does not answer"));
+        return http_reply_json(resp, 503, json_pack("{s:s,s:s}", "status", "unavailable", "error", "the store does not answer or cannot write (see the log)"));
     if (rt->ready_check != NULL) {
         const char *why = rt->ready_check(rt, rt->ready_check_arg);
         if (why != NULL)

@@ -37,11 +37,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SCHEMA_VERSION 2 /* 2: users.token_gen */
@@ -67,6 +69,7 @@ enum stmt_id {
     STMT_EVENT_LATEST,
     STMT_EVENT_RANGE,
     STMT_PING,
+    STMT_PROBE_WRITE,
     STMT_COUNT
 };
 
@@ -99,6 +102,8 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_EVENT_RANGE] = "SELECT seq, event, data, ts FROM events"
                          " WHERE tenant = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
     [STMT_PING] = "SELECT count(*) FROM sqlite_schema",
+    /* A write of a few bytes: can the store write at all (a full disk)? */
+    [STMT_PROBE_WRITE] = "INSERT INTO probe(id, at) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET at = excluded.at",
 };
 
 static const char schema_sql[] =
@@ -121,6 +126,7 @@ static const char schema_sql[] =
     "  data TEXT NOT NULL,"
     "  ts INTEGER NOT NULL,"
     "  PRIMARY KEY (tenant, seq)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS latest ("
     "  tenant TEXT NOT NULL,"
     "  event TEXT NOT NULL,"
@@ -155,6 +161,11 @@ typedef struct sqlite_store {
     pthread_mutex_t pool_lock; /* guards idle[] and n_idle */
     sqlite_conn *idle[READER_IDLE_MAX];
     int n_idle;
+    /* The last write of events failed (a full disk, an I/O error): until a
+     * write succeeds again, ping says the store is not ready, and tries a
+     * small write itself so that readiness comes back with the space even
+     * when no client writes meanwhile. */
+    _Atomic int write_failing;
 } sqlite_store;
 
 static const store_ops sqlite_ops;
@@ -818,6 +829,7 @@ static void commit_batch(sqlite_store *s, insert_req *batch)
     if (ret != STORE_OK)
         conn_abort(c);
     pthread_mutex_unlock(&s->write_lock);
+    atomic_store(&s->write_failing, ret != STORE_OK);
     for (insert_req *r = batch; r != NULL; r = r->next)
         r->item->status = ret;
 }
@@ -958,9 +970,29 @@ static store_status sqlite_event_range(store *base, const char *tenant, uint64_t
     return ret;
 }
 
+/* One small durable write, under the write lock; clears write_failing when it
+ * goes through. */
+static store_status probe_write(sqlite_store *s)
+{
+    pthread_mutex_lock(&s->write_lock);
+    store_status ret = STORE_UNAVAILABLE;
+    sqlite3_stmt *st = conn_stmt(s->writer, STMT_PROBE_WRITE);
+    if (st != NULL) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)time(NULL));
+        ret = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : sq_fail(s->writer, "probe write");
+        stmt_done(st);
+    }
+    pthread_mutex_unlock(&s->write_lock);
+    if (ret == STORE_OK)
+        atomic_store(&s->write_failing, 0);
+    return ret;
+}
+
 static store_status sqlite_ping(store *base)
 {
     sqlite_store *s = (sqlite_store *)base;
+    if (atomic_load(&s->write_failing) && probe_write(s) != STORE_OK)
+        return STORE_UNAVAILABLE;
     sqlite_conn *c = reader_acquire(s);
     if (c == NULL)
         return STORE_UNAVAILABLE;

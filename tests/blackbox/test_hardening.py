@@ -146,3 +146,55 @@ def test_password_change_voids_earlier_tokens(broker):
     # Other updates (data, email) leave tokens alone.
     assert_ok(broker.admin("/update_user", username=u.username, data={"k": 1}))
     assert_ok(broker.get("/verify", headers=bearer_header(new)))
+
+
+def test_readyz_says_not_ready_on_a_full_disk_and_recovers(broker_factory, tmp_path):
+    needs_own_server("puts a server's store on a small file system of its own")
+    import os
+    import subprocess
+    import pytest
+    if os.environ.get("BROKER_TEST_STORE_URI"):
+        pytest.skip("the embedded store's full disk: this run's servers use MongoDB, whose server owns its disk")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+                                          capture_output=True).returncode != 0:
+        import pytest
+        pytest.skip("needs root to mount a small tmpfs for the store (cannot run on this machine)")
+    b = None
+    try:
+        b = broker_factory(["--db", str(mnt / "db")], db_flag=False)
+        u = b.create_user()
+        jwt = b.login(u.username, u.password)
+        assert_ok(b.post("/insert", {"event": "before", "data": 1}, headers=bearer_header(jwt)))
+        assert assert_ok(b.get("/readyz"))["status"] == "ready"
+        # Fill the file system, then insert until the store refuses (bounded).
+        filler = mnt / "filler"
+        fd = os.open(str(filler), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for _ in range(4096):
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass  # full: what this test wants
+        finally:
+            os.close(fd)
+        refused = None
+        for i in range(500):
+            r = b.post("/insert", {"event": "fill", "data": "x" * 2000}, headers=bearer_header(jwt))
+            if r.status_code != 200:
+                refused = r
+                break
+        assert refused is not None and refused.status_code == 500, "no insert was refused on a full disk"
+        body = b.get("/readyz")
+        assert body.status_code == 503 and "write" in body.json()["error"], body.text
+        assert_ok(b.get("/healthz"))  # alive, just not ready
+        os.unlink(filler)
+        deadline = time.monotonic() + 10
+        while b.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert assert_ok(b.get("/readyz"))["status"] == "ready"
+        assert_ok(b.post("/insert", {"event": "after", "data": 2}, headers=bearer_header(jwt)))
+    finally:
+        if b is not None:
+            b.stop()
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
