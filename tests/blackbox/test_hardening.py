@@ -198,3 +198,25 @@ def test_readyz_says_not_ready_on_a_full_disk_and_recovers(broker_factory, tmp_p
         if b is not None:
             b.stop()
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_no_credential_in_the_log(broker_factory):
+    needs_own_server("reads the whole log of a server of its own")
+    b = broker_factory(["--log_level=debug"])
+    u = b.create_user()
+    jwt = b.login(u.username, u.password)
+    forged = jwt[:-6] + ("AAAAAA" if not jwt.endswith("AAAAAA") else "BBBBBB")
+    with SSEClient.open(b.base_url, path="/sse?access_token=" + jwt) as c:
+        assert c.read_head(5) == 200
+    with SSEClient.open(b.base_url, path="/sse?access_token=" + forged) as c:
+        assert c.read_head(5) == 401
+    assert_error(b.get("/verify", headers=bearer_header(forged)), 401)
+    assert_error(b.post("/insert", {"event": "x", "data": 1}, headers=bearer_header(forged)), 401)
+    assert_error(b.login_raw(u.username, "a wrong password"), 401)
+    assert_ok(b.get("/verify", headers=u.basic()))
+    b.stop()
+    text = b.stderr_text()
+    assert "/verify 401" in text, "the debug log wrote no request lines: nothing was checked\n" + text[-2000:]
+    sig = jwt.rsplit(".", 1)[1]
+    for secret in (jwt, forged, sig, u.password, "a wrong password", u.basic()["Authorization"].split()[1]):
+        assert secret not in text, "a credential is in the log: %r" % secret
