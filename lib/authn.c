@@ -2,6 +2,7 @@
  * authn.c - Bearer, Basic and access_token credentials against the store.
  */
 #include "authn.h"
+#include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "password.h"
@@ -51,6 +52,35 @@ void authn_count_admin_failure(void)
 void authn_metrics_init(void)
 {
     pthread_once(&failures_once, failures_register);
+}
+
+static __thread long retry_after_s;
+
+unsigned authn_status(authn_result r)
+{
+    switch (r) {
+    case AUTHN_OK:
+        return 200;
+    case AUTHN_DENIED:
+        return 401;
+    case AUTHN_LIMITED:
+        return 429;
+    case AUTHN_FAULT:
+        break;
+    }
+    return 500;
+}
+
+long authn_retry_after(void)
+{
+    return retry_after_s;
+}
+
+int authn_reply_refusal(struct _u_response *resp, authn_result r, const char *why)
+{
+    if (r == AUTHN_LIMITED)
+        return http_reply_limited(resp, retry_after_s, why);
+    return http_reply_error(resp, authn_status(r), "%s", why);
 }
 
 static authn_result user_usable(const authn *a, const char *username, store_user *user, const char **why)
@@ -153,10 +183,28 @@ static authn_result password_matches(const authn *a, const char *username, const
 }
 
 
+/* password_matches() behind the user's bucket of failed attempts: a token is
+ * taken first and given back when the password was right. */
+static authn_result password_matches_limited(const authn *a, const char *username, const char *password,
+                                             store_user *user, const char **why)
+{
+    size_t len = strlen(username);
+    long wait = ratelimit_take(a->failed_by_user, username, len);
+    if (wait > 0) {
+        retry_after_s = wait;
+        *why = "too many failed attempts for this user: try again later (Retry-After)";
+        return AUTHN_LIMITED;
+    }
+    authn_result r = password_matches(a, username, password, user, why);
+    if (r == AUTHN_OK || r == AUTHN_FAULT)
+        ratelimit_refund(a->failed_by_user, username, len);
+    return r;
+}
+
 authn_result authn_password(const authn *a, const char *username, const char *password, store_user *user_out,
                             const char **why)
 {
-    return counted(password_matches(a, username, password, user_out, why), FAIL_PASSWORD);
+    return counted(password_matches_limited(a, username, password, user_out, why), FAIL_PASSWORD);
 }
 
 static authn_result check_basic(const authn *a, const char *b64, authn_identity *out, const char **why)
@@ -186,7 +234,7 @@ static authn_result check_basic(const authn *a, const char *b64, authn_identity 
             store_user_clear(&user);
         /* Not remembered (or unknown, or revoked): the full check, at the same
          * cost and with the same answers as a login. */
-        r = password_matches(a, username, password, &user, why);
+        r = password_matches_limited(a, username, password, &user, why);
         if (r == AUTHN_OK) {
             credcache_remember(a->basic_cache, username, password, user.password_hash);
             identity_set(out, &user);

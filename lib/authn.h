@@ -12,6 +12,7 @@
 #define BROKER_AUTHN_H
 
 #include "credcache.h"
+#include "ratelimit.h"
 #include "store.h"
 #include "token.h"
 
@@ -19,6 +20,10 @@ typedef struct authn {
     store *store;
     const char *jwt_secret;
     credcache *basic_cache;
+    /* Failed password checks per username (logins and first Basic checks);
+     * NULL = no limit.  A user whose bucket is empty gets AUTHN_LIMITED
+     * without an Argon2id verification. */
+    ratelimit *failed_by_user;
 } authn;
 
 typedef struct authn_identity {
@@ -30,7 +35,19 @@ typedef enum authn_result {
     AUTHN_OK = 0,
     AUTHN_DENIED = 1, /* answer 401 with *why */
     AUTHN_FAULT = 2,  /* the store failed: answer 500 */
+    AUTHN_LIMITED = 3, /* too many failed attempts: answer 429 with Retry-After: authn_retry_after() */
 } authn_result;
+
+/* The HTTP status of a result: 200, 401, 429 or 500. */
+unsigned authn_status(authn_result r);
+/* After AUTHN_LIMITED: the seconds until the calling thread's caller may try
+ * again (the Retry-After value). */
+long authn_retry_after(void);
+
+struct _u_response;
+/* Answers a refused credential on the request/response server: 401, 429
+ * with Retry-After, or 500, with `why`.  Returns U_CALLBACK_COMPLETE. */
+int authn_reply_refusal(struct _u_response *resp, authn_result r, const char *why);
 
 /* `authorization` is the Authorization header (may be NULL); `access_token`
  * the query parameter (NULL where not accepted). */

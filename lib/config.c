@@ -55,6 +55,10 @@ static const flag_def FLAGS[] = {
     {"stream_workers", FLAG_INT, "1", OFF(stream_workers), 1, 64, "SSE worker processes sharing the port (SO_REUSEPORT)"},
     {"console", FLAG_BOOL, "true", OFF(console), 0, 0, "serve the web console at /console/ (user service and all-in-one)"},
     {"log_format", FLAG_STRING, "text", OFF(log_format), 0, 0, "text (one line per message) or json (one JSON object per line)"},
+    {"login_limit_user", FLAG_INT, "10", OFF(login_limit_user), 0, 1000000, "failed password checks a minute per username (logins, first Basic checks) before 429; 0 = no limit"},
+    {"login_limit_ip", FLAG_INT, "30", OFF(login_limit_ip), 0, 1000000, "failed logins a minute per client address before 429; 0 = no limit"},
+    {"admin_limit_ip", FLAG_INT, "10", OFF(admin_limit_ip), 0, 1000000, "wrong admin_tokens a minute per client address before 429; 0 = no limit"},
+    {"trusted_proxies", FLAG_STRING, "", OFF(trusted_proxies), 0, 0, "addresses (comma-separated) of gateways whose X-Forwarded-For names the client, for the per-address limits"},
 };
 
 #define NFLAGS (sizeof(FLAGS) / sizeof(FLAGS[0]))

@@ -39,6 +39,10 @@ typedef struct broker_config {
     long stream_workers;/* stream processes (all-in-one: 1) */
     int console;        /* serve the web console at /console/ */
     char *log_format;   /* "text" or "json" */
+    long login_limit_user;  /* failed password checks a minute per username; 0 = none */
+    long login_limit_ip;    /* failed logins a minute per client address; 0 = none */
+    long admin_limit_ip;    /* wrong admin_tokens a minute per client address; 0 = none */
+    char *trusted_proxies;  /* comma-separated addresses whose X-Forwarded-For names the client */
 } broker_config;
 
 /* The release, set by the build (CMakeLists.txt, project VERSION). */

@@ -336,3 +336,59 @@ void http_server_log_urls(const http_server *s, const char *service)
     log_info("%s %s serving http://%s:%ld%s:%s", service, BROKER_VERSION, any ? "localhost" : s->cfg->bind,
              s->cfg->port, any ? " (all interfaces)" : "", paths);
 }
+
+static void sockaddr_text(const struct sockaddr *sa, char *out, size_t size)
+{
+    snprintf(out, size, "unknown");
+    if (sa == NULL)
+        return;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)size);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)size);
+}
+
+/* 1 when `addr` is one of the comma-separated `list`. */
+static int listed(const char *list, const char *addr)
+{
+    size_t n = strlen(addr);
+    for (const char *p = list; p != NULL && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len > 0 && p[0] == ' ')
+            p++, len--;
+        while (len > 0 && p[len - 1] == ' ')
+            len--;
+        if (len == n && strncmp(p, addr, n) == 0)
+            return 1;
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+void http_client_address(const struct _u_request *req, const broker_config *cfg, char *out, size_t size)
+{
+    sockaddr_text(req->client_address, out, size);
+    const char *xff = u_map_get_case(req->map_header, "X-Forwarded-For");
+    if (xff == NULL || cfg->trusted_proxies[0] == '\0' || !listed(cfg->trusted_proxies, out))
+        return;
+    const char *last = strrchr(xff, ',');
+    last = last ? last + 1 : xff;
+    while (*last == ' ')
+        last++;
+    size_t len = strcspn(last, " ");
+    if (len > 0 && len < size) {
+        memcpy(out, last, len);
+        out[len] = 0;
+    }
+}
+
+int http_reply_limited(struct _u_response *resp, long seconds, const char *message)
+{
+    char value[24];
+    if (resp == NULL)
+        return U_CALLBACK_COMPLETE;
+    snprintf(value, sizeof value, "%ld", seconds > 0 ? seconds : 1);
+    u_map_put(resp->map_header, "Retry-After", value);
+    return http_reply_error(resp, 429, "%s", message);
+}

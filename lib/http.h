@@ -93,6 +93,13 @@ int http_reply_error(struct _u_response *resp, unsigned status, const char *fmt,
  * was wrong and returns NULL. */
 json_t *http_json_object(const struct _u_request *req, struct _u_response *resp);
 json_t *http_json_parse(const void *body, size_t len, struct _u_response *resp);
+/* The client's address as text (for the per-address limits): the peer's, or,
+ * when the peer is one of --trusted_proxies, the last address of the
+ * request's X-Forwarded-For (the one that gateway added). */
+void http_client_address(const struct _u_request *req, const broker_config *cfg, char *out, size_t size);
+/* Answers 429 with Retry-After: `seconds` and the error `message`. */
+int http_reply_limited(struct _u_response *resp, long seconds, const char *message);
+
 /* Counts an answer in broker_http_requests_total (every http_reply_* does). */
 void http_count_status(unsigned status);
 

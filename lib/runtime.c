@@ -51,7 +51,17 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
     if (rt->basic_cache == NULL)
         goto fail;
     authn_metrics_init();
-    rt->authn = (authn){.store = rt->store, .jwt_secret = rt->cfg.jwt_secret, .basic_cache = rt->basic_cache};
+    /* Each table holds this many keys at once; an attack spread wider
+     * reuses the slots idle longest (ratelimit.h). */
+    enum { LIMIT_SLOTS = 16384 };
+    rt->failed_logins_by_ip = ratelimit_new("login_address", rt->cfg.login_limit_ip, LIMIT_SLOTS);
+    rt->failed_admin_by_ip = ratelimit_new("admin_address", rt->cfg.admin_limit_ip, LIMIT_SLOTS);
+    ratelimit *by_user = ratelimit_new("user", rt->cfg.login_limit_user, LIMIT_SLOTS);
+    if ((rt->cfg.login_limit_ip > 0 && rt->failed_logins_by_ip == NULL) ||
+        (rt->cfg.admin_limit_ip > 0 && rt->failed_admin_by_ip == NULL) || (rt->cfg.login_limit_user > 0 && by_user == NULL))
+        goto fail;
+    rt->authn = (authn){.store = rt->store, .jwt_secret = rt->cfg.jwt_secret, .basic_cache = rt->basic_cache,
+                        .failed_by_user = by_user};
     return 0;
 fail:
     runtime_close(rt);
@@ -79,6 +89,10 @@ void runtime_close(broker_runtime *rt)
     rt->bus = NULL;
     credcache_free(rt->basic_cache);
     rt->basic_cache = NULL;
+    ratelimit_free(rt->authn.failed_by_user);
+    ratelimit_free(rt->failed_logins_by_ip);
+    ratelimit_free(rt->failed_admin_by_ip);
+    rt->authn.failed_by_user = rt->failed_logins_by_ip = rt->failed_admin_by_ip = NULL;
     if (rt->store != NULL)
         store_close(rt->store);
     rt->store = NULL;

@@ -22,6 +22,9 @@ struct broker_runtime {
     store *store;
     credcache *basic_cache;
     authn authn;
+    /* Failed logins and wrong admin_tokens per client address (NULL = no
+     * limit); failed password checks per username live in authn. */
+    ratelimit *failed_logins_by_ip, *failed_admin_by_ip;
     /* The publisher of this process's bus messages (events from ingest,
      * user changes from auth); NULL when the process publishes nothing. */
     bus_pub *bus;

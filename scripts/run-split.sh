@@ -35,7 +35,7 @@ trap stop EXIT INT TERM
 
 common=(--db="$DB" --bind=127.0.0.1 "$@")
 bus_sub="tcp://127.0.0.1:$BUS_INGEST_PORT,tcp://127.0.0.1:$BUS_AUTH_PORT"
-"$BIN/broker-auth" "${common[@]}" --port="$AUTH_PORT" --bus_publish="tcp://127.0.0.1:$BUS_AUTH_PORT" & pids+=($!)
+"$BIN/broker-auth" --trusted_proxies=127.0.0.1 "${common[@]}" --port="$AUTH_PORT" --bus_publish="tcp://127.0.0.1:$BUS_AUTH_PORT" & pids+=($!)
 "$BIN/broker-ingest" "${common[@]}" --port="$INGEST_PORT" --bus_publish="tcp://127.0.0.1:$BUS_INGEST_PORT" & pids+=($!)
 "$BIN/broker-stream" "${common[@]}" --port="$STREAM1_PORT" --bus_subscribe="$bus_sub" & pids+=($!)
 "$BIN/broker-stream" "${common[@]}" --port="$STREAM2_PORT" --bus_subscribe="$bus_sub" & pids+=($!)

@@ -51,8 +51,28 @@ static int reply_user(struct _u_response *resp, const store_user *u)
     return http_reply_json(resp, 200, user_json(u));
 }
 
+static int admin_token_matches(const broker_runtime *rt, json_t *body, struct _u_response *resp);
+
+/* The admin token, behind the per-address bucket of wrong ones: a token of
+ * the bucket is taken first and given back when the admin token was right. */
+static int admin_token_ok(const broker_runtime *rt, const struct _u_request *req, json_t *body,
+                          struct _u_response *resp)
+{
+    char addr[64];
+    http_client_address(req, &rt->cfg, addr, sizeof addr);
+    long wait = ratelimit_take(rt->failed_admin_by_ip, addr, strlen(addr));
+    if (wait > 0) {
+        http_reply_limited(resp, wait, "too many wrong admin tokens from this address: try again later (Retry-After)");
+        return 0;
+    }
+    int ok = admin_token_matches(rt, body, resp);
+    if (ok)
+        ratelimit_refund(rt->failed_admin_by_ip, addr, strlen(addr));
+    return ok;
+}
+
 /* Constant-time comparison of the admin token, whatever the lengths. */
-static int admin_token_ok(const broker_runtime *rt, json_t *body, struct _u_response *resp)
+static int admin_token_matches(const broker_runtime *rt, json_t *body, struct _u_response *resp)
 {
     json_t *v = json_object_get(body, "admin_token");
     if (v == NULL || json_is_null(v)) {
@@ -162,7 +182,7 @@ static int create_user(const struct _u_request *req, struct _u_response *resp, v
     json_t *body = http_json_object(req, resp);
     if (body == NULL)
         return U_CALLBACK_COMPLETE;
-    if (!admin_token_ok(rt, body, resp) || http_field_string(body, "username", 1, &username, resp) != 0 ||
+    if (!admin_token_ok(rt, req, body, resp) || http_field_string(body, "username", 1, &username, resp) != 0 ||
         http_field_string(body, "password", 1, &password, resp) != 0 ||
         http_field_string(body, "tenant_name", 1, &tenant, resp) != 0 || read_email(body, &email, resp) != 0) {
         json_decref(body);
@@ -211,8 +231,19 @@ static int login(const struct _u_request *req, struct _u_response *resp, void *c
         json_decref(body);
         return U_CALLBACK_COMPLETE;
     }
+    /* Failed logins per client address, on top of the user's own bucket
+     * (authn): a token is taken first and given back if the login passed. */
+    char addr[64];
+    http_client_address(req, &rt->cfg, addr, sizeof addr);
+    long wait = ratelimit_take(rt->failed_logins_by_ip, addr, strlen(addr));
+    if (wait > 0) {
+        json_decref(body);
+        return http_reply_limited(resp, wait, "too many failed logins from this address: try again later (Retry-After)");
+    }
     store_user u;
     authn_result r = authn_password(&rt->authn, username, password, &u, &why);
+    if (r == AUTHN_OK || r == AUTHN_FAULT) /* a fault is the server's, not a guess */
+        ratelimit_refund(rt->failed_logins_by_ip, addr, strlen(addr));
     if (r == AUTHN_OK) {
         char *jwt = token_issue(rt->cfg.jwt_secret, u.username, u.tenant_name, u.token_gen, rt->cfg.jwt_expiry);
         ret = jwt ? http_reply_json(resp, 200, json_pack("{s:s}", "jwt", jwt))
@@ -220,7 +251,7 @@ static int login(const struct _u_request *req, struct _u_response *resp, void *c
         free(jwt);
         store_user_clear(&u);
     } else {
-        ret = http_reply_error(resp, r == AUTHN_FAULT ? 500 : 401, "%s", why);
+        ret = authn_reply_refusal(resp, r, why);
     }
     json_decref(body);
     return ret;
@@ -233,7 +264,7 @@ static int verify(const struct _u_request *req, struct _u_response *resp, void *
     const char *why = NULL;
     authn_result r = authn_check(&rt->authn, u_map_get_case(req->map_header, "Authorization"), NULL, &who, &why);
     if (r != AUTHN_OK)
-        return http_reply_error(resp, r == AUTHN_FAULT ? 500 : 401, "%s", why);
+        return authn_reply_refusal(resp, r, why);
     return http_reply_json(resp, 200, json_pack("{s:s,s:s}", "username", who.username, "tenant_name", who.tenant));
 }
 
@@ -247,7 +278,7 @@ static json_t *admin_user_request(broker_runtime *rt, const struct _u_request *r
     json_t *body = http_json_object(req, resp);
     if (body == NULL)
         return NULL;
-    if (!admin_token_ok(rt, body, resp) || http_field_string(body, "username", 1, &username, resp) != 0) {
+    if (!admin_token_ok(rt, req, body, resp) || http_field_string(body, "username", 1, &username, resp) != 0) {
         json_decref(body);
         return NULL;
     }
@@ -303,7 +334,7 @@ static int list_users(const struct _u_request *req, struct _u_response *resp, vo
     json_t *body = http_json_object(req, resp);
     if (body == NULL)
         return U_CALLBACK_COMPLETE;
-    if (!admin_token_ok(rt, body, resp)) {
+    if (!admin_token_ok(rt, req, body, resp)) {
         json_decref(body);
         return U_CALLBACK_COMPLETE;
     }

@@ -45,7 +45,7 @@ int ingest_prepare(broker_runtime *rt, const char *authorization, const char *bo
     authn_result r = authn_check(&rt->authn, authorization, NULL, &who, &why);
     if (r != AUTHN_OK) {
         memset(item, 0, sizeof *item);
-        http_reply_error(resp, r == AUTHN_FAULT ? 500 : 401, "%s", why);
+        authn_reply_refusal(resp, r, why);
         return -1;
     }
     return ingest_prepare_as(&who, body, len, item, resp);

@@ -112,7 +112,7 @@ static int check_job(ingest_queue *q, checked_cred *creds, size_t *ncreds, inges
         return -1;
     log_set_request_id(job->request_id); /* for the refusal's body and any log line */
     if (who == NULL)
-        http_reply_error(&resp, 401, "%s", why);
+        authn_reply_refusal(&resp, result, why);
     else
         ingest_prepare_as(who, job->body, job->body_len, item, &resp);
     int refused = resp.status >= 400 && resp.status < 500 && resp.binary_body != NULL && refuse(job, &resp) == 0;

@@ -44,6 +44,7 @@ typedef struct auth_job {
     int has_last_event_id;
     uint64_t last_event_id;
     authn_result result;
+    long retry_after; /* AUTHN_LIMITED: seconds */
     const char *why; /* a static string */
     authn_identity who;
     tenant_view view; /* read once the check passed */
@@ -59,6 +60,7 @@ static void check_batch(void *arg, workq_item *jobs, size_t n)
         auth_job *job = (auth_job *)it;
         job->why = NULL;
         job->result = authn_check(&e->rt->authn, job->authorization, job->access_token, &job->who, &job->why);
+        job->retry_after = job->result == AUTHN_LIMITED ? authn_retry_after() : 0;
         tenant_view_clear(&job->view); /* a check made again reads again */
         if (job->result == AUTHN_OK) /* a store fault is answered by tenant_subscribe */
             tenant_view_read(e->rt->store, job->who.tenant, job->has_last_event_id, job->last_event_id, &job->view);
@@ -138,9 +140,8 @@ void stream_auth_finish(stream_engine *e)
         }
         c->state = CLIENT_HEAD; /* off every list until it streams */
         if (job->result != AUTHN_OK)
-            client_reject(e, c, job->result == AUTHN_FAULT ? 500 : 401,
-                          job->result == AUTHN_FAULT ? "Internal Server Error" : "Unauthorized",
-                          job->why != NULL ? job->why : "not authorized");
+            client_reject_after(e, c, (int)authn_status(job->result), MHD_get_reason_phrase_for(authn_status(job->result)),
+                                job->why != NULL ? job->why : "not authorized", job->retry_after);
         else if ((c->username = strdup(job->who.username)) == NULL)
             client_reject(e, c, 503, "Service Unavailable", "out of memory");
         else if (tenant_subscribe(e, c, job->who.tenant, &job->view) == 0 && c->unread) {

@@ -220,6 +220,15 @@ void client_destroy(stream_engine *e, stream_client *c)
 
 void client_reject(stream_engine *e, stream_client *c, int status, const char *reason, const char *message)
 {
+    client_reject_after(e, c, status, reason, message, 0);
+}
+
+void client_reject_after(stream_engine *e, stream_client *c, int status, const char *reason, const char *message,
+                         long retry_after)
+{
+    char retry[48] = "";
+    if (retry_after > 0)
+        snprintf(retry, sizeof retry, "Retry-After: %ld\r\n", retry_after);
     const char *origin = e->rt->cfg.origin;
     /* The refusal of a stream gets an id of its own: the head that carried the
      * client's X-Request-Id is gone by the time a credential check answers. */
@@ -233,9 +242,9 @@ void client_reject(stream_engine *e, stream_client *c, int status, const char *r
     json_decref(obj);
     char *answer = msprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                             "Access-Control-Allow-Origin: %s\r\nAccess-Control-Expose-Headers: X-Request-Id\r\n"
-                            "%sX-Request-Id: %s\r\nConnection: close\r\n\r\n%s",
+                            "%s%sX-Request-Id: %s\r\nConnection: close\r\n\r\n%s",
                             status, reason, body ? strlen(body) : 0, origin,
-                            strcmp(origin, "*") ? "Vary: Origin\r\n" : "", id, body ? body : "");
+                            strcmp(origin, "*") ? "Vary: Origin\r\n" : "", retry, id, body ? body : "");
     free(body);
     atomic_fetch_add(e->m_rejected, 1);
     if (answer != NULL) {

@@ -206,6 +206,9 @@ void client_schedule_close(stream_engine *e, stream_client *c);
 void client_destroy(stream_engine *e, stream_client *c);
 /* Writes a small complete HTTP answer and schedules the close. */
 void client_reject(stream_engine *e, stream_client *c, int status, const char *reason, const char *message);
+/* The same with Retry-After: `retry_after` seconds (a 429), when above 0. */
+void client_reject_after(stream_engine *e, stream_client *c, int status, const char *reason, const char *message,
+                         long retry_after);
 
 /* stream_tenant.c */
 stream_tenant *tenant_find(stream_engine *e, const char *name, size_t len);

@@ -1,6 +1,6 @@
 """Black-box test harness: starts the real broker binary and talks HTTP to it.
 
-The contract under test is SPEC.md (the shared copy). Nothing here knows the server's
+The contract under test is docs/API.md. Nothing here knows the server's
 internals: every check goes through the public HTTP API, the command line and the logs.
 
 Environment:
@@ -296,11 +296,14 @@ def wait_healthy(broker, timeout=STARTUP_TIMEOUT):
 
 def start_broker(extra_args=(), env=None, admin_token=None, jwt_secret=None, port=None,
                  port_flag=True, db_flag=True, secrets_flags=True, jwt_expiry=None,
-                 origin="*", wait=True, tag="broker"):
+                 origin="*", wait=True, tag="broker", limits=False):
     """Start the broker on a free loopback port with a fresh --db; wait for /healthz.
 
     port_flag=False leaves --port out (the port then comes from env, e.g. BROKER_PORT).
     secrets_flags=False leaves --admin_token/--jwt_secret out (server defaults or env).
+    limits=False turns the limits on failed credentials off: this suite fails logins and
+    admin tokens on purpose, hundreds a minute from one address; the tests of the limits
+    pass limits=True (the defaults) or their own flags.
     """
     admin_token = admin_token or "adm-" + uuid.uuid4().hex
     jwt_secret = jwt_secret or "jwt-" + uuid.uuid4().hex
@@ -321,6 +324,8 @@ def start_broker(extra_args=(), env=None, admin_token=None, jwt_secret=None, por
             args += ["--admin_token", admin_token, "--jwt_secret", jwt_secret]
         if jwt_expiry is not None:
             args += ["--jwt_expiry", str(jwt_expiry)]
+        if not limits:
+            args += ["--login_limit_user=0", "--login_limit_ip=0", "--admin_limit_ip=0"]
         args += list(extra_args)
         proc, stderr_path = spawn(args, clean_env(env), workdir, tag)
         b = Broker("http://127.0.0.1:%d" % listen_port, admin_token, jwt_secret,
@@ -424,3 +429,95 @@ def pytest_runtest_makereport(item, call):
         for b in list(_ACTIVE):
             rep.sections.append(("broker stderr: %s (%s)" % (b.name, b.base_url),
                                  b.stderr_tail() or "(empty)"))
+
+
+# ---------------------------------------------------------------- status log (opt-in)
+# When BROKER_STATUS_LOG names a file, every HTTP answer this suite receives is appended to it
+# as one JSON line {"method", "path", "status"} (path without its query string).
+# tests/api/test_openapi.py reads it after this suite has run, to check that docs/openapi.yaml
+# documents every status the server really gives and that each documented one is really seen.
+# Recorded: everything sent through requests (HTTPAdapter.send), direct http.client use, and
+# sse_client.SSEClient's raw sockets (when its request line is known).  Wrapped once, at import.
+
+STATUS_LOG = os.environ.get("BROKER_STATUS_LOG", "")
+
+
+def _install_status_log(log_path):
+    import http.client
+    import re
+    import threading
+    import urllib.parse
+
+    import requests.adapters
+    import sse_client
+
+    if getattr(requests.adapters.HTTPAdapter.send, "_status_logged", False):
+        return  # this module imported a second time: already wrapped
+    lock = threading.Lock()
+    local = threading.local()  # .in_requests: http.client calls made by requests itself
+
+    def record(method, target, status):
+        if not method or not target or status is None:
+            return
+        path = urllib.parse.urlsplit(target).path or target.split("?", 1)[0]
+        line = json.dumps({"method": method.upper(), "path": path, "status": int(status)}) + "\n"
+        with lock, open(log_path, "a", encoding="utf-8") as f:
+            f.write(line)
+
+    adapter_send = requests.adapters.HTTPAdapter.send
+
+    def send(self, request, *args, **kwargs):
+        local.in_requests = True
+        try:
+            response = adapter_send(self, request, *args, **kwargs)
+        finally:
+            local.in_requests = False
+        record(request.method, request.url, response.status_code)
+        return response
+
+    send._status_logged = True
+    requests.adapters.HTTPAdapter.send = send
+
+    putrequest = http.client.HTTPConnection.putrequest
+    getresponse = http.client.HTTPConnection.getresponse
+
+    def logged_putrequest(self, method, url, *args, **kwargs):
+        self._status_log_request = (method, url)
+        return putrequest(self, method, url, *args, **kwargs)
+
+    def logged_getresponse(self, *args, **kwargs):
+        response = getresponse(self, *args, **kwargs)
+        if not getattr(local, "in_requests", False):
+            record(*getattr(self, "_status_log_request", (None, None)), response.status)
+        return response
+
+    http.client.HTTPConnection.putrequest = logged_putrequest
+    http.client.HTTPConnection.getresponse = logged_getresponse
+
+    request_line = re.compile(rb"([A-Z]{1,16}) (/[^ \r\n]*) HTTP/1\.[01]\r?\n")
+    sse_open, sse_open_raw = sse_client.SSEClient.open.__func__, sse_client.SSEClient.open_raw.__func__
+    parse_head = sse_client.SSEClient._parse_head
+
+    def logged_open(cls, base_url, path="/sse", headers=None, method="GET", *args, **kwargs):
+        c = sse_open(cls, base_url, path, headers, method, *args, **kwargs)
+        c._status_log_request = (method, path)
+        return c
+
+    def logged_open_raw(cls, base_url, raw=b"", *args, **kwargs):
+        c = sse_open_raw(cls, base_url, raw, *args, **kwargs)
+        m = request_line.match(raw or b"")
+        if m:  # garbage and byte-by-byte heads name no request: not recorded
+            c._status_log_request = (m.group(1).decode(), m.group(2).decode("latin-1"))
+        return c
+
+    def logged_parse_head(self, raw):
+        parse_head(self, raw)
+        record(*getattr(self, "_status_log_request", (None, None)), self.status)
+
+    sse_client.SSEClient.open = classmethod(logged_open)
+    sse_client.SSEClient.open_raw = classmethod(logged_open_raw)
+    sse_client.SSEClient._parse_head = logged_parse_head
+
+
+if STATUS_LOG:
+    _install_status_log(STATUS_LOG)

@@ -220,3 +220,107 @@ def test_no_credential_in_the_log(broker_factory):
     sig = jwt.rsplit(".", 1)[1]
     for secret in (jwt, forged, sig, u.password, "a wrong password", u.basic()["Authorization"].split()[1]):
         assert secret not in text, "a credential is in the log: %r" % secret
+
+
+# ---------------------------------------------------------------- limits on failed credentials
+
+def login_from(broker, source, username, password, headers=None):
+    """POST /login from a given 127.0.0.x source address (http.client: requests cannot bind)."""
+    import http.client
+    u = urllib.parse.urlsplit(broker.base_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("POST", "/login", body=json.dumps({"username": username, "password": password}),
+                     headers=dict({"Content-Type": "application/json"}, **(headers or {})))
+        r = conn.getresponse()
+        return r.status, r.getheader("Retry-After"), json.loads(r.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def test_failed_logins_per_user_answer_429_and_spare_argon2(broker_factory):
+    needs_own_server("starts a server with its own limits")
+    b = broker_factory(["--login_limit_user=5", "--login_limit_ip=0"], limits=True)
+    victim, other = b.create_user(), b.create_user()
+    v0 = metric(b, VERIFY_METRIC)
+    statuses = [b.login_raw(victim.username, "wrong-%d" % i).status_code for i in range(8)]
+    assert statuses == [401] * 5 + [429] * 3, statuses
+    assert metric(b, VERIFY_METRIC) - v0 == 5, "a refused attempt ran Argon2id"
+    r = b.login_raw(victim.username, "wrong-again")
+    body = assert_error(r, 429)
+    assert int(r.headers["Retry-After"]) >= 1 and "try again" in body["error"], (r.headers, body)
+    # Another user is not touched, and right passwords do not drain a bucket.
+    for _ in range(8):
+        assert_ok(b.login_raw(other.username, other.password))
+    assert metric(b, 'broker_rate_limited_total{limit="user"}') >= 4
+    # First Basic checks share the user's bucket, on /verify and on the stream engine.
+    assert_error(b.get("/verify", auth=(victim.username, "wrong")), 429)
+    with SSEClient.open(b.base_url, headers={"Authorization": "Basic " + __import__("base64").b64encode(
+            ("%s:wrong" % victim.username).encode()).decode()}) as c:
+        assert c.read_head(5) == 429 and int(c.headers.get("retry-after", "0")) >= 1, c.headers
+
+
+def test_failed_logins_per_address(broker_factory):
+    needs_own_server("starts a server with its own limits")
+    b = broker_factory(["--login_limit_user=0", "--login_limit_ip=4"], limits=True)
+    u = b.create_user()
+    got = [login_from(b, "127.0.0.9", uniq("nobody"), "whatever-pass")[0] for _ in range(6)]
+    assert got == [401] * 4 + [429] * 2, got
+    status, retry, _ = login_from(b, "127.0.0.9", u.username, u.password)
+    assert status == 429 and int(retry) >= 1, (status, retry)  # that address waits, even with the password
+    assert login_from(b, "127.0.0.10", u.username, u.password)[0] == 200  # other addresses do not
+    for _ in range(6):  # right passwords give their token back
+        assert login_from(b, "127.0.0.11", u.username, u.password)[0] == 200
+
+
+def test_trusted_proxy_names_the_client(broker_factory):
+    needs_own_server("starts a server with its own limits")
+    b = broker_factory(["--login_limit_user=0", "--login_limit_ip=2", "--trusted_proxies=127.0.0.12"],
+                       limits=True)
+    fwd = lambda ip: {"X-Forwarded-For": "203.0.113.7, %s" % ip}
+    got = [login_from(b, "127.0.0.12", uniq("n"), "whatever-pass", fwd("198.51.100.1"))[0] for _ in range(3)]
+    assert got == [401, 401, 429], got
+    assert login_from(b, "127.0.0.12", uniq("n"), "whatever-pass", fwd("198.51.100.2"))[0] == 401
+    # From a peer that is not trusted, X-Forwarded-For is ignored: the peer itself is limited.
+    got = [login_from(b, "127.0.0.13", uniq("n"), "whatever-pass", fwd("198.51.100.%d" % i))[0] for i in range(3)]
+    assert got == [401, 401, 429], got
+
+
+def test_wrong_admin_tokens_per_address(broker_factory):
+    needs_own_server("starts a server with its own limits")
+    b = broker_factory(["--admin_limit_ip=3"], limits=True)
+    import http.client
+    u = urllib.parse.urlsplit(b.base_url)
+
+    def list_users(source, token):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10, source_address=(source, 0))
+        try:
+            conn.request("POST", "/list_users", body=json.dumps({"admin_token": token}))
+            r = conn.getresponse()
+            r.read()
+            return r.status
+        finally:
+            conn.close()
+    got = [list_users("127.0.0.20", "guess-%d" % i) for i in range(5)]
+    assert got == [401, 401, 401, 429, 429], got
+    assert list_users("127.0.0.20", b.admin_token) == 429
+    assert list_users("127.0.0.21", b.admin_token) == 200
+    assert metric(b, 'broker_rate_limited_total{limit="admin_address"}') == 3
+
+
+def test_password_flood_is_refused_while_another_user_logs_in(broker_factory):
+    needs_own_server("starts a server with the default limits")
+    import concurrent.futures
+    b = broker_factory(limits=True)  # the shipped defaults
+    victim, honest = b.create_user(), b.create_user()
+    v0 = metric(b, VERIFY_METRIC)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        flood = [pool.submit(b.login_raw, victim.username, "guess-%d" % i) for i in range(300)]
+        honest_logins = [login_from(b, "127.0.0.30", honest.username, honest.password)[0] for _ in range(5)]
+        codes = [f.result().status_code for f in flood]
+    assert honest_logins == [200] * 5, honest_logins
+    assert set(codes) <= {401, 429} and codes.count(429) >= 250, \
+        "the flood was not limited: %d x 401, %d x 429" % (codes.count(401), codes.count(429))
+    # What keeps the honest user fast: the flood ran at most a bucket's worth of Argon2id.
+    flood_cost = metric(b, VERIFY_METRIC) - v0 - 5
+    assert flood_cost <= 30, "the flood ran %d Argon2id verifications" % flood_cost

@@ -148,10 +148,14 @@ function stopStream() {
   client = null;
 }
 
-function startStream() {
+// resume: carry on from the last event seen (the Reconnect button) instead of starting
+// over with the snapshot, which would repeat the feed.
+function startStream(resume = false) {
+  const lastEventId = resume && client ? client.lastEventId : "";
   stopStream();
   const c = new BrokerClient(new URL("sse", BASE).href, {
     headers: { Authorization: "Bearer " + jwt },
+    lastEventId,
   });
   client = c;
   setConn("connecting");
@@ -165,7 +169,8 @@ function startStream() {
     if (ev.fatal || c.readyState === BrokerClient.CLOSED) {
       setConn("stopped", ev.status ? `${what} (HTTP ${ev.status})` : what);
     } else {
-      setConn("reconnecting", what);
+      const wait = ev.retryIn ? `; retrying in ${Math.max(1, Math.round(ev.retryIn / 1000))} s` : "";
+      setConn("reconnecting", what + wait);
     }
   });
   c.onAnyEvent((ev) => {
@@ -189,7 +194,6 @@ async function startSession(token) {
       el("span", { class: "who-tenant", "data-test": "whoami-tenant", text: who.tenant_name }),
     );
     show($("whoami-box"), true);
-    $("insert-name").focus();
   } catch (err) {
     if (client !== c) return;
     if (err && (err.status === 401 || err.status === 403)) {
@@ -573,7 +577,7 @@ function init() {
   const retry = el("button", { type: "button", id: "conn-retry", "data-test": "conn-retry",
                                class: "secondary small", text: "Reconnect" });
   retry.hidden = true;
-  retry.addEventListener("click", () => jwt && startStream());
+  retry.addEventListener("click", () => jwt && startStream(true));
   $("conn").append(retry);
 
   $("login-form").addEventListener("submit", onLogin);
