@@ -58,6 +58,7 @@ static const flag_def FLAGS[] = {
     {"login_limit_user", FLAG_INT, "10", OFF(login_limit_user), 0, 1000000, "failed password checks a minute per username (logins, first Basic checks) before 429; 0 = no limit"},
     {"login_limit_ip", FLAG_INT, "30", OFF(login_limit_ip), 0, 1000000, "failed logins a minute per client address before 429; 0 = no limit"},
     {"admin_limit_ip", FLAG_INT, "10", OFF(admin_limit_ip), 0, 1000000, "wrong admin_tokens a minute per client address before 429; 0 = no limit"},
+    {"max_event_bytes", FLAG_INT, "65536", OFF(max_event_bytes), 16, 1073741824, "largest event data in bytes (compact JSON); larger answers 413. Every subscriber gets the latest event of each name on connect, so this bounds what one name costs them"},
     {"trusted_proxies", FLAG_STRING, "", OFF(trusted_proxies), 0, 0, "addresses (comma-separated) of gateways whose X-Forwarded-For names the client, for the per-address limits"},
 };
 

@@ -43,6 +43,7 @@ typedef struct broker_config {
     long login_limit_ip;    /* failed logins a minute per client address; 0 = none */
     long admin_limit_ip;    /* wrong admin_tokens a minute per client address; 0 = none */
     char *trusted_proxies;  /* comma-separated addresses whose X-Forwarded-For names the client */
+    long max_event_bytes;   /* largest event data (compact JSON) an insert may store */
 } broker_config;
 
 /* The release, set by the build (CMakeLists.txt, project VERSION). */

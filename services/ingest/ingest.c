@@ -48,10 +48,10 @@ int ingest_prepare(broker_runtime *rt, const char *authorization, const char *bo
         authn_reply_refusal(resp, r, why);
         return -1;
     }
-    return ingest_prepare_as(&who, body, len, item, resp);
+    return ingest_prepare_as(&who, body, len, (size_t)rt->cfg.max_event_bytes, item, resp);
 }
 
-int ingest_prepare_as(const authn_identity *who, const char *body, size_t len, ingest_item *item,
+int ingest_prepare_as(const authn_identity *who, const char *body, size_t len, size_t max_event_bytes, ingest_item *item,
                       struct _u_response *resp)
 {
     const char *why = NULL, *event;
@@ -71,6 +71,10 @@ int ingest_prepare_as(const authn_identity *who, const char *body, size_t len, i
     } else if ((item->event = strdup(event)) == NULL ||
                (item->data = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
         http_reply_error(resp, 500, "could not encode data");
+        ingest_item_clear(item);
+    } else if (strlen(item->data) > max_event_bytes) {
+        http_reply_error(resp, 413, "event data is %zu bytes as compact JSON; at most %zu (--max_event_bytes)",
+                         strlen(item->data), max_event_bytes);
         ingest_item_clear(item);
     } else {
         item->ts_ms = clock_now_ms();

@@ -31,7 +31,7 @@ typedef struct ingest_item {
 int ingest_prepare(broker_runtime *rt, const char *authorization, const char *body, size_t len, ingest_item *item,
                    struct _u_response *resp);
 /* The same for a sender whose credentials are already checked: the body only. */
-int ingest_prepare_as(const authn_identity *who, const char *body, size_t len, ingest_item *item,
+int ingest_prepare_as(const authn_identity *who, const char *body, size_t len, size_t max_event_bytes, ingest_item *item,
                       struct _u_response *resp);
 void ingest_item_clear(ingest_item *item);
 

@@ -101,7 +101,8 @@ static int check_job(ingest_queue *q, checked_cred *creds, size_t *ncreds, inges
     authn_result result = AUTHN_OK;
     const char *why = NULL;
     const authn_identity *who = batch_identity(q, creds, ncreds, job->authorization, &result, &why);
-    if (who != NULL && ingest_prepare_as(who, job->body, job->body_len, item, NULL) == 0)
+    size_t max_event = (size_t)q->rt->cfg.max_event_bytes;
+    if (who != NULL && ingest_prepare_as(who, job->body, job->body_len, max_event, item, NULL) == 0)
         return 0;
     if (result == AUTHN_FAULT)
         return -1;
@@ -114,7 +115,7 @@ static int check_job(ingest_queue *q, checked_cred *creds, size_t *ncreds, inges
     if (who == NULL)
         authn_reply_refusal(&resp, result, why);
     else
-        ingest_prepare_as(who, job->body, job->body_len, item, &resp);
+        ingest_prepare_as(who, job->body, job->body_len, max_event, item, &resp);
     int refused = resp.status >= 400 && resp.status < 500 && resp.binary_body != NULL && refuse(job, &resp) == 0;
     log_set_request_id(NULL);
     ulfius_clean_response(&resp);

@@ -63,7 +63,8 @@ static void check_batch(void *arg, workq_item *jobs, size_t n)
         job->retry_after = job->result == AUTHN_LIMITED ? authn_retry_after() : 0;
         tenant_view_clear(&job->view); /* a check made again reads again */
         if (job->result == AUTHN_OK) /* a store fault is answered by tenant_subscribe */
-            tenant_view_read(e->rt->store, job->who.tenant, job->has_last_event_id, job->last_event_id, &job->view);
+            tenant_view_read(e->rt->store, job->who.tenant, job->has_last_event_id, job->last_event_id,
+                             tenant_page_bytes(e), &job->view);
     }
 }
 

@@ -200,6 +200,7 @@ void client_schedule_close(stream_engine *e, stream_client *c)
 void client_destroy(stream_engine *e, stream_client *c)
 {
     if (c->state == CLIENT_STREAMING) {
+        tenant_snapshot_free(c);
         tenant_unsubscribe(e, c);
         atomic_fetch_sub(e->m_clients, 1);
     } else {

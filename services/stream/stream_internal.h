@@ -85,7 +85,13 @@ typedef struct stream_client {
      * malloc/free pair per subscriber per event otherwise). */
     sse_frame *inline_queue[CLIENT_INLINE_QUEUE];
     uint64_t last_seq; /* highest event id queued for this client */
-    int64_t deadline_ms; /* CLIENT_HEAD: when an unfinished head is dropped */
+    /* One word, two lives: a connection is a head (deadline) or a stream
+     * (snapshot) and never goes back, and a field of its own would cost every
+     * idle subscriber 8 bytes. */
+    union {
+        int64_t deadline_ms;            /* CLIENT_HEAD: when an unfinished head is dropped */
+        struct snapshot_rest *snapshot; /* CLIENT_STREAMING: what of a large snapshot is still to send; NULL */
+    };
     stream_tenant *tenant;
     struct stream_client *prev, *next; /* the tenant's list, or the engine's head list (every state but streaming) */
     struct stream_client *dirty_next, *close_next, *idle_next;
@@ -216,13 +222,29 @@ stream_tenant *tenant_find(stream_engine *e, const char *name, size_t len);
  * worker (stream_auth.c) so that the engine thread does not wait on it: the
  * snapshot's frames, or for a resume the tenant's last id and the first page
  * of what the client missed. */
+/* Events read from the store for one subscriber, as frames.  A list holds at
+ * most about `max_bytes` of frames (0: no bound): past it, a replay page
+ * stops there (the next page goes on from last_seq), and a snapshot keeps
+ * only the ids of the rest, in `rest`, sent page by page as the subscriber's
+ * socket drains.  So neither costs more memory than a page, whatever the
+ * tenant stored. */
 typedef struct frame_list {
     sse_frame **items;
     size_t n, cap;
     uint64_t after; /* replay: only ids above this */
     uint64_t last_seq;
+    size_t bytes, max_bytes;
+    int keep_ids;           /* a snapshot: past max_bytes, keep ids in `rest` */
+    uint64_t *rest;         /* owned */
+    size_t nrest, caprest;
     int failed;
 } frame_list;
+
+/* The ids of a large snapshot still to send, oldest first (owned by its client). */
+typedef struct snapshot_rest {
+    uint64_t *ids;
+    size_t n, next;
+} snapshot_rest;
 
 typedef struct tenant_view {
     int resume;             /* a resume after last_event_id (0: the snapshot) */
@@ -232,9 +254,15 @@ typedef struct tenant_view {
     int failed;             /* the store did not answer */
 } tenant_view;
 
-/* Reads the view; any thread (the store only).  -1 when the store failed. */
-int tenant_view_read(store *s, const char *tenant, int resume, uint64_t last_event_id, tenant_view *v);
+/* Reads the view, at most about `max_bytes` of frames (the rest of a snapshot
+ * as ids); any thread (the store only).  -1 when the store failed. */
+int tenant_view_read(store *s, const char *tenant, int resume, uint64_t last_event_id, size_t max_bytes,
+                     tenant_view *v);
+/* The most of a snapshot or replay a subscriber's queue holds at a time. */
+size_t tenant_page_bytes(const stream_engine *e);
 void tenant_view_clear(tenant_view *v);
+/* Frees what a subscriber still had of a large snapshot. */
+void tenant_snapshot_free(stream_client *c);
 /* Subscribes an authenticated client from its view (which it consumes): the
  * snapshot or the resume, then whatever this process dispatched since the
  * read, then live.  -1 on a store fault (the client has been answered). */

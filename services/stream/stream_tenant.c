@@ -26,13 +26,18 @@
 #define REPLAY_PAGE 32
 #define REPLAY_QUEUE_BYTES (64 * 1024)
 
-/* Replay fills a client's queue up to this many bytes at a time, and a client
- * goes live only when its queue holds no more than this: live events then
- * have at least half of --sse_queue_max of room. */
+/* Replay and a large snapshot fill a client's queue up to this many bytes at
+ * a time, and a client goes live only when its queue holds no more than this:
+ * live events then have at least half of --sse_queue_max of room. */
 static size_t replay_budget(const stream_engine *e)
 {
     size_t half = e->queue_max / 2;
     return half < REPLAY_QUEUE_BYTES ? half : REPLAY_QUEUE_BYTES;
+}
+
+size_t tenant_page_bytes(const stream_engine *e)
+{
+    return replay_budget(e);
 }
 
 static size_t name_hash(const char *s, size_t len)
@@ -98,11 +103,30 @@ static void tenant_remove(stream_engine *e, stream_tenant *t)
 }
 
 
+/* Keeps a snapshot's id past the list's byte bound. */
+static int collect_id(frame_list *fl, uint64_t seq)
+{
+    if (fl->nrest == fl->caprest) {
+        size_t ncap = fl->caprest ? fl->caprest * 2 : 64;
+        uint64_t *ni = realloc(fl->rest, ncap * sizeof *ni);
+        if (ni == NULL) {
+            fl->failed = 1;
+            return 1;
+        }
+        fl->rest = ni;
+        fl->caprest = ncap;
+    }
+    fl->rest[fl->nrest++] = seq;
+    return 0;
+}
+
 static int collect_event(const store_event *ev, void *arg)
 {
     frame_list *fl = arg;
     if (fl->after != 0 && ev->seq <= fl->after)
         return 0; /* a store that answers a range loosely: never send an id twice */
+    if (fl->max_bytes != 0 && fl->bytes >= fl->max_bytes)
+        return fl->keep_ids ? collect_id(fl, ev->seq) : 1; /* full: a replay page ends here */
     if (fl->n == fl->cap) {
         size_t ncap = fl->cap ? fl->cap * 2 : 16;
         sse_frame **ni = realloc(fl->items, ncap * sizeof *ni);
@@ -119,6 +143,7 @@ static int collect_event(const store_event *ev, void *arg)
         return 1;
     }
     fl->items[fl->n++] = f;
+    fl->bytes += f->len;
     if (ev->seq > fl->last_seq)
         fl->last_seq = ev->seq;
     return 0;
@@ -143,11 +168,14 @@ static int count_only(const store_event *ev, void *arg)
     return 0;
 }
 
-int tenant_view_read(store *s, const char *name, int resume, uint64_t last_event_id, tenant_view *v)
+int tenant_view_read(store *s, const char *name, int resume, uint64_t last_event_id, size_t max_bytes,
+                     tenant_view *v)
 {
     memset(v, 0, sizeof *v);
     v->resume = resume;
     v->last_event_id = last_event_id;
+    v->frames.max_bytes = max_bytes;
+    v->frames.keep_ids = !resume;
     store_status st;
     if (resume)
         st = store_event_latest(s, name, count_only, NULL, &v->max_seq);
@@ -157,6 +185,7 @@ int tenant_view_read(store *s, const char *name, int resume, uint64_t last_event
      * reset) cannot be resumed: such a client gets the snapshot instead. */
     if (st == STORE_OK && resume && last_event_id > v->max_seq) {
         v->resume = 0;
+        v->frames.keep_ids = 1;
         st = store_event_latest(s, name, collect_event, &v->frames, &v->max_seq);
     }
     /* A resume's first page, here rather than on the engine thread: when a
@@ -164,6 +193,7 @@ int tenant_view_read(store *s, const char *name, int resume, uint64_t last_event
      * Last-Event-ID, and most of them missed something meanwhile (a page is
      * tens of us on SQLite, milliseconds on MongoDB). */
     if (st == STORE_OK && v->resume && last_event_id < v->max_seq) {
+        v->frames.keep_ids = 0;
         v->frames.after = v->frames.last_seq = last_event_id;
         st = store_event_range(s, name, last_event_id, v->max_seq, REPLAY_PAGE, collect_event, &v->frames);
     }
@@ -176,7 +206,42 @@ void tenant_view_clear(tenant_view *v)
     for (size_t i = 0; i < v->frames.n; i++)
         sse_frame_unref(v->frames.items[i]);
     free(v->frames.items);
+    free(v->frames.rest);
     memset(&v->frames, 0, sizeof v->frames);
+}
+
+void tenant_snapshot_free(stream_client *c)
+{
+    if (c->snapshot == NULL)
+        return;
+    free(c->snapshot->ids);
+    free(c->snapshot);
+    c->snapshot = NULL;
+}
+
+/* Sends what of a large snapshot the queue has room for, one event read by
+ * its id at a time.  0 when the snapshot is all queued (or the client closes). */
+static int snapshot_more(stream_engine *e, stream_client *c, size_t budget)
+{
+    snapshot_rest *r = c->snapshot;
+    while (r->next < r->n && !c->closing && c->qbytes <= budget) {
+        uint64_t id = r->ids[r->next++];
+        frame_list fl = {0};
+        atomic_fetch_add(e->m_replay_pages, 1);
+        if (store_event_range(e->rt->store, c->tenant->name, id - 1, id, 1, collect_event, &fl) != STORE_OK ||
+            fl.failed) {
+            frames_deliver(e, c, &fl);
+            log_error("stream: snapshot for tenant %s failed: closing the stream (the client resumes)",
+                      c->tenant->name);
+            client_schedule_close(e, c);
+            return 1;
+        }
+        frames_deliver(e, c, &fl);
+    }
+    if (r->next < r->n && !c->closing)
+        return 1;
+    tenant_snapshot_free(c);
+    return 0;
 }
 
 int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, tenant_view *v)
@@ -199,6 +264,7 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, tenan
     }
     c->tenant = t;
     c->state = CLIENT_STREAMING;
+    c->snapshot = NULL; /* the union's other life (the head's deadline) ends here */
     c->next = t->clients;
     c->prev = NULL;
     if (t->clients)
@@ -209,6 +275,17 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, tenan
 
     client_enqueue(e, c, e->preamble, 0);
     uint64_t upto = v->frames.last_seq; /* a resume's first page: the last id it holds */
+    if (v->frames.nrest > 0) { /* a snapshot larger than a page: the rest as the socket drains */
+        c->snapshot = malloc(sizeof *c->snapshot);
+        if (c->snapshot == NULL) {
+            tenant_view_clear(v);
+            client_schedule_close(e, c);
+            return 0;
+        }
+        *c->snapshot = (snapshot_rest){.ids = v->frames.rest, .n = v->frames.nrest};
+        v->frames.rest = NULL;
+        v->frames.nrest = v->frames.caprest = 0;
+    }
     frames_deliver(e, c, &v->frames);
     if (v->resume)
         c->last_seq = upto > v->last_event_id ? upto : v->last_event_id;
@@ -244,6 +321,8 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
 {
     stream_tenant *t = c->tenant;
     size_t budget = replay_budget(e);
+    if (c->snapshot != NULL && snapshot_more(e, c, budget) != 0)
+        return; /* more when the socket drains */
     while (c->replaying && !c->closing && c->qbytes <= budget) {
         if (c->last_seq >= t->last_seq) {
             /* Nothing this process dispatched is missing (a snapshot's usual
@@ -255,6 +334,7 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
         frame_list fl = {0};
         fl.after = c->last_seq;
         fl.last_seq = c->last_seq;
+        fl.max_bytes = budget;
         atomic_fetch_add(e->m_replay_pages, 1);
         store_status st = store_event_range(e->rt->store, t->name, c->last_seq, t->last_seq, REPLAY_PAGE,
                                             collect_event, &fl);

@@ -324,3 +324,106 @@ def test_password_flood_is_refused_while_another_user_logs_in(broker_factory):
     # What keeps the honest user fast: the flood ran at most a bucket's worth of Argon2id.
     flood_cost = metric(b, VERIFY_METRIC) - v0 - 5
     assert flood_cost <= 30, "the flood ran %d Argon2id verifications" % flood_cost
+
+
+# ---------------------------------------------------------------- memory bounds
+
+def rss_mb(b):
+    with open("/proc/%d/status" % b.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise AssertionError("no VmRSS for the server")
+
+
+def read_event_names(b, jwt, count, timeout):
+    """The `event:` names of the first `count` events of a stream, read from a raw socket
+    (only the line starts are kept: events may be megabytes)."""
+    u = urllib.parse.urlsplit(b.base_url)
+    names, carry = [], b""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"GET /sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % jwt.encode())
+        while len(names) < count and time.monotonic() < deadline:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            data = carry + chunk
+            lines = data.split(b"\n")
+            carry = lines.pop()[-64:]  # an unfinished line: only its start can matter
+            names += [l[7:].decode() for l in lines if l.startswith(b"event: ")]
+    return names[:count]
+
+
+def test_large_snapshot_to_streams_that_never_read_stays_bounded(broker_factory):
+    # Any user can store big events under many names and open streams that never read: the
+    # snapshot must go out as the socket drains, not be queued whole per stream.
+    needs_own_server("measures the memory of a server of its own")
+    b = broker_factory(["--max_event_bytes=1048576"])  # the attack at full size
+    u = b.create_user()
+    jwt = b.login(u.username, u.password)
+    big = "x" * (900 * 1024)
+    names = ["big%02d" % i for i in range(24)]
+    for n in names:
+        assert_ok(b.post("/insert", {"event": n, "data": big}, headers=bearer_header(jwt)))
+    # One stream that reads gets the whole snapshot, in order (and is not dropped as slow).
+    # Read raw: the test's SSE parser is not made for 20 MB.
+    assert read_event_names(b, jwt, len(names), 60) == names
+    before = rss_mb(b)
+    streams = []
+    try:
+        for _ in range(20):
+            c = SSEClient.open(b.base_url, headers=bearer_header(jwt), rcvbuf=4096, timeout=20)
+            streams.append(c)
+        time.sleep(1.5)  # the engine has written what the sockets take, and waits on them
+        grown = rss_mb(b) - before
+        # 20 x 21.6 MB if each snapshot were queued whole; a page (64 KiB) and the event
+        # being written (0.9 MB) each when they are not.
+        assert grown < 120, "20 non-reading streams grew the server by %.0f MB" % grown
+        assert_ok(b.get("/healthz"))
+    finally:
+        for c in streams:
+            c.close()
+
+
+def test_event_size_has_a_limit_of_its_own(broker_factory):
+    needs_own_server("starts a server with its own --max_event_bytes")
+    b = broker_factory(["--max_event_bytes=1000"])
+    u = b.create_user()
+    jwt = b.login(u.username, u.password)
+    fits = "y" * 998  # 1,000 bytes as JSON, quotes included
+    assert_ok(b.post("/insert", {"event": "fits", "data": fits}, headers=bearer_header(jwt)))
+    for send in (lambda: b.post("/insert", {"event": "big", "data": fits + "y"}, headers=bearer_header(jwt)),
+                 lambda: raw_insert_body(b, jwt, json.dumps({"event": "big", "data": fits + "y"}))):
+        r = send()
+        status, body = (r.status_code, r.json()) if hasattr(r, "status_code") else r
+        assert status == 413 and "--max_event_bytes" in body["error"], (status, body)
+    # The default is well below --max_body (1 MiB): 64 KiB.
+    d = broker_factory()
+    du = d.create_user()
+    djwt = d.login(du.username, du.password)
+    assert_ok(d.post("/insert", {"event": "e", "data": "z" * (65536 - 2)}, headers=bearer_header(djwt)))
+    assert_error(d.post("/insert", {"event": "e", "data": "z" * 65536}, headers=bearer_header(djwt)), 413)
+
+
+def raw_insert_body(broker, jwt, body):
+    """A fast-path insert on a raw socket: (status, JSON body)."""
+    u = urllib.parse.urlsplit(broker.base_url)
+    body = body.encode()
+    req = (b"POST /insert HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n%s" % (jwt.encode(), len(body), body))
+    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+        s.sendall(req)
+        data = b""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            if sep:
+                length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+                if len(rest) >= length:
+                    return int(head.split(b" ")[1]), json.loads(rest[:length])
+    raise AssertionError("no whole answer: %r" % data[:300])
