@@ -212,6 +212,16 @@ static int preflight(const struct _u_request *req, struct _u_response *resp, voi
     return U_CALLBACK_COMPLETE;
 }
 
+/* Whether a route's path is `path`: the same, or, for a wildcard route
+ * ("/x/" and a star), any path under "/x/" (the console's files). */
+static int route_path_is(const char *route, const char *path)
+{
+    size_t n = strlen(route);
+    if (n >= 2 && strcmp(route + n - 2, "/*") == 0)
+        return strncmp(route, path, n - 1) == 0;
+    return strcmp(route, path) == 0;
+}
+
 /* No route matched: 405 if some route has this path, else 404. */
 static int fallback(const struct _u_request *req, struct _u_response *resp, void *user_data)
 {
@@ -219,7 +229,7 @@ static int fallback(const struct _u_request *req, struct _u_response *resp, void
     int ret = -1;
     request_begin(req, resp);
     for (size_t i = 0; ret < 0 && i < s->nbindings; i++)
-        if (strcmp(s->bindings[i].path, req->url_path) == 0)
+        if (route_path_is(s->bindings[i].path, req->url_path))
             ret = http_reply_error(resp, 405, "method %s is not allowed on %s", req->http_verb, req->url_path);
     if (ret < 0)
         ret = http_reply_error(resp, 404, "no such endpoint: %s", req->url_path);

@@ -94,7 +94,10 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:ha
   run_ctest "unit-asan" build-asan
 
 note "black-box: all-in-one broker"
-BROKER_BIN=$ROOT/build/broker run_pytest "blackbox" blackbox tests/blackbox
+# Every answer the suite gets is logged for the API reference's check below.
+BROKER_STATUS_LOG=$WORK/status.jsonl BROKER_BIN=$ROOT/build/broker run_pytest "blackbox" blackbox tests/blackbox
+note "API reference: docs/openapi.yaml against the code, a live broker and the black-box statuses"
+BROKER_STATUS_LOG=$WORK/status.jsonl BROKER_BIN=$ROOT/build/broker run_pytest "api reference" api tests/api
 note "black-box: all-in-one broker under ASan+UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   BROKER_SANITIZED=1 BROKER_BIN=$ROOT/build-asan/broker run_pytest "blackbox-asan" blackbox-asan tests/blackbox
@@ -108,6 +111,9 @@ for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$browser_port/
 BROKER_BROWSER_BASE=http://127.0.0.1:$browser_port BROKER_BROWSER_ADMIN_TOKEN=browser-admin \
   run_pytest "browser: all-in-one" browser tests/browser
 kill -TERM $browser_pid; wait $browser_pid 2>/dev/null
+
+note "JS client (Node and headless chromium) against the all-in-one broker"
+BROKER_BIN=$ROOT/build/broker run_pytest "js client" jsclient tests/jsclient
 
 note "web console (headless chromium, selenium)"
 BROKER_BIN=$ROOT/build/broker run_pytest "console (browser)" console tests/console

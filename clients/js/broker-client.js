@@ -196,6 +196,18 @@ function baseFromSseUrl(url) {
   return u.href.replace(/\/+$/, "");
 }
 
+// options.headers as a plain object; a Headers object or an array of pairs is copied too.
+function plainHeaders(headers) {
+  const out = {};
+  if (!headers) return out;
+  if (Array.isArray(headers) || (typeof Headers !== "undefined" && headers instanceof Headers)) {
+    new Headers(headers).forEach((value, name) => { out[name] = value; });
+  } else {
+    Object.assign(out, headers);
+  }
+  return out;
+}
+
 function defaultFetch(input, init) {
   return globalThis.fetch(input, init); // called through globalThis: browsers refuse an unbound fetch
 }
@@ -221,6 +233,9 @@ async function errorOf(res) {
 async function requestJson(fetchFn, method, url, headers, payload) {
   const init = { method, headers: Object.assign({}, headers) };
   if (payload !== undefined) {
+    for (const name of Object.keys(init.headers)) {
+      if (name.toLowerCase() === "content-type") delete init.headers[name];
+    }
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(payload);
   }
@@ -253,7 +268,15 @@ export class BrokerClient extends EventTarget {
     const opts = options || {};
     this.url = String(url);
     this.baseUrl = baseFromSseUrl(this.url);
-    this._headers = Object.assign({}, opts.headers || {});
+    this._headers = plainHeaders(opts.headers);
+    // A Last-Event-ID among the headers is a starting point like options.lastEventId; the
+    // client sends its own from then on, never two.
+    let startId = opts.lastEventId === undefined || opts.lastEventId === null ? "" : String(opts.lastEventId);
+    for (const name of Object.keys(this._headers)) {
+      if (name.toLowerCase() !== "last-event-id") continue;
+      if (!startId) startId = String(this._headers[name]);
+      delete this._headers[name];
+    }
     this._fetch = opts.fetch || defaultFetch;
     this._retry = opts.retry === undefined ? 3000 : opts.retry;
     this._maxRetry = opts.maxRetry === undefined ? 30000 : opts.maxRetry;
@@ -267,9 +290,9 @@ export class BrokerClient extends EventTarget {
     this._parser = new EventStreamParser(
       (ev) => this._deliver(ev),
       (ms) => { this._retry = ms; },
-      opts.lastEventId ? String(opts.lastEventId) : "");
+      startId);
     // Start after the constructor returns, so listeners added right after `new` see everything.
-    Promise.resolve().then(() => this._run());
+    Promise.resolve().then(() => this._run()).catch(reportLater);
   }
 
   get readyState() { return this._readyState; }
@@ -308,6 +331,7 @@ export class BrokerClient extends EventTarget {
   }
 
   _deliver(ev) {
+    if (this._readyState === CLOSED) return; // a listener closed the client mid-chunk
     const event = new BrokerMessageEvent(ev.type, { data: ev.data, lastEventId: ev.lastEventId, origin: this._origin });
     // delete + set: the Map iterates from the least to the most recently updated name.
     this.latest.delete(ev.type);
@@ -324,7 +348,8 @@ export class BrokerClient extends EventTarget {
   }
 
   _nextDelay() {
-    const full = Math.min(this._maxRetry, this._retry * Math.pow(2, this._failures));
+    // At least 1 ms to double from: a retry of 0 must still back off, not spin.
+    const full = Math.min(this._maxRetry, Math.max(1, this._retry) * Math.pow(2, this._failures));
     this._failures = Math.min(this._failures + 1, 30);
     return Math.round(full / 2 + Math.random() * (full / 2));
   }

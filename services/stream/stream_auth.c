@@ -143,6 +143,9 @@ void stream_auth_finish(stream_engine *e)
         if (job->result != AUTHN_OK)
             client_reject_after(e, c, (int)authn_status(job->result), MHD_get_reason_phrase_for(authn_status(job->result)),
                                 job->why != NULL ? job->why : "not authorized", job->retry_after);
+        else if (!stream_limits_allow_stream(e, job->who.username))
+            client_reject(e, c, 429, "Too Many Requests",
+                          "this user has as many streams open as it may (--max_streams_per_user)");
         else if ((c->username = strdup(job->who.username)) == NULL)
             client_reject(e, c, 503, "Service Unavailable", "out of memory");
         else if (tenant_subscribe(e, c, job->who.tenant, &job->view) == 0 && c->unread) {

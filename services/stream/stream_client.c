@@ -201,6 +201,7 @@ void client_destroy(stream_engine *e, stream_client *c)
 {
     if (c->state == CLIENT_STREAMING) {
         tenant_snapshot_free(c);
+        stream_limits_stream_closed(e, c);
         tenant_unsubscribe(e, c);
         atomic_fetch_sub(e->m_clients, 1);
     } else {
@@ -211,8 +212,10 @@ void client_destroy(stream_engine *e, stream_client *c)
         if (c->next)
             c->next->prev = c->prev;
     }
-    if (c->fd >= 0)
+    if (c->fd >= 0) {
+        stream_limits_release(e, c->fd);
         close(c->fd);
+    }
     queue_clear(c);
     free(c->username);
     e->nclients--;

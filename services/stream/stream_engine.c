@@ -146,6 +146,11 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
     e->m_replay_pages = metrics_counter("broker_sse_replay_pages_total",
                                         "pages of Last-Event-ID replays the stream engine read from the store "
                                         "(a replay's first page is read with the credentials, off the engine)");
+    if (stream_limits_init(e) != 0) {
+        log_error("stream: out of memory for the connection limits");
+        stream_engine_free(e);
+        return NULL;
+    }
     e->next_keepalive_ms = stream_mono_ms() + 1000;
     if (e->bus_endpoints != NULL) { /* an engine without streams needs no bus to be ready */
         rt->ready_check = engine_ready;
@@ -159,7 +164,9 @@ stream_engine *stream_engine_new(broker_runtime *rt, http_server *http, int list
 static void accept_all(stream_engine *e)
 {
     for (;;) {
-        int fd = accept4(e->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage addr;
+        socklen_t alen = sizeof addr;
+        int fd = accept4(e->listen_fd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 log_warn("stream: cannot accept (%s): pausing accepts for %d ms", strerror(errno), ACCEPT_PAUSE_MS);
@@ -184,6 +191,7 @@ static void accept_all(stream_engine *e)
         if (e->heads)
             e->heads->prev = c;
         e->heads = c;
+        stream_limits_admit(e, c, &addr); /* a refused one is answered and closing */
     }
 }
 
@@ -204,6 +212,7 @@ void stream_hand_off(stream_engine *e, stream_client *c)
     socklen_t alen = sizeof addr;
     unlink_head(e, c);
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    stream_limits_release(e, c->fd);
     if (getpeername(c->fd, (struct sockaddr *)&addr, &alen) != 0 || e->http == NULL ||
         http_server_adopt(e->http, c->fd, (struct sockaddr *)&addr, alen) != 0) {
         /* MHD closes the socket itself when it refuses it. */
@@ -572,6 +581,7 @@ void stream_engine_free(stream_engine *e)
     while (e->heads)
         client_destroy(e, e->heads);
     tenants_free(e);
+    stream_limits_free(e);
     bus_sub_close(e->bus);
     sse_frame_unref(e->preamble);
     sse_frame_unref(e->keepalive);

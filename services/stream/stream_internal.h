@@ -146,6 +146,13 @@ struct stream_engine {
     metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected, *m_fast, *m_handed_off;
     metric_histogram *m_latency; /* an event's stamp to its frame queued for this process's subscribers */
     metric_value *m_replay_pages; /* replay pages the engine thread read from the store */
+
+    /* Limits (stream_limits.c); a limit of 0 is off, and its tables NULL. */
+    long max_connections, max_connections_per_ip, max_streams_per_user;
+    struct countmap *conns_by_address, *streams_by_user;
+    uint32_t *fd_addr; /* by descriptor: the address key its connection counts under, 0 = none */
+    size_t fd_addr_cap;
+    metric_value *m_refused_connections, *m_refused_per_address, *m_refused_streams;
     uint64_t delivered; /* frames written this turn; added to m_delivered once per turn */
 };
 
@@ -261,6 +268,21 @@ int tenant_view_read(store *s, const char *tenant, int resume, uint64_t last_eve
 /* The most of a snapshot or replay a subscriber's queue holds at a time. */
 size_t tenant_page_bytes(const stream_engine *e);
 void tenant_view_clear(tenant_view *v);
+/* ---- limits (stream_limits.c) ---------------------------------------- */
+
+int stream_limits_init(stream_engine *e);
+void stream_limits_free(stream_engine *e);
+/* A new connection (counted in nclients): 0 admitted, -1 refused (answered,
+ * closing).  Counts it under its address until stream_limits_release(). */
+int stream_limits_admit(stream_engine *e, stream_client *c, const struct sockaddr_storage *addr);
+/* Before a connection's descriptor is closed or handed to the other server. */
+void stream_limits_release(stream_engine *e, int fd);
+/* Whether `username` may open one more stream here (counts a refusal). */
+int stream_limits_allow_stream(stream_engine *e, const char *username);
+/* A stream of c->username starts, ends. */
+void stream_limits_stream_opened(stream_engine *e, stream_client *c);
+void stream_limits_stream_closed(stream_engine *e, stream_client *c);
+
 /* Frees what a subscriber still had of a large snapshot. */
 void tenant_snapshot_free(stream_client *c);
 /* Subscribes an authenticated client from its view (which it consumes): the

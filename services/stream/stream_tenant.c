@@ -265,6 +265,7 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, tenan
     c->tenant = t;
     c->state = CLIENT_STREAMING;
     c->snapshot = NULL; /* the union's other life (the head's deadline) ends here */
+    stream_limits_stream_opened(e, c);
     c->next = t->clients;
     c->prev = NULL;
     if (t->clients)

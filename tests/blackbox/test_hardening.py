@@ -255,6 +255,7 @@ def test_failed_logins_per_user_answer_429_and_spare_argon2(broker_factory):
     assert metric(b, 'broker_rate_limited_total{limit="user"}') >= 4
     # First Basic checks share the user's bucket, on /verify and on the stream engine.
     assert_error(b.get("/verify", auth=(victim.username, "wrong")), 429)
+    assert_error(b.post("/insert", {"event": "e", "data": 1}, auth=(victim.username, "wrong")), 429)
     with SSEClient.open(b.base_url, headers={"Authorization": "Basic " + __import__("base64").b64encode(
             ("%s:wrong" % victim.username).encode()).decode()}) as c:
         assert c.read_head(5) == 429 and int(c.headers.get("retry-after", "0")) >= 1, c.headers
@@ -292,10 +293,10 @@ def test_wrong_admin_tokens_per_address(broker_factory):
     import http.client
     u = urllib.parse.urlsplit(b.base_url)
 
-    def list_users(source, token):
+    def list_users(source, token, path="/list_users"):
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10, source_address=(source, 0))
         try:
-            conn.request("POST", "/list_users", body=json.dumps({"admin_token": token}))
+            conn.request("POST", path, body=json.dumps({"admin_token": token, "username": "x"}))
             r = conn.getresponse()
             r.read()
             return r.status
@@ -304,8 +305,10 @@ def test_wrong_admin_tokens_per_address(broker_factory):
     got = [list_users("127.0.0.20", "guess-%d" % i) for i in range(5)]
     assert got == [401, 401, 401, 429, 429], got
     assert list_users("127.0.0.20", b.admin_token) == 429
+    for path in ("/create_user", "/revoke_user", "/unrevoke_user", "/get_user", "/update_user"):
+        assert list_users("127.0.0.20", b.admin_token, path) == 429, path
     assert list_users("127.0.0.21", b.admin_token) == 200
-    assert metric(b, 'broker_rate_limited_total{limit="admin_address"}') == 3
+    assert metric(b, 'broker_rate_limited_total{limit="admin_address"}') == 8
 
 
 def test_password_flood_is_refused_while_another_user_logs_in(broker_factory):
@@ -427,3 +430,99 @@ def raw_insert_body(broker, jwt, body):
                 if len(rest) >= length:
                     return int(head.split(b" ")[1]), json.loads(rest[:length])
     raise AssertionError("no whole answer: %r" % data[:300])
+
+
+# ---------------------------------------------------------------- connection and stream limits
+
+def idle_connection(b, source="127.0.0.1"):
+    u = urllib.parse.urlsplit(b.base_url)
+    s = socket.create_connection((u.hostname, u.port), timeout=5, source_address=(source, 0))
+    return s
+
+
+def early_answer(s, wait=1.0):
+    """The status of an answer the server sent before any request, or None."""
+    s.settimeout(wait)
+    try:
+        data = s.recv(4096)
+    except socket.timeout:
+        return None
+    if not data:
+        return "closed"
+    return int(data.split(b" ", 2)[1])
+
+
+def test_connections_per_address(broker_factory):
+    needs_own_server("starts a server with its own limits")
+    b = broker_factory(["--max_connections_per_ip=3"])
+    held = [idle_connection(b, "127.0.0.40") for _ in range(3)]
+    try:
+        assert [early_answer(s, 0.3) for s in held] == [None] * 3
+        extra = idle_connection(b, "127.0.0.40")
+        assert early_answer(extra) == 429
+        extra.close()
+        other = idle_connection(b, "127.0.0.41")  # another address is not touched
+        assert early_answer(other, 0.3) is None
+        other.close()
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while True:  # the server sees the close, then admits a new one
+            again = idle_connection(b, "127.0.0.40")
+            status = early_answer(again, 0.3)
+            again.close()
+            if status is None or time.monotonic() > deadline:
+                break
+        assert status is None, status
+        assert metric(b, 'broker_limit_refused_total{limit="connections_per_address"}') >= 1
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_connections_per_process(broker_factory):
+    needs_own_server("starts a server with its own limits")
+    b = broker_factory(["--max_connections=5"])
+    held = [idle_connection(b) for _ in range(5)]
+    try:
+        assert [early_answer(s, 0.3) for s in held] == [None] * 5
+        extra = idle_connection(b)
+        assert early_answer(extra) == 503
+        extra.close()
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 5  # the server sees the closes, then has room again
+    while time.monotonic() < deadline:
+        probe = idle_connection(b)
+        room = early_answer(probe, 0.2) is None
+        probe.close()
+        if room:
+            break
+    assert metric(b, 'broker_limit_refused_total{limit="connections"}') >= 1
+
+
+def test_streams_per_user(broker_factory):
+    needs_own_server("starts a server with its own limits")
+    b = broker_factory(["--max_streams_per_user=2"])
+    u, other = b.create_user(), b.create_user()
+    jwt, other_jwt = b.login(u.username, u.password), b.login(other.username, other.password)
+    first = [SSEClient.open(b.base_url, headers=bearer_header(jwt)) for _ in range(2)]
+    try:
+        assert [c.read_head(5) for c in first] == [200, 200]
+        with SSEClient.open(b.base_url, headers=bearer_header(jwt)) as c:
+            assert c.read_head(5) == 429
+        with SSEClient.open(b.base_url, headers=bearer_header(other_jwt)) as c:
+            assert c.read_head(5) == 200
+        first.pop().close()
+        deadline = time.monotonic() + 5
+        while True:
+            with SSEClient.open(b.base_url, headers=bearer_header(jwt)) as c:
+                status = c.read_head(5)
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status == 200
+        assert metric(b, 'broker_limit_refused_total{limit="streams_per_user"}') >= 1
+    finally:
+        for c in first:
+            c.close()

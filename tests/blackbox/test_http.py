@@ -11,7 +11,8 @@ from conftest import (assert_error, assert_json_response, assert_ok, describe, u
 
 POST_ENDPOINTS = ["/create_user", "/login", "/revoke_user", "/unrevoke_user", "/list_users",
                   "/get_user", "/update_user", "/insert"]
-GET_ENDPOINTS = ["/verify", "/sse", "/healthz", "/readyz"]
+GET_ENDPOINTS = ["/verify", "/sse", "/healthz", "/readyz", "/metrics", "/console", "/console/",
+                 "/console/index.html"]
 USERNAME_ENDPOINTS = ["/create_user", "/login", "/revoke_user", "/unrevoke_user", "/get_user",
                       "/update_user"]
 
@@ -111,7 +112,8 @@ def test_unknown_path_404(broker, method, path):
 @pytest.mark.parametrize("method,path", [
     ("GET", "/login"), ("POST", "/healthz"), ("GET", "/create_user"), ("GET", "/list_users"),
     ("POST", "/verify"), ("PUT", "/login"), ("DELETE", "/get_user"), ("POST", "/readyz"),
-    ("POST", "/sse"), ("GET", "/insert"), ("PATCH", "/update_user"),
+    ("POST", "/sse"), ("GET", "/insert"), ("PATCH", "/update_user"), ("POST", "/metrics"),
+    ("POST", "/console/"), ("DELETE", "/console/console.js"),
 ])
 def test_wrong_method_405(broker, method, path):
     assert_error(broker.request(method, path), 405)

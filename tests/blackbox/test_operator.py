@@ -113,6 +113,7 @@ def test_console_off(broker_factory):
     needs_own_server("starts a server with --console=false")
     b = broker_factory(["--console=false"])
     assert_error(b.get("/console/"), 404)
+    assert_error(b.get("/console", allow_redirects=False), 404)
     assert_ok(b.get("/healthz"))
 
 
