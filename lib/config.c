@@ -59,6 +59,7 @@ static const flag_def FLAGS[] = {
     {"login_limit_ip", FLAG_INT, "30", OFF(login_limit_ip), 0, 1000000, "failed logins a minute per client address before 429; 0 = no limit"},
     {"admin_limit_ip", FLAG_INT, "10", OFF(admin_limit_ip), 0, 1000000, "wrong admin_tokens a minute per client address before 429; 0 = no limit"},
     {"max_event_bytes", FLAG_INT, "65536", OFF(max_event_bytes), 16, 1073741824, "largest event data in bytes (compact JSON); larger answers 413. Every subscriber gets the latest event of each name on connect, so this bounds what one name costs them"},
+    {"max_event_names", FLAG_INT, "1000", OFF(max_event_names), 0, 100000000, "event names one tenant may have; an insert of a new name past it answers 400 (every new subscriber gets the latest event of each name); 0 = no bound"},
     {"max_connections", FLAG_INT, "0", OFF(max_connections), 0, 10000000, "connections one process holds before it answers 503; 0 = as many as it may open files"},
     {"max_connections_per_ip", FLAG_INT, "0", OFF(max_connections_per_ip), 0, 10000000, "connections per client address (per process) before 429; 0 = no limit (many users share an address behind NAT)"},
     {"max_streams_per_user", FLAG_INT, "0", OFF(max_streams_per_user), 0, 10000000, "SSE streams one user may hold open (per process) before 429; 0 = no limit"},

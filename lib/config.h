@@ -44,6 +44,7 @@ typedef struct broker_config {
     long admin_limit_ip;    /* wrong admin_tokens a minute per client address; 0 = none */
     char *trusted_proxies;  /* comma-separated addresses whose X-Forwarded-For names the client */
     long max_event_bytes;   /* largest event data (compact JSON) an insert may store */
+    long max_event_names;   /* event names one tenant may have (its latest-per-name table); 0 = no bound */
     long max_connections;         /* connections a process holds; 0 = its open-file limit */
     long max_connections_per_ip;  /* connections per client address and process; 0 = no limit */
     long max_streams_per_user;    /* SSE streams per user and process; 0 = no limit */

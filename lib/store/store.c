@@ -97,6 +97,8 @@ const char *store_status_text(store_status st)
         return "conflict";
     case STORE_UNAVAILABLE:
         return "store unavailable";
+    case STORE_LIMIT:
+        return "limit reached";
     }
     return "unknown store status";
 }

@@ -24,6 +24,7 @@ typedef enum store_status {
     STORE_NOT_FOUND = 1,   /* no such user */
     STORE_CONFLICT = 2,    /* unique constraint: username taken */
     STORE_UNAVAILABLE = 3, /* backend fault; details are logged by the backend */
+    STORE_LIMIT = 4,       /* an insert whose event name would pass its tenant's max_names */
 } store_status;
 
 /* A user as stored.  `email` and `data` may be NULL; `data` is compact JSON text. */
@@ -51,6 +52,10 @@ typedef struct store_event {
 typedef struct store_insert {
     const char *tenant, *event, *data; /* data: compact JSON text */
     int64_t ts_ms;
+    /* in: refuse (STORE_LIMIT) a name new to the tenant once the tenant has
+     * this many names (0: no bound).  Exact within one process; several
+     * processes writing one MongoDB may pass it by a few. */
+    size_t max_names;
     uint64_t seq;        /* out: its sequence, on STORE_OK */
     store_status status; /* out */
 } store_insert;

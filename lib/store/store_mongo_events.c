@@ -94,6 +94,32 @@ static store_status latest_raise(mongoc_collection_t *latest, const char *tenant
     return ret;
 }
 
+/* STORE_LIMIT when (tenant, event) is not a name of the tenant yet and the
+ * tenant holds `max_names` names already (0: no bound).  Two counts, the
+ * second only for a new name; processes inserting new names at the same
+ * moment may pass the bound by a few (store.h). */
+static store_status names_check(mongoc_collection_t *latest, const char *tenant, const char *event, size_t max_names)
+{
+    if (max_names == 0)
+        return STORE_OK;
+    bson_error_t err;
+    bson_t *one = BCON_NEW("_id", "{", "tenant", BCON_UTF8(tenant), "event", BCON_UTF8(event), "}");
+    int64_t has = mongoc_collection_count_documents(latest, one, NULL, NULL, NULL, &err);
+    bson_destroy(one);
+    if (has < 0)
+        return mg_fail("event insert: name lookup", &err);
+    if (has > 0)
+        return STORE_OK;
+    bson_t *all = BCON_NEW("tenant", BCON_UTF8(tenant));
+    bson_t *opts = BCON_NEW("limit", BCON_INT64((int64_t)max_names));
+    int64_t n = mongoc_collection_count_documents(latest, all, opts, NULL, NULL, &err);
+    bson_destroy(opts);
+    bson_destroy(all);
+    if (n < 0)
+        return mg_fail("event insert: name count", &err);
+    return (size_t)n >= max_names ? STORE_LIMIT : STORE_OK;
+}
+
 /* Inserts the event at `seq`; *taken is set when another writer holds it. */
 static store_status event_put(mongoc_collection_t *events, const char *tenant, const char *event, const char *data,
                               int64_t ts_ms, uint64_t seq, int *taken)
@@ -128,7 +154,7 @@ static void conflict_backoff(int round)
 }
 
 static store_status event_insert_one(store *base, const char *tenant, const char *event, const char *data,
-                                     int64_t ts_ms, uint64_t *seq_out)
+                                     int64_t ts_ms, size_t max_names, uint64_t *seq_out)
 {
     mongo_store *s = (mongo_store *)base;
     if (tenant == NULL || event == NULL || data == NULL)
@@ -141,6 +167,14 @@ static store_status event_insert_one(store *base, const char *tenant, const char
     mongoc_collection_t *latest = mongoc_client_get_collection(client, s->db_name, COLL_LATEST);
 
     pthread_mutex_lock(&st->lock);
+    store_status limit = names_check(latest, tenant, event, max_names);
+    if (limit != STORE_OK) {
+        pthread_mutex_unlock(&st->lock);
+        mongoc_collection_destroy(latest);
+        mongoc_collection_destroy(events);
+        mongoc_client_pool_push(s->pool, client);
+        return limit;
+    }
     uint64_t last = stripe_last_seq(st, tenant);
     uint64_t seq = last ? last + 1 : 0; /* 0: read the max first */
     uint64_t hint_floor = 0;            /* this call raised the hint to at least this */
@@ -206,7 +240,8 @@ static store_status event_insert_one(store *base, const char *tenant, const char
 void mongo_event_insert_many(store *base, store_insert *items, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        items[i].status = event_insert_one(base, items[i].tenant, items[i].event, items[i].data, items[i].ts_ms, &items[i].seq);
+        items[i].status = event_insert_one(base, items[i].tenant, items[i].event, items[i].data, items[i].ts_ms,
+                                           items[i].max_names, &items[i].seq);
 }
 
 /* ---- events: reading ----------------------------------------------------- */

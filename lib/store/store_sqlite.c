@@ -70,6 +70,8 @@ enum stmt_id {
     STMT_EVENT_RANGE,
     STMT_PING,
     STMT_PROBE_WRITE,
+    STMT_LATEST_HAS,
+    STMT_LATEST_COUNT,
     STMT_COUNT
 };
 
@@ -103,6 +105,9 @@ static const char *const stmt_sql[STMT_COUNT] = {
                          " WHERE tenant = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
     [STMT_PING] = "SELECT count(*) FROM sqlite_schema",
     /* A write of a few bytes: can the store write at all (a full disk)? */
+    [STMT_LATEST_HAS] = "SELECT 1 FROM latest WHERE tenant = ?1 AND event = ?2",
+    /* Counts no further than the bound: a tenant's names are a range of the key. */
+    [STMT_LATEST_COUNT] = "SELECT count(*) FROM (SELECT 1 FROM latest WHERE tenant = ?1 LIMIT ?2)",
     [STMT_PROBE_WRITE] = "INSERT INTO probe(id, at) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET at = excluded.at",
 };
 
@@ -141,6 +146,8 @@ typedef struct sqlite_conn {
 /* One insert waiting for a group commit (see sqlite_event_insert_many). */
 typedef struct insert_req {
     store_insert *item;
+    int refused;  /* STORE_LIMIT: not numbered, not written */
+    int new_name; /* a name its tenant did not have (for check_names) */
     int done;
     pthread_cond_t *wake; /* its caller's: a commit wakes only the callers whose inserts it did */
     struct insert_req *next;
@@ -756,22 +763,24 @@ static store_status take_seqs(sqlite_conn *c, const char *tenant, int64_t count,
 static store_status batch_number(sqlite_conn *c, insert_req *batch)
 {
     for (insert_req *r = batch; r != NULL; r = r->next) {
+        if (r->refused)
+            continue;
         const char *tenant = r->item->tenant;
         int first = 1;
         for (insert_req *p = batch; p != r && first; p = p->next)
-            first = strcmp(p->item->tenant, tenant) != 0;
+            first = p->refused || strcmp(p->item->tenant, tenant) != 0;
         if (!first)
             continue; /* numbered with the tenant's first insert */
         int64_t count = 0;
         for (insert_req *q = r; q != NULL; q = q->next)
-            count += strcmp(q->item->tenant, tenant) == 0;
+            count += !q->refused && strcmp(q->item->tenant, tenant) == 0;
         sqlite3_int64 seq;
         store_status ret = take_seqs(c, tenant, count, &seq);
         if (ret != STORE_OK)
             return ret;
         seq -= count - 1;
         for (insert_req *q = r; q != NULL; q = q->next)
-            if (strcmp(q->item->tenant, tenant) == 0)
+            if (!q->refused && strcmp(q->item->tenant, tenant) == 0)
                 q->item->seq = (uint64_t)seq++;
     }
     return STORE_OK;
@@ -798,7 +807,7 @@ static store_status event_row(sqlite_conn *c, const insert_req *r)
         return ret;
 
     for (const insert_req *q = r->next; q != NULL; q = q->next)
-        if (strcmp(q->item->event, it->event) == 0 && strcmp(q->item->tenant, it->tenant) == 0)
+        if (!q->refused && strcmp(q->item->event, it->event) == 0 && strcmp(q->item->tenant, it->tenant) == 0)
             return STORE_OK; /* superseded within the batch */
     bind_text(lat, 1, it->tenant);
     bind_text(lat, 2, it->event);
@@ -807,6 +816,51 @@ static store_status event_row(sqlite_conn *c, const insert_req *r)
     ret = rc == SQLITE_DONE ? STORE_OK : sq_fail(c, "event insert: latest");
     stmt_done(lat);
     return ret;
+}
+
+/* Refuses `r` when its name is new to its tenant and the tenant already
+ * holds max_names names, counting the new names the batch adds before it.
+ * One indexed lookup per insert that has a bound; the count only for a new
+ * name. */
+static store_status check_names(sqlite_conn *c, insert_req *batch, insert_req *r)
+{
+    const store_insert *it = r->item;
+    if (it->max_names == 0)
+        return STORE_OK;
+    size_t added = 0;
+    for (insert_req *p = batch; p != r; p = p->next) {
+        if (p->refused || strcmp(p->item->tenant, it->tenant) != 0)
+            continue;
+        if (strcmp(p->item->event, it->event) == 0)
+            return STORE_OK; /* the batch writes this name already */
+        added += p->new_name;
+    }
+    sqlite3_stmt *has = conn_stmt(c, STMT_LATEST_HAS);
+    if (has == NULL)
+        return STORE_UNAVAILABLE;
+    bind_text(has, 1, it->tenant);
+    bind_text(has, 2, it->event);
+    int rc = sqlite3_step(has);
+    stmt_done(has);
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    if (rc != SQLITE_DONE)
+        return sq_fail(c, "event insert: name lookup");
+    sqlite3_stmt *count = conn_stmt(c, STMT_LATEST_COUNT);
+    if (count == NULL)
+        return STORE_UNAVAILABLE;
+    bind_text(count, 1, it->tenant);
+    sqlite3_bind_int64(count, 2, (sqlite3_int64)it->max_names);
+    rc = sqlite3_step(count);
+    size_t n = rc == SQLITE_ROW ? (size_t)sqlite3_column_int64(count, 0) : 0;
+    stmt_done(count);
+    if (rc != SQLITE_ROW)
+        return sq_fail(c, "event insert: name count");
+    if (n + added >= it->max_names)
+        r->refused = 1;
+    else
+        r->new_name = 1;
+    return STORE_OK;
 }
 
 /* Commits a batch of inserts in one transaction: one fsync for all of them.
@@ -820,10 +874,13 @@ static void commit_batch(sqlite_store *s, insert_req *batch)
     pthread_mutex_lock(&s->write_lock);
     sqlite_conn *c = s->writer;
     store_status ret = conn_exec(c, STMT_BEGIN_IMMEDIATE, "event insert: begin");
+    for (insert_req *r = batch; r != NULL && ret == STORE_OK; r = r->next)
+        ret = check_names(c, batch, r);
     if (ret == STORE_OK)
         ret = batch_number(c, batch);
     for (insert_req *r = batch; r != NULL && ret == STORE_OK; r = r->next)
-        ret = event_row(c, r);
+        if (!r->refused)
+            ret = event_row(c, r);
     if (ret == STORE_OK)
         ret = conn_exec(c, STMT_COMMIT, "event insert: commit");
     if (ret != STORE_OK)
@@ -831,7 +888,7 @@ static void commit_batch(sqlite_store *s, insert_req *batch)
     pthread_mutex_unlock(&s->write_lock);
     atomic_store(&s->write_failing, ret != STORE_OK);
     for (insert_req *r = batch; r != NULL; r = r->next)
-        r->item->status = ret;
+        r->item->status = ret == STORE_OK && r->refused ? STORE_LIMIT : ret;
 }
 
 /* Group commit, leader/follower style: a caller's inserts join the pending

@@ -101,7 +101,7 @@ void ingest_store(broker_runtime *rt, ingest_item *items, size_t n)
     }
     for (size_t i = 0; i < n; i++)
         ins[i] = (store_insert){.tenant = items[i].who.tenant, .event = items[i].event, .data = items[i].data,
-                                .ts_ms = items[i].ts_ms};
+                                .ts_ms = items[i].ts_ms, .max_names = (size_t)rt->cfg.max_event_names};
     int64_t t0 = clock_mono_us();
     store_event_insert_many(rt->store, ins, n);
     atomic_fetch_add(write_us_total, clock_mono_us() - t0);
@@ -139,7 +139,12 @@ static int insert(const struct _u_request *req, struct _u_response *resp, void *
     ingest_store(rt, &item, 1);
     ingest_publish(rt, &item, 1);
     int ret;
-    if (item.status != STORE_OK) {
+    if (item.status == STORE_LIMIT) {
+        ret = http_reply_error(resp, 400,
+                               "tenant '%s' has as many event names as it may (%ld, --max_event_names): "
+                               "insert under a name it already has",
+                               item.who.tenant, rt->cfg.max_event_names);
+    } else if (item.status != STORE_OK) {
         ret = http_reply_error(resp, 500, "the event store is unavailable; the event was not stored");
     } else {
         char id[24];

@@ -526,3 +526,21 @@ def test_streams_per_user(broker_factory):
     finally:
         for c in first:
             c.close()
+
+
+def test_event_names_per_tenant_are_bounded(broker_factory):
+    # What a new subscriber is sent grows with its tenant's names: --max_event_names bounds them.
+    needs_own_server("starts a server with its own --max_event_names")
+    b = broker_factory(["--max_event_names=3"])
+    u, other = b.create_user(), b.create_user()
+    jwt = b.login(u.username, u.password)
+    for name in ("a", "b", "c"):
+        assert_ok(b.post("/insert", {"event": name, "data": 1}, headers=bearer_header(jwt)))
+    body = assert_error(b.post("/insert", {"event": "d", "data": 1}, headers=bearer_header(jwt)), 400)
+    assert "--max_event_names" in body["error"], body
+    status, body = raw_insert_body(b, jwt, json.dumps({"event": "e", "data": 1}))  # the engine's path
+    assert status == 400 and "--max_event_names" in body["error"], (status, body)
+    assert_ok(b.post("/insert", {"event": "a", "data": 2}, headers=bearer_header(jwt)))  # known names go on
+    ojwt = b.login(other.username, other.password)  # other tenants are not touched
+    assert_ok(b.post("/insert", {"event": "d", "data": 1}, headers=bearer_header(ojwt)))
+    assert read_event_names(b, jwt, 3, 10) == ["b", "c", "a"]

@@ -295,6 +295,44 @@ static void case_insert_many(store *s)
     store_event_insert_many(s, items, 0); /* an empty batch is nothing */
 }
 
+/* max_names bounds a tenant's names: a new name past it is refused
+ * (STORE_LIMIT) without taking a sequence number, a known name still goes,
+ * other tenants are untouched, and a batch counts its own new names. */
+static void case_max_names(store *s)
+{
+    store_insert one[] = {
+        {.tenant = "n1", .event = "a", .data = "1", .ts_ms = 1, .max_names = 2},
+        {.tenant = "n1", .event = "b", .data = "2", .ts_ms = 2, .max_names = 2},
+    };
+    store_event_insert_many(s, one, 2);
+    CHECK_ST(one[0].status, STORE_OK);
+    CHECK_ST(one[1].status, STORE_OK);
+    store_insert more[] = {
+        {.tenant = "n1", .event = "c", .data = "3", .ts_ms = 3, .max_names = 2}, /* a third name */
+        {.tenant = "n1", .event = "a", .data = "4", .ts_ms = 4, .max_names = 2}, /* a known one */
+        {.tenant = "n2", .event = "c", .data = "5", .ts_ms = 5, .max_names = 2}, /* another tenant */
+        {.tenant = "n2", .event = "d", .data = "6", .ts_ms = 6, .max_names = 2},
+        {.tenant = "n2", .event = "e", .data = "7", .ts_ms = 7, .max_names = 2}, /* its third, same batch */
+        {.tenant = "n2", .event = "c", .data = "8", .ts_ms = 8, .max_names = 2}, /* known within the batch */
+    };
+    store_event_insert_many(s, more, 6);
+    CHECK_ST(more[0].status, STORE_LIMIT);
+    CHECK_ST(more[1].status, STORE_OK);
+    CHECK_ST(more[2].status, STORE_OK);
+    CHECK_ST(more[3].status, STORE_OK);
+    CHECK_ST(more[4].status, STORE_LIMIT);
+    CHECK_ST(more[5].status, STORE_OK);
+    CHECK(more[1].seq == 3);                      /* the refused one took no number */
+    CHECK(more[2].seq == 1 && more[3].seq == 2 && more[5].seq == 3);
+    collector c = {0};
+    uint64_t max = 0;
+    CHECK_ST(store_event_latest(s, "n1", collect_event, &c, &max), STORE_OK);
+    CHECK(max == 3 && c.n == 2);
+    collector_clear(&c);
+    /* No bound: as many names as it likes. */
+    CHECK(insert(s, "n1", "z", "9", 9) == 4);
+}
+
 static void case_latest(store *s)
 {
     const char *T = "lat";
@@ -634,6 +672,7 @@ static void run_conformance(store_open_fn open_fn, const char *root)
     run_case("users", case_users, open_fn, root);
     run_case("sequences", case_sequences, open_fn, root);
     run_case("insert_many", case_insert_many, open_fn, root);
+    run_case("max_names", case_max_names, open_fn, root);
     run_case("latest", case_latest, open_fn, root);
     run_case("range", case_range, open_fn, root);
     run_case("unicode", case_unicode, open_fn, root);
