@@ -59,6 +59,11 @@ static void check_batch(void *arg, workq_item *jobs, size_t n)
     for (workq_item *it = jobs; it != NULL; it = it->next) {
         auth_job *job = (auth_job *)it;
         job->why = NULL;
+        if (atomic_load(&e->stop)) { /* shutting down: the rest of the batch is not read (a large
+                                      * snapshot on a remote store takes long) */
+            job->result = AUTHN_FAULT;
+            continue;
+        }
         job->result = authn_check(&e->rt->authn, job->authorization, job->access_token, &job->who, &job->why);
         job->retry_after = job->result == AUTHN_LIMITED ? authn_retry_after() : 0;
         tenant_view_clear(&job->view); /* a check made again reads again */
