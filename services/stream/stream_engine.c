@@ -213,6 +213,9 @@ void stream_hand_off(stream_engine *e, stream_client *c)
     unlink_head(e, c);
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     stream_limits_release(e, c->fd);
+    /* Counted before the other server has it: it may answer, and the client
+     * read the counter, before this thread runs again. */
+    atomic_fetch_add(e->m_handed_off, 1);
     if (getpeername(c->fd, (struct sockaddr *)&addr, &alen) != 0 || e->http == NULL ||
         http_server_adopt(e->http, c->fd, (struct sockaddr *)&addr, alen) != 0) {
         /* MHD closes the socket itself when it refuses it. */
@@ -220,7 +223,6 @@ void stream_hand_off(stream_engine *e, stream_client *c)
             close(c->fd);
     }
     c->fd = -1;
-    atomic_fetch_add(e->m_handed_off, 1);
     client_schedule_close(e, c);
 }
 
