@@ -4,13 +4,14 @@
 #   make test    install, build (plain and ASan+UBSan) and run every test
 #   make run-split  the split deployment on loopback (gateway on 8080)
 #   make bench   run the benchmarks against Nchan and Mercure (bench/README.md)
+#   make soak    ~12 minutes of steady mixed load on one broker (bench/soak.md)
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 ARGS       ?=
 
-.PHONY: all deps build build-asan run run-split test bench clean
+.PHONY: all deps build build-asan run run-split test bench soak clean
 
 all: build
 
@@ -40,6 +41,10 @@ test:
 bench: build
 	@scripts/deps.sh bench
 	@bench/run.sh
+
+soak: build
+	@scripts/deps.sh bench
+	@python3 bench/soak.py
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)
