@@ -625,6 +625,11 @@ int stream_serve(broker_runtime *rt, http_server *http, int reuse_port, const ch
 static int sse_redirect(const struct _u_request *req, struct _u_response *resp, void *ctx)
 {
     (void)ctx;
+    /* The other server matches "/sse/" here too (it ignores a trailing
+     * slash), but the engine streams only "/sse": a redirect to the same URL
+     * would loop. */
+    if (strcmp(req->url_path, "/sse") != 0)
+        return http_reply_error(resp, 404, "no such endpoint: %s (the event stream is /sse)", req->url_path);
     /* Only reached by a keep-alive connection the request/response server
      * already owns: send the client to a fresh connection. */
     u_map_put(resp->map_header, "Location", req->http_url);

@@ -103,7 +103,7 @@ def test_huge_string_field(broker):
 
 @pytest.mark.parametrize("method,path", [
     ("GET", "/nope"), ("POST", "/nope"), ("GET", "/create_user/extra"), ("GET", "/healthz/x"),
-    ("POST", "/LOGIN"), ("GET", "/" + "a" * 2000),
+    ("POST", "/LOGIN"), ("GET", "/" + "a" * 2000), ("GET", "/sse/"),
 ])
 def test_unknown_path_404(broker, method, path):
     assert_error(broker.request(method, path), 404)
