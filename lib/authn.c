@@ -229,7 +229,7 @@ static authn_result check_basic(const authn *a, const char *b64, authn_identity 
     if (r == AUTHN_OK && credcache_check(a->basic_cache, username, password, user.password_hash)) {
         identity_set(out, &user); /* verified before and unchanged since: no Argon2 */
         store_user_clear(&user);
-    } else {
+    } else if (r != AUTHN_FAULT) { /* a store that does not answer is not asked twice */
         if (r == AUTHN_OK)
             store_user_clear(&user);
         /* Not remembered (or unknown, or revoked): the full check, at the same

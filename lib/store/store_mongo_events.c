@@ -70,7 +70,8 @@ static store_status events_max_seq(mongoc_collection_t *events, const char *tena
 
 /* Raises the latest hint of (tenant, event) to at least `seq` ($max never
  * lowers it), creating it when missing. */
-static store_status latest_raise(mongoc_collection_t *latest, const char *tenant, const char *event, uint64_t seq)
+static store_status latest_raise(mongoc_collection_t *latest, const char *tenant, const char *event, uint64_t seq,
+                                 int *created)
 {
     bson_t *filter = BCON_NEW("_id", "{", "tenant", BCON_UTF8(tenant), "event", BCON_UTF8(event), "}");
     bson_t *update = BCON_NEW("$max", "{", "seq", BCON_INT64(mg_seq_i64(seq)), "}", "$setOnInsert", "{", "tenant",
@@ -81,8 +82,13 @@ static store_status latest_raise(mongoc_collection_t *latest, const char *tenant
     /* Two processes upserting a new name race: the loser gets a duplicate
      * key, and its second try finds the document and applies $max. */
     for (int attempt = 0;; attempt++) {
-        if (mongoc_collection_update_one(latest, filter, update, opts, NULL, &err))
+        bson_t reply;
+        if (mongoc_collection_update_one(latest, filter, update, opts, &reply, &err)) {
+            *created = mg_doc_int64(&reply, "upsertedCount") > 0;
+            bson_destroy(&reply);
             break;
+        }
+        bson_destroy(&reply);
         if (attempt == 0 && mg_is_duplicate_key(&err))
             continue;
         ret = mg_fail("event insert: latest", &err);
@@ -94,30 +100,29 @@ static store_status latest_raise(mongoc_collection_t *latest, const char *tenant
     return ret;
 }
 
-/* STORE_LIMIT when (tenant, event) is not a name of the tenant yet and the
- * tenant holds `max_names` names already (0: no bound).  Two counts, the
- * second only for a new name; processes inserting new names at the same
- * moment may pass the bound by a few (store.h). */
-static store_status names_check(mongoc_collection_t *latest, const char *tenant, const char *event, size_t max_names)
+/* After latest_raise() created the hint of a name new to the tenant: when
+ * the tenant now holds more than `max_names` names, the hint is taken back
+ * and the insert refused (STORE_LIMIT).  Costs nothing for a known name (the
+ * upsert says whether it created the document); processes inserting new
+ * names at the same moment may pass the bound by a few (store.h). */
+static store_status names_check_new(mongoc_collection_t *latest, const char *tenant, const char *event,
+                                    size_t max_names)
 {
-    if (max_names == 0)
-        return STORE_OK;
     bson_error_t err;
-    bson_t *one = BCON_NEW("_id", "{", "tenant", BCON_UTF8(tenant), "event", BCON_UTF8(event), "}");
-    int64_t has = mongoc_collection_count_documents(latest, one, NULL, NULL, NULL, &err);
-    bson_destroy(one);
-    if (has < 0)
-        return mg_fail("event insert: name lookup", &err);
-    if (has > 0)
-        return STORE_OK;
     bson_t *all = BCON_NEW("tenant", BCON_UTF8(tenant));
-    bson_t *opts = BCON_NEW("limit", BCON_INT64((int64_t)max_names));
+    bson_t *opts = BCON_NEW("limit", BCON_INT64((int64_t)max_names + 1));
     int64_t n = mongoc_collection_count_documents(latest, all, opts, NULL, NULL, &err);
     bson_destroy(opts);
     bson_destroy(all);
     if (n < 0)
         return mg_fail("event insert: name count", &err);
-    return (size_t)n >= max_names ? STORE_LIMIT : STORE_OK;
+    if ((size_t)n <= max_names)
+        return STORE_OK;
+    bson_t *one = BCON_NEW("_id", "{", "tenant", BCON_UTF8(tenant), "event", BCON_UTF8(event), "}");
+    if (!mongoc_collection_delete_one(latest, one, NULL, NULL, &err))
+        log_error("store mongodb: could not take back the hint of a refused name: %s", err.message);
+    bson_destroy(one);
+    return STORE_LIMIT;
 }
 
 /* Inserts the event at `seq`; *taken is set when another writer holds it. */
@@ -167,14 +172,6 @@ static store_status event_insert_one(store *base, const char *tenant, const char
     mongoc_collection_t *latest = mongoc_client_get_collection(client, s->db_name, COLL_LATEST);
 
     pthread_mutex_lock(&st->lock);
-    store_status limit = names_check(latest, tenant, event, max_names);
-    if (limit != STORE_OK) {
-        pthread_mutex_unlock(&st->lock);
-        mongoc_collection_destroy(latest);
-        mongoc_collection_destroy(events);
-        mongoc_client_pool_push(s->pool, client);
-        return limit;
-    }
     uint64_t last = stripe_last_seq(st, tenant);
     uint64_t seq = last ? last + 1 : 0; /* 0: read the max first */
     uint64_t hint_floor = 0;            /* this call raised the hint to at least this */
@@ -196,7 +193,10 @@ static store_status event_insert_one(store *base, const char *tenant, const char
          * server's queue. */
         if (seq > hint_floor) {
             hint_floor = conflicts ? seq + PROBE_LOOKAHEAD - 1 : seq;
-            ret = latest_raise(latest, tenant, event, hint_floor);
+            int created = 0;
+            ret = latest_raise(latest, tenant, event, hint_floor, &created);
+            if (ret == STORE_OK && created && max_names > 0)
+                ret = names_check_new(latest, tenant, event, max_names);
             if (ret != STORE_OK)
                 break;
         }
