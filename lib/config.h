@@ -2,8 +2,8 @@
  * config.h - every command-line flag of every Broker binary, in one table.
  *
  * The table in config.c is the single source of truth: parsing, the
- * BROKER_<FLAG> environment variables, --help and docs/FLAGS.md are all
- * produced from it.  Precedence: default < environment < command line.
+ * BROKER_<FLAG> environment variables and --help are all produced from it
+ * (tests/blackbox/test_cli.py and tests/ops check the docs against --help).  Precedence: default < environment < command line.
  * A bad value stops the program with a message that names the flag.
  */
 #ifndef BROKER_CONFIG_H

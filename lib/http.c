@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static metric_value *requests_2xx, *requests_4xx, *requests_5xx;
+static metric_value *requests_2xx, *requests_3xx, *requests_4xx, *requests_5xx;
 
 void http_count_status(unsigned status)
 {
@@ -23,6 +23,8 @@ void http_count_status(unsigned status)
         atomic_fetch_add(requests_5xx, 1);
     else if (status >= 400)
         atomic_fetch_add(requests_4xx, 1);
+    else if (status >= 300)
+        atomic_fetch_add(requests_3xx, 1);
     else
         atomic_fetch_add(requests_2xx, 1);
 }
@@ -242,6 +244,7 @@ int http_server_init(http_server *s, const broker_config *cfg)
     memset(s, 0, sizeof *s);
     s->cfg = cfg;
     requests_2xx = metrics_counter("broker_http_requests_total{code=\"2xx\"}", "HTTP requests answered, by status class");
+    requests_3xx = metrics_counter("broker_http_requests_total{code=\"3xx\"}", "HTTP requests answered, by status class");
     requests_4xx = metrics_counter("broker_http_requests_total{code=\"4xx\"}", "HTTP requests answered, by status class");
     requests_5xx = metrics_counter("broker_http_requests_total{code=\"5xx\"}", "HTTP requests answered, by status class");
     s->bind_addr.sin_family = AF_INET;

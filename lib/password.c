@@ -148,6 +148,11 @@ static void verifications_register(void)
     verifications = metrics_counter("broker_password_verifications_total", "Argon2id password verifications run");
 }
 
+void password_metrics_init(void)
+{
+    pthread_once(&verifications_once, verifications_register);
+}
+
 int password_verify(const char *encoded, const char *password)
 {
     if (encoded == NULL || password == NULL)

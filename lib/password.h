@@ -13,6 +13,10 @@
 /* Hashes `password` with a fresh random salt.  Returns a malloc'd encoded
  * hash ("$argon2id$v=19$m=...") or NULL on failure (logged). */
 char *password_hash(const char *password);
+/* Registers broker_password_verifications_total (so that it shows 0 before
+ * the first verification). */
+void password_metrics_init(void);
+
 /* 1 when `password` matches `encoded`, 0 otherwise (including a malformed hash). */
 int password_verify(const char *encoded, const char *password);
 

@@ -5,6 +5,7 @@
 #include "email.h"
 #include "log.h"
 #include "metrics.h"
+#include "password.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -51,6 +52,7 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
     if (rt->basic_cache == NULL)
         goto fail;
     authn_metrics_init();
+    password_metrics_init();
     /* Each table holds this many keys at once; an attack spread wider
      * reuses the slots idle longest (ratelimit.h). */
     enum { LIMIT_SLOTS = 16384 };
@@ -141,6 +143,7 @@ static int metrics(const struct _u_request *req, struct _u_response *resp, void 
     ulfius_set_string_body_response(resp, 200, text);
     u_map_put(resp->map_header, "Content-Type", "text/plain; version=0.0.4");
     free(text);
+    http_count_status(200);
     return U_CALLBACK_COMPLETE;
 }
 

@@ -109,6 +109,21 @@ def test_console_routes(broker):
     assert_error(broker.get("/console/nope.js"), 404)
 
 
+def test_redirects_are_counted_as_3xx(broker_factory):
+    needs_own_server("counts exactly, on a server of its own")
+    b = broker_factory()
+    def classes():  # one read of /metrics: it counts itself once its text is made
+        text = assert_ok_text(b.get("/metrics"))
+        return {c: float(re.search(r'^broker_http_requests_total\{code="%s"\} (\S+)$' % c, text, re.M).group(1))
+                for c in ("2xx", "3xx")}
+    before = classes()
+    r = b.get("/console", allow_redirects=False)
+    assert r.status_code == 308
+    after = classes()
+    # the 308, and the first /metrics read's own 200
+    assert after["3xx"] - before["3xx"] == 1 and after["2xx"] - before["2xx"] == 1, (before, after)
+
+
 def test_console_off(broker_factory):
     needs_own_server("starts a server with --console=false")
     b = broker_factory(["--console=false"])
