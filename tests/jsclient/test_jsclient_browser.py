@@ -66,18 +66,6 @@ def page_server():
 
 
 @pytest.fixture(scope="module")
-def broker():
-    workdir = h.new_workdir()
-    b = h.Broker(workdir)
-    try:
-        b.start()
-        yield b
-    finally:
-        b.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
 def driver():
     from selenium import webdriver  # python3-selenium; imported here so a missing one fails the tests
     from selenium.webdriver.chrome.service import Service

@@ -41,18 +41,6 @@ def test_node_is_available():
     assert int(out.strip().lstrip("v").split(".")[0]) >= 18, out
 
 
-@pytest.fixture(scope="module")
-def broker():
-    workdir = h.new_workdir()
-    b = h.Broker(workdir)
-    try:
-        b.start()
-        yield b
-    finally:
-        b.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 class NodeRun:
     def __init__(self, rc, out, err, extra=""):
         self.rc, self.out, self.err, self.extra = rc, out, err, extra
