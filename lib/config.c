@@ -38,6 +38,7 @@ static const flag_def FLAGS[] = {
     {"auto_cert", FLAG_BOOL, "true", OFF(auto_cert), 0, 0, "with --secure: obtain and renew a certificate by ACME for --domain"},
     {"key_path", FLAG_STRING, "certs/private_key.pem", OFF(key_path), 0, 0, "own TLS key, when --auto_cert=false"},
     {"cert_path", FLAG_STRING, "certs/chain.pem", OFF(cert_path), 0, 0, "own TLS certificate chain, when --auto_cert=false"},
+    {"http_port", FLAG_INT, "-1", OFF(http_port), -1, 65535, "plain-HTTP port that redirects to https and serves ACME challenges; -1: 80 with --secure, none without; 0: none"},
     {"certs", FLAG_STRING, "certs", OFF(certs), 0, 0, "where ACME keys and certificates are kept"},
     {"db", FLAG_STRING, "db", OFF(db), 0, 0, "the embedded database's path (the default store)"},
     {"domain", FLAG_STRING, "", OFF(domain), 0, 0, "the domain to certify; must resolve to this host"},

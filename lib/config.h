@@ -21,6 +21,7 @@ typedef struct broker_config {
     int auto_cert;
     char *key_path;
     char *cert_path;
+    long http_port;     /* -1: 80 with --secure, none without; 0: none */
     char *certs;
     char *db;
     char *domain;

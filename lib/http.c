@@ -289,25 +289,40 @@ int http_server_add_routes(http_server *s, const http_route *routes, void *ctx)
     return 0;
 }
 
-int http_server_start(http_server *s, int listen_self)
+/* libmicrohttpd's messages, in the service's log.  Its connections are the
+ * front door's socket pairs, on which TCP options (cork, no-delay) do not
+ * exist: it says so at every answer, and nothing is wrong. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (strstr(msg, "TCP_CORK") != NULL || strstr(msg, "TCP_NODELAY") != NULL ||
+        strstr(msg, "push the data from buffers") != NULL)
+        return;
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    log_warn("libmicrohttpd: %s", msg);
+}
+
+int http_server_start(http_server *s)
 {
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                      MHD_USE_ERROR_LOG | MHD_USE_ITC;
     struct MHD_OptionItem ops[] = {
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL},
         {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL},
-        /* Idle keep-alive connections and slow senders (slowloris) are closed
-         * after 20 s without progress. */
+        /* A relayed request arrives whole (the front door reads it first); a
+         * connection idle this long is one the door forgot. */
         {MHD_OPTION_CONNECTION_TIMEOUT, 20, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, 8192, NULL},
         {MHD_OPTION_THREAD_STACK_SIZE, 256 * 1024, NULL},
-        {MHD_OPTION_SOCK_ADDR, 0, &s->bind_addr},
         {MHD_OPTION_END, 0, NULL},
     };
-    if (!listen_self)
-        flags |= MHD_USE_NO_LISTEN_SOCKET;
-    if (!listen_self)
-        ops[5] = ops[6];
+    /* No socket of its own: the front door (door.h) gives it requests. */
+    flags |= MHD_USE_NO_LISTEN_SOCKET;
     if (ulfius_start_framework_with_mhd_options(&s->instance, flags, ops) != U_OK) {
         log_error("http: could not start the HTTP server on %s:%ld", s->cfg->bind, s->cfg->port);
         return -1;
@@ -346,7 +361,8 @@ void http_server_log_urls(const http_server *s, const char *service)
         used += (size_t)n;
     }
     int any = strcmp(s->cfg->bind, "0.0.0.0") == 0;
-    log_info("%s %s serving http://%s:%ld%s:%s", service, BROKER_VERSION, any ? "localhost" : s->cfg->bind,
+    log_info("%s %s serving %s://%s:%ld%s:%s", service, BROKER_VERSION, s->cfg->secure ? "https" : "http",
+             any ? "localhost" : s->cfg->bind,
              s->cfg->port, any ? " (all interfaces)" : "", paths);
 }
 

@@ -14,8 +14,9 @@
  * thread per connection, polled with poll() (not select(), so descriptors
  * above FD_SETSIZE work).  Request handlers block on Argon2 (~40 ms) and on
  * the store's fsync; a thread per connection keeps one slow login from
- * stalling unrelated requests.  Long-lived SSE connections never reach this
- * server: the stream service owns them (services/stream).
+ * stalling unrelated requests.  Clients never reach this server directly:
+ * the front door (door.h) owns every connection and relays it one whole
+ * request at a time.
  */
 #ifndef BROKER_HTTP_H
 #define BROKER_HTTP_H
@@ -68,11 +69,11 @@ int http_server_init(http_server *s, const broker_config *cfg);
 /* Adds every route of `routes` (ended by a row with a NULL method); `ctx` is
  * passed to each handler. */
 int http_server_add_routes(http_server *s, const http_route *routes, void *ctx);
-/* listen_self: 1 = listen on --bind:--port; 0 = no socket of its own,
- * connections come through http_server_adopt(). */
-int http_server_start(http_server *s, int listen_self);
-/* Hands an accepted connection to the server (the stream front loop does
- * this for every request that is not /sse). */
+/* Starts the server without a socket of its own: connections come through
+ * http_server_adopt(). */
+int http_server_start(http_server *s);
+/* Hands a connection to the server (the front door relays requests this
+ * way, door_bridge.c). */
 int http_server_adopt(http_server *s, int fd, const struct sockaddr *addr, socklen_t addrlen);
 void http_server_stop(http_server *s);
 /* Logs the start-up line an operator looks for: the version, the base URL

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
 {
@@ -19,10 +20,11 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
     int rc = config_load(&rt->cfg, argc, argv, service);
     if (rc != 0)
         return rc;
-    if (rt->cfg.secure) {
+    if (rt->cfg.secure && rt->cfg.auto_cert) {
         /* Better no start than plain HTTP where HTTPS was asked for. */
-        fprintf(stderr, "%s: --secure=true: HTTPS is not available in this build yet (certd is future work); "
-                        "serve plain HTTP behind a TLS-terminating proxy, see README.md\n", service);
+        fprintf(stderr, "%s: --auto_cert=true: certificates by ACME are not available in this build yet; "
+                        "give your own with --auto_cert=false --cert_path --key_path (README.md, HTTPS)\n",
+                service);
         config_free(&rt->cfg);
         return -1;
     }
@@ -37,7 +39,14 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* Connections are descriptors: take the whole hard limit. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     /* A peer that closes its socket must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
     if (email_init() != 0)
@@ -108,7 +117,11 @@ void runtime_wait_for_signal(void)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    sigwait(&set, &sig);
+    sigaddset(&set, SIGHUP);
+    while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
+        log_info("SIGHUP: reloading the TLS certificate");
+        door_reload_certificates();
+    }
     log_info("signal %d: shutting down", sig);
 }
 
@@ -158,6 +171,26 @@ int health_add_routes(http_server *s, broker_runtime *rt)
     return http_server_add_routes(s, routes, rt);
 }
 
+int runtime_serve(broker_runtime *rt, http_server *http, size_t conn_extra, int reuse_port,
+                  int (*attach)(door *d, broker_runtime *rt, void *arg), void *arg, const char *service)
+{
+    if (http_server_start(http) != 0)
+        return -1;
+    door *d = door_new(&rt->cfg, http, conn_extra, reuse_port);
+    if (d == NULL)
+        return -1;
+    if ((attach != NULL && attach(d, rt, arg) != 0) || door_start(d) != 0) {
+        door_free(d);
+        return -1;
+    }
+    http_server_log_urls(http, service);
+    door_log_listening(d, service);
+    log_info("%s listening on %s:%ld (store: %s)", service, rt->cfg.bind, rt->cfg.port, rt->store->ops->name);
+    runtime_wait_for_signal();
+    door_free(d);
+    return 0;
+}
+
 int runtime_serve_http(int argc, char **argv, const char *service, const char *default_bus,
                        int (*add_routes)(http_server *s, broker_runtime *rt))
 {
@@ -169,12 +202,10 @@ int runtime_serve_http(int argc, char **argv, const char *service, const char *d
     const char *bus = rt.cfg.bus_publish[0] ? rt.cfg.bus_publish : default_bus;
     int status = 1;
     if (runtime_open_bus(&rt, bus) == 0 && http_server_init(&http, &rt.cfg) == 0) {
-        if (health_add_routes(&http, &rt) == 0 && add_routes(&http, &rt) == 0 && http_server_start(&http, 1) == 0) {
-            http_server_log_urls(&http, service);
-            log_info("%s listening on %s:%ld, publishing on %s", service, rt.cfg.bind, rt.cfg.port, bus);
-            runtime_wait_for_signal();
+        log_info("%s: publishing on %s", service, bus);
+        if (health_add_routes(&http, &rt) == 0 && add_routes(&http, &rt) == 0 &&
+            runtime_serve(&rt, &http, 0, 0, NULL, NULL, service) == 0)
             status = 0;
-        }
         http_server_stop(&http);
     }
     runtime_close(&rt);

@@ -12,6 +12,7 @@
 #include "bus.h"
 #include "config.h"
 #include "credcache.h"
+#include "door.h"
 #include "http.h"
 #include "store.h"
 
@@ -48,14 +49,23 @@ void runtime_close(broker_runtime *rt);
  * and makes user changes travel on it.  Returns 0 or -1 (logged). */
 int runtime_open_bus(broker_runtime *rt, const char *endpoint);
 
-/* The whole life of a request/response service (auth, ingest): opens the bus
- * publisher on --bus_publish (or `default_bus`), listens on --bind:--port
- * with the health routes and those `add_routes` adds, serves until
- * SIGTERM/SIGINT, then closes everything.  Returns the process exit status. */
+/* Serves the port until SIGTERM/SIGINT: a front door (door.h) on
+ * --bind:--port that hands what no route takes to `http` (set up with its
+ * routes, not started yet), with `attach` (NULL: none) plugging the
+ * process's services into it; `conn_extra` is what they keep per connection
+ * (door_new).  reuse_port: several processes share the port.  SIGHUP reloads
+ * the TLS certificate.  0, or -1 when it could not start (logged). */
+int runtime_serve(broker_runtime *rt, http_server *http, size_t conn_extra, int reuse_port,
+                  int (*attach)(door *d, broker_runtime *rt, void *arg), void *arg, const char *service);
+
+/* The whole life of a request/response service (auth): opens the bus
+ * publisher on --bus_publish (or `default_bus`), serves the health routes
+ * and those `add_routes` adds through runtime_serve(), then closes
+ * everything.  Returns the process exit status. */
 int runtime_serve_http(int argc, char **argv, const char *service, const char *default_bus,
                        int (*add_routes)(http_server *s, broker_runtime *rt));
 
-/* Blocks until SIGINT or SIGTERM. */
+/* Blocks until SIGINT or SIGTERM; SIGHUP meanwhile reloads certificates. */
 void runtime_wait_for_signal(void);
 
 /* GET /healthz, /readyz and /metrics, for every service's http_server. */

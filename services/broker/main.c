@@ -2,13 +2,21 @@
  * broker - the all-in-one process: every service on one port, the bus on
  * inproc://, the store an embedded database at --db.  What `make run` starts.
  *
- * The stream engine owns the port: it keeps GET /sse and hands every other
- * connection to the request/response server (services/stream/stream.h).
+ * The front door (lib/door.h) owns the port; the stream service takes
+ * GET /sse in it, the ingest service plain POST /insert, and every other
+ * request goes to the request/response server with the user service's,
+ * the ingest service's and the health routes.
  */
 #include "auth.h"
 #include "ingest.h"
 #include "proto_bus.h"
 #include "stream.h"
+
+static int attach(door *d, broker_runtime *rt, void *arg)
+{
+    (void)arg;
+    return stream_attach(d, rt, BUS_INPROC_ENDPOINT) != NULL && ingest_attach(d, rt) == 0 ? 0 : -1;
+}
 
 int main(int argc, char **argv)
 {
@@ -21,7 +29,7 @@ int main(int argc, char **argv)
     if (runtime_open_bus(&rt, BUS_INPROC_ENDPOINT) == 0 && http_server_init(&http, &rt.cfg) == 0) {
         if (health_add_routes(&http, &rt) == 0 && auth_add_routes(&http, &rt) == 0 &&
             ingest_add_routes(&http, &rt) == 0 && stream_add_routes(&http, &rt) == 0 &&
-            http_server_start(&http, 0) == 0 && stream_serve(&rt, &http, 0, BUS_INPROC_ENDPOINT, 1, "broker") == 0)
+            runtime_serve(&rt, &http, stream_conn_size(), 0, attach, NULL, "broker") == 0)
             status = 0;
         http_server_stop(&http);
     }

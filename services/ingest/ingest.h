@@ -2,19 +2,23 @@
  * ingest.h - POST /insert: validate, store durably, then publish.
  *
  * Two front ends share these steps: the request/response server's route
- * (ingest_add_routes) and, in the all-in-one broker, the stream engine, which
- * answers plain keep-alive inserts itself and hands their checks, commits and
- * answers to an ingest_queue (services/stream/stream_insert.c).
+ * (ingest_add_routes), and the front door's route (ingest_attach), which
+ * takes plain inserts and hands their checks, commits and answers to an
+ * ingest_queue (ingest_door.c).
  */
 #ifndef BROKER_INGEST_H
 #define BROKER_INGEST_H
 
+#include "door.h"
 #include "runtime.h"
 #include "workq.h"
 
 /* Adds POST /insert to `s`.  rt->bus must be open: every stored event is
  * published on it. */
 int ingest_add_routes(http_server *s, broker_runtime *rt);
+/* Plugs the fast POST /insert into the front door (with ingest_add_routes on
+ * the door's request/response server for the rest).  0, or -1 (logged). */
+int ingest_attach(door *d, broker_runtime *rt);
 
 /* One checked insert, ready for the store. */
 typedef struct ingest_item {
@@ -41,31 +45,28 @@ void ingest_item_clear(ingest_item *item);
 void ingest_store(broker_runtime *rt, ingest_item *items, size_t n);
 void ingest_publish(broker_runtime *rt, const ingest_item *items, size_t n);
 
-/* ---- the queue the stream engine hands inserts to ----------------------- */
+/* ---- the queue the front door's route hands inserts to ------------------ */
 
 typedef enum ingest_outcome {
-    INGEST_HAND_OFF, /* not answered: let the request/response server do it */
-    INGEST_STORED,   /* answered (stored, or refused); `reply` holds what of the answer is still to be written */
-    INGEST_ANSWERED, /* answered (stored, or refused), the whole answer written */
-    INGEST_GONE,     /* the client went away before its answer (a stored insert stays stored) */
+    INGEST_PASS,      /* not answered: the request/response server answers it (the store failed) */
+    INGEST_TO_ANSWER, /* on the queue's thread: stored or refused, its answer not written yet */
+    INGEST_ANSWERED,  /* answered (stored, or refused) */
+    INGEST_GONE,      /* the client went away before its answer (a stored insert stays stored) */
 } ingest_outcome;
 
-/* One request, as the engine read it (peeked: still unread on its socket). */
+/* One request, as the front door read it. */
 typedef struct ingest_job {
     workq_item link;          /* first: jobs travel on a workq (workq.h) */
-    void *owner;              /* the engine's connection */
+    door_conn *owner;         /* the client's connection */
     char *authorization;      /* NUL-terminated, owned; NULL when absent */
     char *body;               /* owned */
     size_t body_len;
-    size_t request_len;       /* bytes of the whole request on the socket */
     char request_id[HTTP_REQUEST_ID_MAX + 1]; /* the answer's X-Request-Id (http.h) */
     ingest_outcome outcome;   /* set by the queue */
     unsigned status;          /* for the answer hook: 200 (stored), or the refusal's 4xx */
     uint64_t seq;             /* stored: the event's id */
     char *refusal;            /* a refusal's JSON body, as the request/response server words it; owned */
     size_t refusal_len;
-    char *reply;              /* INGEST_STORED: the unwritten rest of the answer, owned */
-    size_t reply_len;
 } ingest_job;
 
 /* The job after `j` on a list of jobs. */
@@ -78,11 +79,10 @@ typedef struct ingest_queue ingest_queue;
 
 /* Writes a job's answer on the queue's thread, the moment the batch is on
  * disk: a 200 with `seq`, or a refusal (`status` 400 or 401 with the body in
- * `refusal`: a bad body or credentials); sets its outcome (INGEST_ANSWERED,
- * INGEST_GONE, or INGEST_STORED with the rest in `reply`).  The engine does
- * not touch the connection until the job is back.  A job the store could not
- * take, or whose credentials the store could not check, is not answered
- * here: INGEST_HAND_OFF. */
+ * `refusal`: a bad body or credentials); sets its outcome (INGEST_ANSWERED
+ * or INGEST_GONE).  The door does not touch the connection until the job is
+ * back.  A job the store could not take, or whose credentials the store
+ * could not check, is not answered here: INGEST_PASS. */
 typedef void (*ingest_answer_fn)(ingest_job *job, void *arg);
 
 /* Starts the thread that checks, stores, answers and publishes submitted

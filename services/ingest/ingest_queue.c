@@ -1,12 +1,12 @@
 /*
  * ingest_queue.c - the thread that checks, stores and publishes inserts for
- * the stream engine (see ingest.h).
+ * the front door's insert route (see ingest.h).
  *
- * The engine thread only frames requests; everything that may wait runs
+ * The door's thread only frames requests; everything that may wait runs
  * here: the thread takes every job waiting, checks each one's credentials
  * (the JWT and the user's row in the store) and body, stores the good ones in
  * one store call (one transaction, one fsync), has their answers written (the
- * engine's hook, see ingest.h) and publishes them.  While it waits on the
+ * door route's hook, see ingest.h) and publishes them.  While it waits on the
  * disk the next batch gathers, and the next round takes all of it.
  *
  * One thread, measured on bench W3 (2 cores, 50 connections, one fsync about
@@ -44,7 +44,6 @@ void ingest_job_free(ingest_job *job)
         return;
     free(job->authorization);
     free(job->body);
-    free(job->reply);
     free(job->refusal);
     free(job);
 }
@@ -139,29 +138,29 @@ static void run_batch(void *arg, workq_item *list, size_t n)
     for (workq_item *it = list; it != NULL && n < BATCH_MAX; it = it->next)
         jobs[n++] = (ingest_job *)it;
     for (size_t i = 0; i < n; i++) {
-        jobs[i]->outcome = INGEST_HAND_OFF;
+        jobs[i]->outcome = INGEST_PASS;
         int checked = check_job(q, creds, &ncreds, jobs[i], &items[good]);
         if (checked == 0)
             of[good++] = i;
         else if (checked == 1)
-            jobs[i]->outcome = INGEST_STORED; /* its refusal is answered below, with the batch */
+            jobs[i]->outcome = INGEST_TO_ANSWER; /* its refusal is answered below, with the batch */
     }
     if (good > 0)
         ingest_store(q->rt, items, good);
     for (size_t k = 0; k < good; k++) {
         if (items[k].status == STORE_OK) {
-            jobs[of[k]]->outcome = INGEST_STORED;
+            jobs[of[k]]->outcome = INGEST_TO_ANSWER;
             jobs[of[k]]->status = 200;
             jobs[of[k]]->seq = items[k].seq;
         }
     }
     for (size_t i = 0; i < n; i++)
-        if (jobs[i]->outcome == INGEST_STORED)
+        if (jobs[i]->outcome == INGEST_TO_ANSWER)
             q->answer(jobs[i], q->answer_arg);
     q->stored = good;
 }
 
-/* workq after: the batch is answered and back with the engine; now the bus. */
+/* workq after: the batch is answered and back with the door; now the bus. */
 static void publish_batch(void *arg)
 {
     ingest_queue *q = arg;
@@ -179,7 +178,7 @@ static void free_job(void *arg, workq_item *job)
 
 static const workq_ops ingest_ops = {.run = run_batch, .after = publish_batch, .free_job = free_job};
 
-/* ---- the engine's side ----------------------------------------------------- */
+/* ---- the door's side ------------------------------------------------------- */
 
 ingest_queue *ingest_queue_new(broker_runtime *rt, ingest_answer_fn answer, void *answer_arg)
 {

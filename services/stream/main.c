@@ -24,6 +24,11 @@
 
 #define DEFAULT_SUBSCRIBE "tcp://127.0.0.1:5556,tcp://127.0.0.1:5557"
 
+static int attach(door *d, broker_runtime *rt, void *bus)
+{
+    return stream_attach(d, rt, bus) != NULL ? 0 : -1;
+}
+
 static int worker_main(int argc, char **argv, int index)
 {
     broker_runtime rt;
@@ -36,8 +41,9 @@ static int worker_main(int argc, char **argv, int index)
     const char *bus = rt.cfg.bus_subscribe[0] ? rt.cfg.bus_subscribe : DEFAULT_SUBSCRIBE;
     int status = 1;
     if (http_server_init(&http, &rt.cfg) == 0) {
+        log_info("%s: subscribing to %s", name, bus);
         if (health_add_routes(&http, &rt) == 0 && stream_add_routes(&http, &rt) == 0 &&
-            http_server_start(&http, 0) == 0 && stream_serve(&rt, &http, 1, bus, 0, name) == 0)
+            runtime_serve(&rt, &http, stream_conn_size(), 1, attach, (void *)bus, name) == 0)
             status = 0;
         http_server_stop(&http);
     }
@@ -80,6 +86,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGHUP);
     sigprocmask(SIG_BLOCK, &set, NULL);
     pid_t *pids = calloc((size_t)workers, sizeof *pids);
     if (pids == NULL)
@@ -89,6 +96,12 @@ int main(int argc, char **argv)
     for (;;) {
         int sig = 0;
         sigwait(&set, &sig);
+        if (sig == SIGHUP) { /* reload the certificate: each worker has its own front door */
+            for (int i = 0; i < workers; i++)
+                if (pids[i] > 0)
+                    kill(pids[i], SIGHUP);
+            continue;
+        }
         if (sig != SIGCHLD)
             break;
         int st;

@@ -9,57 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-static const char SSE_PREFIX[] = "GET /sse";
-static const char INSERT_PREFIX[] = "POST /insert ";
-
-/* Checks the request line as far as it has arrived: 1 plausible so far, 0 bad. */
-static int request_line_plausible(const char *buf, size_t len)
-{
-    size_t i = 0;
-    while (i < len && buf[i] >= 'A' && buf[i] <= 'Z')
-        i++;
-    if (i == len)
-        return i <= 16; /* a method still arriving */
-    if (i == 0 || i > 16 || buf[i] != ' ')
-        return 0; /* no method is longer than 16 letters, however the bytes arrive */
-    for (i++; i < len; i++) {
-        unsigned char ch = (unsigned char)buf[i];
-        if (ch == '\n' || (ch == '\r' && i + 1 < len && buf[i + 1] == '\n'))
-            return 1;
-        if (ch == '\r' && i + 1 == len)
-            return 1; /* its '\n' has not arrived yet */
-        if (ch < 0x20 || ch == 0x7f)
-            return 0;
-    }
-    return 1;
-}
-
-sse_route sse_request_route(const char *buf, size_t len)
-{
-    if (!request_line_plausible(buf, len))
-        return SSE_ROUTE_BAD;
-    size_t plen = sizeof SSE_PREFIX - 1, ilen = sizeof INSERT_PREFIX - 1;
-    if (memcmp(buf, INSERT_PREFIX, len < ilen ? len : ilen) == 0)
-        return len < ilen ? SSE_ROUTE_NEED_MORE : SSE_ROUTE_INSERT;
-    size_t n = len < plen ? len : plen;
-    if (memcmp(buf, SSE_PREFIX, n) != 0)
-        return SSE_ROUTE_OTHER;
-    if (len <= plen)
-        return SSE_ROUTE_NEED_MORE;
-    return (buf[plen] == ' ' || buf[plen] == '?') ? SSE_ROUTE_SSE : SSE_ROUTE_OTHER;
-}
-
-size_t sse_request_head_length(const char *buf, size_t len)
-{
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (buf[i] == '\n' && buf[i + 1] == '\n')
-            return i + 2;
-        if (i + 3 < len && buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n')
-            return i + 4;
-    }
-    return 0;
-}
-
 static int hexval(int c)
 {
     if (c >= '0' && c <= '9')
@@ -154,7 +103,7 @@ int sse_request_parse(const char *head, size_t len, sse_request *out, const char
 {
     memset(out, 0, sizeof *out);
     *why = "malformed request";
-    if (len > SSE_HEAD_MAX || memchr(head, '\0', len) != NULL)
+    if (memchr(head, '\0', len) != NULL)
         return -1;
     const char *end = head + len;
     const char *eol = memchr(head, '\n', len);

@@ -15,9 +15,10 @@
  * that the engine does not wait on either (tens of ms each on FerretDB late
  * in the test suite).
  *
- * While its check is out, a connection is CLIENT_CONNECTING: on none of the
- * engine's lists, its socket not read, and nothing closes it; a hang-up or
- * bytes meanwhile are noted in `unread` and looked at once it streams.
+ * While its check is out, a connection is CLIENT_CONNECTING, with the route
+ * handler in the front door's terms: its socket is not read and nothing
+ * closes it; a hang-up or bytes meanwhile are noted (door_conn_unread) and
+ * looked at once it streams.
  *
  * A user revoked or changed while the check was out is closed by the bus
  * message on the streams it has, not on this one, which has none yet: a check
@@ -29,7 +30,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 
 /* Checks per round: a verdict waits for the others of its round, and an
  * Argon2 one takes tens of milliseconds. */
@@ -86,7 +86,8 @@ static void job_free(auth_job *job)
 static void free_job(void *arg, workq_item *it)
 {
     auth_job *job = (auth_job *)it;
-    client_destroy(arg, job->owner);
+    (void)arg;
+    door_conn_close(client_conn(job->owner));
     job_free(job);
 }
 
@@ -104,8 +105,7 @@ int stream_auth_start(stream_engine *e)
     e->auth = workq_new(&auth_ops, e, AUTH_BATCH);
     if (e->auth == NULL)
         return -1;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &e->auth_tag};
-    return epoll_ctl(e->epfd, EPOLL_CTL_ADD, workq_fd(e->auth), &ev);
+    return door_watch(e->door, workq_fd(e->auth), stream_auth_finish, e);
 }
 
 void stream_auth_stop(stream_engine *e)
@@ -121,7 +121,7 @@ void stream_auth_submit(stream_engine *e, stream_client *c, const sse_request *r
         copy_credential(&job->access_token, req->access_token) != 0) {
         if (job != NULL)
             job_free(job);
-        client_reject(e, c, 503, "Service Unavailable", "out of memory");
+        client_reject(e, c, 503, "out of memory");
         return;
     }
     job->owner = c;
@@ -132,8 +132,9 @@ void stream_auth_submit(stream_engine *e, stream_client *c, const sse_request *r
     workq_submit(e->auth, &job->link);
 }
 
-void stream_auth_finish(stream_engine *e)
+void stream_auth_finish(void *engine)
 {
+    stream_engine *e = engine;
     for (workq_item *it = workq_done(e->auth), *next; it != NULL; it = next) {
         next = it->next;
         auth_job *job = (auth_job *)it;
@@ -144,19 +145,15 @@ void stream_auth_finish(stream_engine *e)
             workq_submit(e->auth, &job->link);
             continue;
         }
-        c->state = CLIENT_HEAD; /* off every list until it streams */
         if (job->result != AUTHN_OK)
-            client_reject_after(e, c, (int)authn_status(job->result), MHD_get_reason_phrase_for(authn_status(job->result)),
-                                job->why != NULL ? job->why : "not authorized", job->retry_after);
+            client_reject_after(e, c, authn_status(job->result), job->why != NULL ? job->why : "not authorized",
+                                job->retry_after);
         else if (!stream_limits_allow_stream(e, job->who.username))
-            client_reject(e, c, 429, "Too Many Requests",
-                          "this user has as many streams open as it may (--max_streams_per_user)");
+            client_reject(e, c, 429, "this user has as many streams open as it may (--max_streams_per_user)");
         else if ((c->username = strdup(job->who.username)) == NULL)
-            client_reject(e, c, 503, "Service Unavailable", "out of memory");
-        else if (tenant_subscribe(e, c, job->who.tenant, &job->view) == 0 && c->unread) {
-            c->unread = 0;
+            client_reject(e, c, 503, "out of memory");
+        else if (tenant_subscribe(e, c, job->who.tenant, &job->view) == 0 && door_conn_unread(client_conn(c)))
             stream_read_streaming(e, c); /* what came while it waited: a hang-up closes it */
-        }
         job_free(job);
     }
 }

@@ -14,22 +14,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
-#include <unistd.h>
 
 #define WRITEV_MAX 64
 
-stream_client *client_new(stream_engine *e, int fd)
+void client_init(stream_client *c)
 {
-    stream_client *c = calloc(1, sizeof *c);
-    if (c == NULL)
-        return NULL;
-    c->kind = WATCH_CLIENT;
-    c->fd = fd;
+    memset(c, 0, sizeof *c);
     c->queue = c->inline_queue;
     c->qcap = CLIENT_INLINE_QUEUE;
-    c->state = CLIENT_HEAD;
-    e->nclients++;
-    return c;
+    c->state = CLIENT_CONNECTING;
 }
 
 /* Back to the inline ring (the queue must be empty). */
@@ -54,7 +47,7 @@ static void queue_clear(stream_client *c)
 /* Puts `f` on c's queue; -1 when c is closing or (bounded) reads too slowly. */
 static int queue_frame(stream_engine *e, stream_client *c, sse_frame *f, int bounded)
 {
-    if (c->closing)
+    if (client_closing(c))
         return -1;
     /* An empty queue takes any frame, so one event larger than the bound
      * still goes out to a client that keeps up. */
@@ -90,7 +83,7 @@ int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded
 {
     if (queue_frame(e, c, f, bounded) != 0)
         return -1;
-    client_mark_dirty(e, c);
+    door_want_write(client_conn(c));
     return 0;
 }
 
@@ -98,54 +91,13 @@ int client_enqueue_idle(stream_engine *e, stream_client *c, sse_frame *f)
 {
     if (queue_frame(e, c, f, 1) != 0)
         return -1;
-    if (!c->dirty && !c->idle_listed) {
-        c->idle_listed = 1;
-        c->idle_next = NULL;
-        *e->idle_tail = c;
-        e->idle_tail = &c->idle_next;
-    }
+    door_want_write_idle(client_conn(c));
     return 0;
-}
-
-stream_client *client_idle_pop(stream_engine *e)
-{
-    stream_client *c = e->idle;
-    if (c == NULL)
-        return NULL;
-    e->idle = c->idle_next;
-    if (e->idle == NULL)
-        e->idle_tail = &e->idle;
-    c->idle_listed = 0;
-    c->idle_next = NULL;
-    return c;
-}
-
-void client_mark_dirty(stream_engine *e, stream_client *c)
-{
-    if (c->dirty)
-        return;
-    c->dirty = 1;
-    c->dirty_next = NULL;
-    *e->dirty_tail = c;
-    e->dirty_tail = &c->dirty_next;
-}
-
-stream_client *client_dirty_pop(stream_engine *e)
-{
-    stream_client *c = e->dirty;
-    if (c == NULL)
-        return NULL;
-    e->dirty = c->dirty_next;
-    if (e->dirty == NULL)
-        e->dirty_tail = &e->dirty;
-    c->dirty = 0;
-    c->dirty_next = NULL;
-    return c;
 }
 
 int client_flush(stream_engine *e, stream_client *c)
 {
-    while (c->qlen > 0 && !c->closing) {
+    while (c->qlen > 0 && !client_closing(c)) {
         struct iovec iov[WRITEV_MAX];
         int n = 0;
         for (uint32_t i = 0; i < c->qlen && n < WRITEV_MAX; i++, n++) {
@@ -154,15 +106,13 @@ int client_flush(stream_engine *e, stream_client *c)
             iov[n].iov_base = f->bytes + off;
             iov[n].iov_len = f->len - off;
         }
-        ssize_t w = writev(c->fd, iov, n);
+        ssize_t w = door_conn_writev(client_conn(c), iov, n);
         if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0; /* EPOLLOUT will call again */
-            if (errno == EINTR)
-                continue;
             client_schedule_close(e, c);
             return -1;
         }
+        if (w == 0)
+            return 0; /* EPOLLOUT calls again */
         size_t left = (size_t)w;
         c->qbytes -= left;
         while (left > 0) {
@@ -183,80 +133,42 @@ int client_flush(stream_engine *e, stream_client *c)
     }
     if (c->qlen == 0 && c->queue != c->inline_queue)
         queue_shrink(c);
-    return c->closing ? -1 : 0;
+    return client_closing(c) ? -1 : 0;
 }
 
 void client_schedule_close(stream_engine *e, stream_client *c)
 {
-    if (c->closing)
-        return;
-    c->closing = 1;
-    c->close_next = e->to_close;
-    e->to_close = c;
+    (void)e;
+    door_conn_close(client_conn(c));
 }
 
-/* Unlinks from whatever list holds the client and frees it.  Only the close
- * list calls this (and shutdown), never a walk over a tenant. */
-void client_destroy(stream_engine *e, stream_client *c)
+void client_release(stream_engine *e, stream_client *c)
 {
     if (c->state == CLIENT_STREAMING) {
         tenant_snapshot_free(c);
         stream_limits_stream_closed(e, c);
         tenant_unsubscribe(e, c);
         atomic_fetch_sub(e->m_clients, 1);
-    } else {
-        if (c->prev)
-            c->prev->next = c->next;
-        else if (e->heads == c)
-            e->heads = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-    }
-    if (c->fd >= 0) {
-        stream_limits_release(e, c->fd);
-        close(c->fd);
     }
     queue_clear(c);
     free(c->username);
-    e->nclients--;
-    free(c);
+    c->username = NULL;
 }
 
-void client_reject(stream_engine *e, stream_client *c, int status, const char *reason, const char *message)
+void client_reject(stream_engine *e, stream_client *c, unsigned status, const char *message)
 {
-    client_reject_after(e, c, status, reason, message, 0);
+    client_reject_after(e, c, status, message, 0);
 }
 
-void client_reject_after(stream_engine *e, stream_client *c, int status, const char *reason, const char *message,
-                         long retry_after)
+void client_reject_after(stream_engine *e, stream_client *c, unsigned status, const char *message, long retry_after)
 {
     char retry[48] = "";
     if (retry_after > 0)
         snprintf(retry, sizeof retry, "Retry-After: %ld\r\n", retry_after);
-    const char *origin = e->rt->cfg.origin;
-    /* The refusal of a stream gets an id of its own: the head that carried the
-     * client's X-Request-Id is gone by the time a credential check answers. */
-    char id[HTTP_REQUEST_ID_MAX + 1];
-    http_request_id(NULL, 0, id);
-    log_set_request_id(id);
-    log_debug("stream refused: %d %s", status, message);
-    log_set_request_id(NULL);
-    json_t *obj = json_pack("{s:s,s:s}", "error", message, "request_id", id);
-    char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-    json_decref(obj);
-    char *answer = msprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                            "Access-Control-Allow-Origin: %s\r\nAccess-Control-Expose-Headers: X-Request-Id\r\n"
-                            "%s%sX-Request-Id: %s\r\nConnection: close\r\n\r\n%s",
-                            status, reason, body ? strlen(body) : 0, origin,
-                            strcmp(origin, "*") ? "Vary: Origin\r\n" : "", retry, id, body ? body : "");
-    free(body);
     atomic_fetch_add(e->m_rejected, 1);
-    if (answer != NULL) {
-        /* A fresh socket's send buffer takes this whole; if not, the client
-         * just sees the connection close. */
-        ssize_t w = write(c->fd, answer, strlen(answer));
-        (void)w;
-    }
-    o_free(answer);
-    client_schedule_close(e, c);
+    /* The refusal gets an id of its own (door_conn_refuse): the head that
+     * carried the client's X-Request-Id is gone by the time a credential
+     * check answers. */
+    client_release(e, c);
+    door_conn_refuse(client_conn(c), status, NULL, retry_after > 0 ? retry : NULL, message);
 }

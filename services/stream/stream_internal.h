@@ -3,14 +3,16 @@
  *   sse_frame.c       reference-counted, serialised SSE frames
  *   stream_client.c   one subscriber: its queue, writes, close
  *   stream_tenant.c   tenants: subscribers, live dispatch, gap fill, replay
- *   stream_engine.c   the epoll loop: accept, route, heads, bus, timers
- *   stream_insert.c   POST /insert answered by the engine (all-in-one broker)
- * Everything here runs on the engine's one thread; nothing is locked.
+ *   stream_engine.c   GET /sse in the front door, the bus, keep-alives
+ *   stream_auth.c     the credential checks, off the door's thread
+ *   stream_limits.c   --max_streams_per_user
+ * Everything here runs on the front door's thread (door.h); nothing is locked.
  */
 #ifndef BROKER_STREAM_INTERNAL_H
 #define BROKER_STREAM_INTERNAL_H
 
 #include "bus.h"
+#include "door.h"
 #include "metrics.h"
 #include "sse_request.h"
 #include "stream.h"
@@ -38,65 +40,46 @@ static inline sse_frame *sse_frame_ref(sse_frame *f)
 }
 void sse_frame_unref(sse_frame *f);
 
-/* ---- epoll tags ------------------------------------------------------ */
-
-typedef enum watch_kind {
-    WATCH_LISTENER,
-    WATCH_BUS,
-    WATCH_TIMER,
-    WATCH_WAKE,
-    WATCH_INSERTS,
-    WATCH_AUTH,
-    WATCH_CLIENT
-} watch_kind;
-
 /* ---- subscribers ----------------------------------------------------- */
 
 typedef struct stream_tenant stream_tenant;
 
-/* CLIENT_INSERTING and CLIENT_ANSWERING: see stream_insert.c; CLIENT_CONNECTING:
- * see stream_auth.c. */
 typedef enum client_state {
-    CLIENT_HEAD,
-    CLIENT_STREAMING,
-    CLIENT_INSERTING,
-    CLIENT_ANSWERING,
-    CLIENT_CONNECTING
+    CLIENT_CONNECTING, /* its credentials are being checked (stream_auth.c) */
+    CLIENT_STREAMING
 } client_state;
 
 #define CLIENT_INLINE_QUEUE 4 /* a power of two */
 
+/* A subscriber: the stream's part of a front-door connection
+ * (door_conn_data), which the door frees with it. */
 typedef struct stream_client {
-    watch_kind kind; /* WATCH_CLIENT: first, so an epoll pointer tells what it is */
-    int fd;
     uint8_t state;
     uint8_t replaying; /* catching up from the store; live events wait */
-    uint8_t dirty;     /* on the engine's flush list */
-    uint8_t closing;   /* on the engine's close list */
-    uint8_t served;    /* has had a request answered: idle keep-alive, not a slow head */
-    uint8_t unread;    /* CLIENT_INSERTING/ANSWERING/CONNECTING: bytes or a hang-up came meanwhile */
-    uint8_t idle_listed; /* on the engine's list of keep-alives to write when nothing else waits */
     uint32_t qhead, qlen, qcap; /* ring of frames: `queue`, which is `inline_queue` until it outgrows it */
     uint32_t head_off;          /* bytes of the first frame already written */
     size_t qbytes;              /* bytes queued, not yet written */
     sse_frame **queue;
     /* A subscriber that keeps up holds one or two frames at a time: they live
-     * here, so fan-out allocates nothing per subscriber (measured: a
-     * malloc/free pair per subscriber per event otherwise). */
+     * here, so fan-out allocates nothing per subscriber (a malloc/free pair
+     * per subscriber per event otherwise). */
     sse_frame *inline_queue[CLIENT_INLINE_QUEUE];
     uint64_t last_seq; /* highest event id queued for this client */
-    /* One word, two lives: a connection is a head (deadline) or a stream
-     * (snapshot) and never goes back, and a field of its own would cost every
-     * idle subscriber 8 bytes. */
-    union {
-        int64_t deadline_ms;            /* CLIENT_HEAD: when an unfinished head is dropped */
-        struct snapshot_rest *snapshot; /* CLIENT_STREAMING: what of a large snapshot is still to send; NULL */
-    };
+    struct snapshot_rest *snapshot; /* what of a large snapshot is still to send; NULL */
     stream_tenant *tenant;
-    struct stream_client *prev, *next; /* the tenant's list, or the engine's head list (every state but streaming) */
-    struct stream_client *dirty_next, *close_next, *idle_next;
+    struct stream_client *prev, *next; /* the tenant's list */
     char *username;
 } stream_client;
+
+static inline door_conn *client_conn(stream_client *c)
+{
+    return door_conn_of(c);
+}
+
+static inline int client_closing(stream_client *c)
+{
+    return door_conn_closing(door_conn_of(c));
+}
 
 /* ---- tenants --------------------------------------------------------- */
 
@@ -112,66 +95,42 @@ struct stream_tenant {
 
 struct stream_engine {
     broker_runtime *rt;
-    http_server *http;
-    int epfd, listen_fd, timer_fd, wake_fd;
-    watch_kind listener_tag, bus_tag, timer_tag, wake_tag, inserts_tag, auth_tag;
+    door *door;
+    door_conn_ops ops; /* how the door calls back a subscriber */
     char *bus_endpoints;
     bus_sub *bus;
-    int bus_fd;
+    int bus_pending; /* a batch limit left messages on the bus */
     _Atomic int ready;  /* bus connected: read by /readyz from other threads */
     _Atomic int stop;
-    pthread_t thread;
-    int thread_started;
     size_t queue_max;
-    int64_t next_keepalive_ms;  /* when the next slice of keep-alives is due */
-    unsigned keepalive_slice;   /* which one: 0 .. --keepalive - 1 */
-    int64_t accept_paused_until_ms;
+    unsigned keepalive_slice;   /* which slice of the tenants is next: 0 .. --keepalive - 1 */
 
     stream_tenant **tenants; /* hash table */
     size_t tenant_mask, ntenants;
-    stream_client *heads;    /* clients still sending their request head */
-    stream_client *dirty, **dirty_tail; /* clients with frames to write, oldest first */
-    stream_client *idle, **idle_tail;   /* clients with only a keep-alive to write: after the dirty ones */
-    stream_client *to_close; /* clients to close at the end of this turn */
-    size_t nclients;
 
-    sse_frame *preamble;  /* HTTP response head + "retry: 3000" */
+    sse_frame *preamble;  /* HTTP response head + "retry: 3000", remade each second for its Date */
+    time_t preamble_second;
     sse_frame *keepalive; /* ": keep-alive" */
 
     struct workq *auth;           /* checks the credentials of new subscribers (stream_auth.c) */
     uint64_t user_changes;        /* user messages (revoked, deleted...) taken from the bus */
-    struct ingest_queue *inserts; /* NULL: every insert goes to the request/response server */
-    struct workq_item *inserts_todo, **inserts_todo_tail; /* framed this turn, for the ingest queue */
 
-    metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected, *m_fast, *m_handed_off;
+    metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected;
     metric_histogram *m_latency; /* an event's stamp to its frame queued for this process's subscribers */
     metric_value *m_replay_pages; /* replay pages the engine thread read from the store */
 
-    /* Limits (stream_limits.c); a limit of 0 is off, and its tables NULL. */
-    long max_connections, max_connections_per_ip, max_streams_per_user;
-    struct countmap *conns_by_address, *streams_by_user;
-    uint32_t *fd_addr; /* by descriptor: the address key its connection counts under, 0 = none */
-    size_t fd_addr_cap;
-    metric_value *m_refused_connections, *m_refused_per_address, *m_refused_streams;
+    /* --max_streams_per_user (stream_limits.c); 0 is off, and its table NULL. */
+    long max_streams_per_user;
+    struct countmap *streams_by_user;
+    metric_value *m_refused_streams;
     uint64_t delivered; /* frames written this turn; added to m_delivered once per turn */
 };
 
-#define HEAD_TIMEOUT_MS 10000     /* a request must arrive within this */
-#define KEEPALIVE_IDLE_MS 20000   /* an answered connection may idle this long, as on the other server */
-#define REQUEST_PEEK_MAX 16384    /* a request the engine answers fits in one peek of this */
-
 /* stream_engine.c */
-int64_t stream_mono_ms(void);
-/* Reads (peeks at) a connection's next request and decides whose it is. */
-void stream_read_head(stream_engine *e, stream_client *c);
-/* Gives a connection, with its bytes unread, to the request/response server. */
-void stream_hand_off(stream_engine *e, stream_client *c);
-/* Called when c's next request is not whole yet: it waits for more bytes,
- * unless the kernel will take no more (then the other server reads it). */
-void stream_wait_for_more(stream_engine *e, stream_client *c);
-
 /* A streaming client sent bytes or hung up. */
 void stream_read_streaming(stream_engine *e, stream_client *c);
+/* The preamble for a stream starting now. */
+sse_frame *stream_preamble(stream_engine *e);
 
 /* stream_auth.c */
 int stream_auth_start(stream_engine *e);
@@ -179,49 +138,30 @@ void stream_auth_stop(stream_engine *e);
 /* Has c's credentials checked off the engine thread; c is CLIENT_CONNECTING
  * until stream_auth_finish() starts its stream or refuses it. */
 void stream_auth_submit(stream_engine *e, stream_client *c, const sse_request *req);
-void stream_auth_finish(stream_engine *e);
-
-/* stream_insert.c */
-int stream_inserts_start(stream_engine *e);
-void stream_inserts_stop(stream_engine *e);
-/* A POST /insert at the head of c's bytes (peeked, `len` of at most `cap`). */
-void stream_insert_read(stream_engine *e, stream_client *c, const char *buf, size_t len, size_t cap);
-/* Hands the inserts framed this turn to the ingest queue, all at once. */
-void stream_inserts_submit(stream_engine *e);
-/* Answers (or hands off) every insert the ingest queue has finished. */
-void stream_inserts_finish(stream_engine *e);
-/* c's answer is written: wait for its next request. */
-void stream_insert_answered(stream_engine *e, stream_client *c);
+void stream_auth_finish(void *engine);
 
 /* stream_client.c */
-stream_client *client_new(stream_engine *e, int fd);
+void client_init(stream_client *c);
 /* Queues a frame (takes a reference); marks the client dirty.  A live frame
  * (bounded) that would take the queue past --sse_queue_max schedules the
  * close instead and returns -1: the client reads too slowly.  Snapshot and
  * replay frames are not bounded this way: the replay is paged by bytes
  * (tenant_replay_more) and a client goes live only with room in its queue. */
 int client_enqueue(stream_engine *e, stream_client *c, sse_frame *f, int bounded);
-/* Puts the client at the end of the engine's list of sockets to write (the
- * list is written in order, FLUSH_BUDGET sockets a turn). */
-void client_mark_dirty(stream_engine *e, stream_client *c);
-/* Takes the first client off that list; NULL when it is empty. */
-stream_client *client_dirty_pop(stream_engine *e);
 /* Queues a keep-alive frame (bounded, as a live one) on a client that is then
  * written only when no dirty client waits: a live event is never queued for
  * writing behind a round of keep-alives.  A client that gets a live frame
  * meanwhile goes on the dirty list and takes its keep-alive with it. */
 int client_enqueue_idle(stream_engine *e, stream_client *c, sse_frame *f);
-/* Takes the first client off the keep-alive list; NULL when it is empty. */
-stream_client *client_idle_pop(stream_engine *e);
 /* Writes what the socket takes.  Returns -1 when the client is gone. */
 int client_flush(stream_engine *e, stream_client *c);
 void client_schedule_close(stream_engine *e, stream_client *c);
-void client_destroy(stream_engine *e, stream_client *c);
-/* Writes a small complete HTTP answer and schedules the close. */
-void client_reject(stream_engine *e, stream_client *c, int status, const char *reason, const char *message);
+/* The door frees the connection: let go of everything the client holds. */
+void client_release(stream_engine *e, stream_client *c);
+/* Answers an error (with Connection: close) and closes. */
+void client_reject(stream_engine *e, stream_client *c, unsigned status, const char *message);
 /* The same with Retry-After: `retry_after` seconds (a 429), when above 0. */
-void client_reject_after(stream_engine *e, stream_client *c, int status, const char *reason, const char *message,
-                         long retry_after);
+void client_reject_after(stream_engine *e, stream_client *c, unsigned status, const char *message, long retry_after);
 
 /* stream_tenant.c */
 stream_tenant *tenant_find(stream_engine *e, const char *name, size_t len);
@@ -272,11 +212,6 @@ void tenant_view_clear(tenant_view *v);
 
 int stream_limits_init(stream_engine *e);
 void stream_limits_free(stream_engine *e);
-/* A new connection (counted in nclients): 0 admitted, -1 refused (answered,
- * closing).  Counts it under its address until stream_limits_release(). */
-int stream_limits_admit(stream_engine *e, stream_client *c, const struct sockaddr_storage *addr);
-/* Before a connection's descriptor is closed or handed to the other server. */
-void stream_limits_release(stream_engine *e, int fd);
 /* Whether `username` may open one more stream here (counts a refusal). */
 int stream_limits_allow_stream(stream_engine *e, const char *username);
 /* A stream of c->username starts, ends. */

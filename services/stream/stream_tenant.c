@@ -153,7 +153,7 @@ static int collect_event(const store_event *ev, void *arg)
 static void frames_deliver(stream_engine *e, stream_client *c, frame_list *fl)
 {
     for (size_t i = 0; i < fl->n; i++) {
-        if (!c->closing)
+        if (!client_closing(c))
             client_enqueue(e, c, fl->items[i], 0);
         sse_frame_unref(fl->items[i]);
     }
@@ -224,7 +224,7 @@ void tenant_snapshot_free(stream_client *c)
 static int snapshot_more(stream_engine *e, stream_client *c, size_t budget)
 {
     snapshot_rest *r = c->snapshot;
-    while (r->next < r->n && !c->closing && c->qbytes <= budget) {
+    while (r->next < r->n && !client_closing(c) && c->qbytes <= budget) {
         uint64_t id = r->ids[r->next++];
         frame_list fl = {0};
         atomic_fetch_add(e->m_replay_pages, 1);
@@ -238,7 +238,7 @@ static int snapshot_more(stream_engine *e, stream_client *c, size_t budget)
         }
         frames_deliver(e, c, &fl);
     }
-    if (r->next < r->n && !c->closing)
+    if (r->next < r->n && !client_closing(c))
         return 1;
     tenant_snapshot_free(c);
     return 0;
@@ -250,21 +250,22 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, tenan
     /* The store's view first: nothing is sent before we know it answered. */
     if (v->failed) {
         tenant_view_clear(v);
-        client_reject(e, c, 503, "Service Unavailable", "the event store is unavailable; retry");
+        client_reject(e, c, 503, "the event store is unavailable; retry");
         return -1;
     }
     if (t == NULL) {
         t = tenant_create(e, name);
         if (t == NULL) {
             tenant_view_clear(v);
-            client_reject(e, c, 503, "Service Unavailable", "out of memory");
+            client_reject(e, c, 503, "out of memory");
             return -1;
         }
         t->last_seq = v->max_seq;
     }
     c->tenant = t;
     c->state = CLIENT_STREAMING;
-    c->snapshot = NULL; /* the union's other life (the head's deadline) ends here */
+    c->snapshot = NULL;
+    door_conn_own(client_conn(c), &e->ops);
     stream_limits_stream_opened(e, c);
     c->next = t->clients;
     c->prev = NULL;
@@ -274,7 +275,12 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, tenan
     t->nclients++;
     atomic_fetch_add(e->m_clients, 1);
 
-    client_enqueue(e, c, e->preamble, 0);
+    sse_frame *preamble = stream_preamble(e);
+    if (preamble == NULL || client_enqueue(e, c, preamble, 0) != 0) {
+        tenant_view_clear(v);
+        client_schedule_close(e, c);
+        return 0;
+    }
     uint64_t upto = v->frames.last_seq; /* a resume's first page: the last id it holds */
     if (v->frames.nrest > 0) { /* a snapshot larger than a page: the rest as the socket drains */
         c->snapshot = malloc(sizeof *c->snapshot);
@@ -324,7 +330,7 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
     size_t budget = replay_budget(e);
     if (c->snapshot != NULL && snapshot_more(e, c, budget) != 0)
         return; /* more when the socket drains */
-    while (c->replaying && !c->closing && c->qbytes <= budget) {
+    while (c->replaying && !client_closing(c) && c->qbytes <= budget) {
         if (c->last_seq >= t->last_seq) {
             /* Nothing this process dispatched is missing (a snapshot's usual
              * case): live without asking the store for an empty range, one
@@ -368,7 +374,7 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
 static void dispatch_frame(stream_engine *e, stream_tenant *t, uint64_t seq, sse_frame *f)
 {
     for (stream_client *c = t->clients; c; c = c->next) {
-        if (c->replaying || c->closing || seq <= c->last_seq)
+        if (c->replaying || client_closing(c) || seq <= c->last_seq)
             continue;
         if (client_enqueue(e, c, f, 1) == 0)
             c->last_seq = seq;
@@ -439,8 +445,11 @@ void tenants_keepalive(stream_engine *e, unsigned slice, unsigned nslices)
 void tenants_free(stream_engine *e)
 {
     for (size_t i = 0; e->tenants && i <= e->tenant_mask; i++)
-        while (e->tenants[i] != NULL)
-            client_destroy(e, e->tenants[i]->clients); /* the last one frees the tenant */
+        while (e->tenants[i] != NULL) { /* the door closed every stream first: none is left but on a fault */
+            for (stream_client *c = e->tenants[i]->clients; c; c = c->next)
+                c->tenant = NULL;
+            tenant_remove(e, e->tenants[i]);
+        }
     free(e->tenants);
     e->tenants = NULL;
 }

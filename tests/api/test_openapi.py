@@ -285,23 +285,25 @@ def test_docs_stand_alone():
 # ---------------------------------------------------------------- the routes in the code
 
 ROUTE_ROW = re.compile(r'\{\s*"(GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS)"\s*,\s*"(/[^"]*)"')
+# The front door's routes, which services register with door_route_add(door, "METHOD", "/path", ...).
+DOOR_ROUTE = re.compile(r'door_route_add\(\s*\w+\s*,\s*"(GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS)"\s*,\s*"(/[^"]*)"')
 
 
 def code_routes():
-    """(METHOD, path) of every row of the C route tables, the stream engine's GET /sse, and
-    the preflight OPTIONS that lib/http.c adds on every path."""
+    """(METHOD, path) of every row of the C route tables, the front door's routes, and the
+    preflight OPTIONS that lib/http.c adds on every path."""
     files = []
     for d in ("services", "lib"):
         for root, _dirs, names in os.walk(os.path.join(REPO, d)):
             files += [os.path.join(root, n) for n in names if n.endswith(".c")]
-    routes = set()
+    routes, door = set(), set()
     for path in files:
         with open(path, encoding="utf-8", errors="replace") as f:
-            routes |= set(ROUTE_ROW.findall(f.read()))
-    # The engine keeps "GET /sse" itself (services/stream/sse_request.c), before any table.
-    with open(os.path.join(REPO, "services", "stream", "sse_request.c"), encoding="utf-8") as f:
-        assert '"GET /sse"' in f.read(), "the stream engine no longer routes GET /sse"
-    routes.add(("GET", "/sse"))
+            text = f.read()
+        routes |= set(ROUTE_ROW.findall(text))
+        door |= set(DOOR_ROUTE.findall(text))
+    assert ("GET", "/sse") in door, "the stream service no longer plugs GET /sse into the front door"
+    routes |= door
     routes |= {("OPTIONS", p) for _, p in routes}
     return routes
 

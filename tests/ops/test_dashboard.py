@@ -35,7 +35,7 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 REQUIRED_FAMILIES = {
     "broker_http_requests_total", "broker_sse_subscribers", "broker_events_inserted_total",
     "broker_store_write_batches_total", "broker_store_write_microseconds_total",
-    "broker_sse_slow_dropped_total", "broker_engine_handed_off_total",
+    "broker_sse_slow_dropped_total", "broker_door_relayed_total",
     "broker_delivery_latency_seconds", "broker_auth_failures_total",
 }
 

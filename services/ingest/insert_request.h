@@ -1,8 +1,8 @@
 /*
- * insert_request.h - decides whether a POST /insert is one the stream engine
- * answers itself (services/stream/stream_insert.c).
+ * insert_request.h - decides whether a POST /insert is one the front door's
+ * insert route answers itself (ingest_door.c).
  *
- * The engine answers only the plainest form of the request, the one a front
+ * The route answers only the plainest form of the request, the one a front
  * end's fetch() or a load generator sends over keep-alive; whatever else it
  * meets (chunked bodies, Expect, Connection: close, Basic credentials, a body
  * too large for one read, an odd header line) it hands, unread, to the
@@ -17,7 +17,7 @@
 
 typedef enum insert_verdict {
     INSERT_NEED_MORE = 0, /* the request has not all arrived */
-    INSERT_FAST = 1,      /* the engine's: *out says where the parts are */
+    INSERT_FAST = 1,      /* the route's: *out says where the parts are */
     INSERT_OTHER = 2,     /* hand the connection to the request/response server */
 } insert_verdict;
 
