@@ -260,7 +260,7 @@ static void limit_refuse(door_conn *c, int answer, unsigned status, const char *
 static int limits_admit(door *d, door_conn *c, const struct sockaddr_storage *ss, int answer)
 {
     const broker_config *cfg = d->cfg;
-    if (cfg->max_connections > 0 && d->nconns > (size_t)cfg->max_connections) {
+    if (cfg->max_connections > 0 && d->nlive > (size_t)cfg->max_connections) {
         atomic_fetch_add(d->m_refused_connections, 1);
         limit_refuse(c, answer, 503, "the server holds as many connections as it may (--max_connections); retry later");
         return -1;
@@ -350,6 +350,7 @@ static void accept_all(door_listener *l)
         c->state = CONN_READING;
         c->deadline_ms = door_now_ms() + DOOR_HEAD_TIMEOUT_MS;
         d->nconns++;
+        d->nlive++;
         list_add(d, c);
         if (l->tls && (c->ssl = door_tls_accept(d, fd)) == NULL) {
             c->state = CONN_WRITING;
@@ -582,6 +583,10 @@ void door_conn_close(door_conn *c)
     if (c->closing)
         return;
     c->closing = 1;
+    /* Gone for the limits now, not at the end of the turn: a client that
+     * closed and reconnected in one turn must find its slot free. */
+    c->d->nlive--;
+    limits_release(c->d, c->fd);
     c->close_next = c->d->to_close;
     c->d->to_close = c;
 }
@@ -751,6 +756,10 @@ static int in_reserve(conn_io *io, size_t want)
     char *n = realloc(io->in, ncap);
     if (n == NULL)
         return -1;
+    if (io->head_done) { /* the parsed head points into the buffer */
+        io->head.method = n + (io->head.method - io->in);
+        io->head.target = n + (io->head.target - io->in);
+    }
     io->in = n;
     io->in_cap = ncap;
     return 0;

@@ -148,6 +148,7 @@ struct door {
 
     door_conn *conns;     /* the door's connections (not owned by a handler) */
     size_t nconns;        /* every connection, owned ones included */
+    size_t nlive;         /* those not closing: what --max_connections counts */
     door_conn *wants, **wants_tail;
     door_conn *idle_wants, **idle_wants_tail;
     door_conn *to_close;
