@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,14 +73,22 @@ static long redirect_port(const broker_config *cfg)
     return cfg->http_port;
 }
 
+door *door_process;
+
 door *door_new(const broker_config *cfg, struct http_server *http, size_t conn_extra, int reuse_port)
 {
+    if (door_process != NULL) {
+        log_error("door: a process has one front door");
+        return NULL;
+    }
     door *d = calloc(1, sizeof *d);
     if (d == NULL)
         return NULL;
+    door_process = d;
     d->cfg = cfg;
     d->http = http;
-    d->conn_size = (sizeof(door_conn) + conn_extra + 15) & ~(size_t)15;
+    size_t held = sizeof(door_conn) - offsetof(door_conn, io);
+    d->conn_size = offsetof(door_conn, io) + (conn_extra > held ? conn_extra : held);
     d->epfd = d->timer_fd = d->wake_fd = -1;
     d->main = (door_listener){.tag = TAG_LISTENER, .fd = -1, .tls = cfg->secure, .d = d};
     d->redirect = (door_listener){.tag = TAG_LISTENER, .fd = -1, .redirect = 1, .d = d};
@@ -197,12 +206,17 @@ void door_wake(door *d)
 
 void *door_conn_data(door_conn *c)
 {
-    return (char *)c + sizeof(door_conn);
+    return &c->io;
 }
 
 door_conn *door_conn_of(void *data)
 {
-    return (door_conn *)((char *)data - sizeof(door_conn));
+    return (door_conn *)((char *)data - offsetof(door_conn, io));
+}
+
+static const door_conn_ops *conn_ops(const door_conn *c)
+{
+    return conn_door(c)->owners[c->owner - 1];
 }
 
 static void list_add(door *d, door_conn *c)
@@ -216,7 +230,7 @@ static void list_add(door *d, door_conn *c)
 
 void door_conn_unlist(door_conn *c)
 {
-    door *d = c->d;
+    door *d = conn_door(c);
     if (c->prev)
         c->prev->next = c->next;
     else if (d->conns == c)
@@ -299,10 +313,11 @@ static conn_io *io_get(door_conn *c)
 
 static void conn_destroy(door_conn *c)
 {
-    door *d = c->d;
+    door *d = conn_door(c);
     if (c->state == CONN_OWNED) {
-        if (c->ops != NULL && c->ops->closed != NULL)
-            c->ops->closed(c, c->ops->arg);
+        if (conn_ops(c)->closed != NULL)
+            conn_ops(c)->closed(c, conn_ops(c)->arg);
+        c->io = NULL; /* the handler's bytes were there */
     } else {
         door_conn_unlist(c);
     }
@@ -345,7 +360,6 @@ static void accept_all(door_listener *l)
         }
         c->tag = TAG_CONN;
         c->fd = fd;
-        c->d = d;
         c->redirect_port = (uint8_t)l->redirect;
         c->state = CONN_READING;
         c->deadline_ms = door_now_ms() + DOOR_HEAD_TIMEOUT_MS;
@@ -377,7 +391,7 @@ static void accept_all(door_listener *l)
 
 void door_want_write(door_conn *c)
 {
-    door *d = c->d;
+    door *d = conn_door(c);
     if (c->wants)
         return;
     c->wants = 1;
@@ -388,7 +402,7 @@ void door_want_write(door_conn *c)
 
 void door_want_write_idle(door_conn *c)
 {
-    door *d = c->d;
+    door *d = conn_door(c);
     if (c->wants || c->idle_wants)
         return;
     c->idle_wants = 1;
@@ -543,7 +557,7 @@ static void flush_one(door_conn *c)
     if (c->closing)
         return;
     if (c->state == CONN_OWNED)
-        c->ops->flush(c, c->ops->arg);
+        conn_ops(c)->flush(c, conn_ops(c)->arg);
     else if (c->state != CONN_HANDLER)
         flush_door_conn(c);
 }
@@ -585,10 +599,10 @@ void door_conn_close(door_conn *c)
     c->closing = 1;
     /* Gone for the limits now, not at the end of the turn: a client that
      * closed and reconnected in one turn must find its slot free. */
-    c->d->nlive--;
-    limits_release(c->d, c->fd);
-    c->close_next = c->d->to_close;
-    c->d->to_close = c;
+    conn_door(c)->nlive--;
+    limits_release(conn_door(c), c->fd);
+    c->close_next = conn_door(c)->to_close;
+    conn_door(c)->to_close = c;
 }
 
 int door_conn_closing(const door_conn *c)
@@ -608,9 +622,15 @@ void door_conn_refuse(door_conn *c, unsigned status, const char *request_id, con
     log_set_request_id(NULL);
     http_count_status(status);
     size_t len = 0;
-    char *answer = http_answer_error(c->d->cfg, status, request_id, extra, 1, message, &len);
-    if (c->state != CONN_OWNED)
-        c->state = CONN_WRITING;
+    char *answer = http_answer_error(conn_door(c)->cfg, status, request_id, extra, 1, message, &len);
+    if (c->state == CONN_OWNED) { /* refused before its first byte went out: the door has it back */
+        if (conn_ops(c)->closed != NULL)
+            conn_ops(c)->closed(c, conn_ops(c)->arg);
+        c->io = NULL;
+        c->owner = 0;
+        list_add(conn_door(c), c);
+    }
+    c->state = CONN_WRITING;
     c->close_after = 1;
     if (answer == NULL || door_conn_queue(c, answer, len) != 0) {
         free(answer);
@@ -618,11 +638,6 @@ void door_conn_refuse(door_conn *c, unsigned status, const char *request_id, con
         return;
     }
     free(answer);
-    if (c->state == CONN_OWNED) { /* a stream refused before it started: the door writes it */
-        door_conn_unlist(c);
-        list_add(c->d, c);
-        c->state = CONN_WRITING;
-    }
     flush_door_conn(c);
 }
 
@@ -646,12 +661,12 @@ static void answer_redirect(door_conn *c, const door_request *req)
         return;
     }
     char port[16] = "";
-    if (c->d->cfg->port != 443)
-        snprintf(port, sizeof port, ":%ld", c->d->cfg->port);
+    if (conn_door(c)->cfg->port != 443)
+        snprintf(port, sizeof port, ":%ld", conn_door(c)->cfg->port);
     char *location = msprintf("Location: https://%.*s%s%.*s\r\n", (int)name_len, host, port, (int)h->target_len,
                               h->target);
     size_t len = 0;
-    char *answer = location ? http_answer_error(c->d->cfg, 308, req->request_id, location, !h->keep_alive,
+    char *answer = location ? http_answer_error(conn_door(c)->cfg, 308, req->request_id, location, !h->keep_alive,
                                                 "this server is served over HTTPS", &len)
                             : NULL;
     o_free(location);
@@ -688,7 +703,7 @@ static void dispatch(door_conn *c)
     const char *id = http_head_header(io->in, io->head.len, "X-Request-Id", &id_len);
     http_request_id(id, id_len, req->request_id);
     if (c->redirect_port) {
-        const door_route *r = route_find(c->d, &io->head);
+        const door_route *r = route_find(conn_door(c), &io->head);
         if (r == NULL || !http_head_is(&io->head, "GET", "/.well-known/acme-challenge/", 1)) {
             if (http_head_is(&io->head, "GET", "/.well-known/acme-challenge/", 1))
                 door_conn_refuse(c, 404, req->request_id, NULL, "no such ACME challenge");
@@ -697,7 +712,7 @@ static void dispatch(door_conn *c)
             return;
         }
     }
-    const door_route *r = route_find(c->d, &io->head);
+    const door_route *r = route_find(conn_door(c), &io->head);
     c->state = CONN_HANDLER;
     c->unread = 0;
     if (r != NULL && r->fn(c, req, r->arg))
@@ -712,7 +727,7 @@ static int frame_body(door_conn *c)
 {
     conn_io *io = c->io;
     const http_head *h = &io->head;
-    size_t max_body = (size_t)c->d->cfg->max_body;
+    size_t max_body = (size_t)conn_door(c)->cfg->max_body;
     if (h->chunked) {
         size_t end = 0;
         const char *why = NULL;
@@ -892,12 +907,23 @@ void door_conn_pass(door_conn *c)
     bridge_start(c);
 }
 
-void door_conn_own(door_conn *c, const door_conn_ops *ops)
+int door_conn_own(door_conn *c, const door_conn_ops *ops)
 {
+    door *d = conn_door(c);
+    size_t i = 0;
+    while (i < d->nowners && d->owners[i] != ops)
+        i++;
+    if (i == d->nowners) {
+        if (d->nowners == sizeof d->owners / sizeof d->owners[0])
+            return -1;
+        d->owners[d->nowners++] = ops;
+    }
     door_conn_unlist(c);
     io_free(c);
-    c->ops = ops;
+    c->owner = (uint8_t)(i + 1);
     c->state = CONN_OWNED;
+    memset(door_conn_data(c), 0, d->conn_size - offsetof(door_conn, io));
+    return 0;
 }
 
 int door_conn_drain(door_conn *c)
@@ -960,8 +986,8 @@ static void on_conn(door_conn *c, uint32_t events)
             linger_read(c);
         break;
     case CONN_OWNED:
-        if (in && c->ops->readable != NULL)
-            c->ops->readable(c, c->ops->arg);
+        if (in && conn_ops(c)->readable != NULL)
+            conn_ops(c)->readable(c, conn_ops(c)->arg);
         if ((events & (EPOLLHUP | EPOLLERR)) && !c->closing) {
             door_conn_close(c);
             break;
@@ -1054,7 +1080,7 @@ static void *door_main(void *arg)
         }
         for (int i = 0; i < n; i++) {
             void *p = events[i].data.ptr;
-            switch (*(door_tag *)p) {
+            switch (*(const door_tag *)p) {
             case TAG_LISTENER:
                 accept_all(p);
                 break;
@@ -1136,6 +1162,8 @@ void door_free(door *d)
         close(d->timer_fd);
     if (d->wake_fd >= 0)
         close(d->wake_fd);
+    if (door_process == d)
+        door_process = NULL;
     free(d);
 }
 

@@ -110,13 +110,16 @@ const broker_config *door_config(const door *d);
 
 /* ---- connections ------------------------------------------------------ */
 
-/* The handler's bytes of a connection (`conn_extra` of door_new, zeroed), and back. */
+/* The handler's bytes of a connection (`conn_extra` of door_new), and back:
+ * they exist once the handler owns the connection (door_conn_own zeroes
+ * them); before that the door's own fields are in their place. */
 void *door_conn_data(door_conn *c);
 door_conn *door_conn_of(void *data);
 /* Takes the connection for good (a stream): from now on `ops` are called for
  * it (`ops` must outlive it).  The request is consumed; bytes the client
- * sends later reach ops->readable. */
-void door_conn_own(door_conn *c, const door_conn_ops *ops);
+ * sends later reach ops->readable.  -1 when the door has no room for
+ * another handler's table (a few per process). */
+int door_conn_own(door_conn *c, const door_conn_ops *ops);
 /* The handler is done with its request: the door writes what it queued
  * (door_conn_queue), then reads the connection's next request (or closes it,
  * when the request said so). */
@@ -133,7 +136,8 @@ ssize_t door_conn_writev(door_conn *c, const struct iovec *iov, int n);
  * door_conn_writev could not write).  0, or -1 when out of memory. */
 int door_conn_queue(door_conn *c, const char *bytes, size_t len);
 /* Writes an error answer (http_answer_error) with Connection: close, and
- * schedules the close.  `extra`: more header lines, or NULL. */
+ * schedules the close.  `extra`: more header lines, or NULL.  An owned
+ * connection (refused before it wrote anything) gets its `closed` call first. */
 void door_conn_refuse(door_conn *c, unsigned status, const char *request_id, const char *extra,
                       const char *message);
 void door_conn_close(door_conn *c);

@@ -80,7 +80,7 @@ static void queue_remove(door *d, door_conn *c)
 
 static void bridge_free(door_bridge *b)
 {
-    door *d = b->c->d;
+    door *d = conn_door(b->c);
     close(b->fd); /* libmicrohttpd sees the end of the connection and lets its thread go */
     b->c->io->bridge = NULL;
     free(b->head);
@@ -92,7 +92,7 @@ static void bridge_pump(door_bridge *b);
 
 static void open_bridge(door_conn *c)
 {
-    door *d = c->d;
+    door *d = conn_door(c);
     struct sockaddr_storage addr;
     socklen_t alen = sizeof addr;
     int sv[2];
@@ -130,7 +130,7 @@ static void open_bridge(door_conn *c)
 
 void bridge_start(door_conn *c)
 {
-    door *d = c->d;
+    door *d = conn_door(c);
     if (d->http == NULL) {
         door_conn_refuse(c, 404, c->io->req.request_id, NULL, "no such endpoint");
         return;
@@ -178,7 +178,7 @@ void bridge_expire_queued(door *d, int64_t now)
 static void bridge_done(door_bridge *b)
 {
     door_conn *c = b->c;
-    door *d = c->d;
+    door *d = conn_door(c);
     if (b->rh.close || b->to_eof)
         c->close_after = 1;
     bridge_free(b);
@@ -190,7 +190,7 @@ static void bridge_done(door_bridge *b)
 static void bridge_broken(door_bridge *b)
 {
     door_conn *c = b->c;
-    door *d = c->d;
+    door *d = conn_door(c);
     int answered = b->head_done;
     int whole = b->to_eof;
     bridge_free(b);
@@ -289,7 +289,7 @@ static void bridge_pump(door_bridge *b)
             log_warn("door: the request/response server's answer is not HTTP; closing the connection");
             bridge_free(b);
             door_conn_close(c);
-            start_queued(c->d);
+            start_queued(conn_door(c));
             return;
         }
         if (r == 1) {
@@ -317,7 +317,7 @@ void bridge_client_drained(door_conn *c)
 
 void bridge_close(door_conn *c)
 {
-    door *d = c->d;
+    door *d = conn_door(c);
     if (c->io == NULL)
         return;
     if (c->state == CONN_QUEUED) {

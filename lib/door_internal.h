@@ -22,15 +22,16 @@
 #define DOOR_READ_CHUNK 16384
 #define DOOR_LINGER_MS 2000         /* a refused request's unread bytes are drained this long at most */
 
-/* What an epoll event's pointer points to: its first member says which. */
-typedef enum door_tag {
+/* What an epoll event's pointer points to: its first byte says which. */
+enum door_tag {
     TAG_LISTENER,
     TAG_TIMERFD,
     TAG_WAKE,
     TAG_WATCH,
     TAG_BRIDGE,
     TAG_CONN
-} door_tag;
+};
+typedef uint8_t door_tag;
 
 typedef enum conn_state {
     CONN_HANDSHAKE, /* TLS handshake under way */
@@ -62,20 +63,24 @@ typedef struct conn_io {
     door_request req;
 } conn_io;
 
+/* Every connection of a process costs this much while it streams (plus its
+ * handler's bytes), so it is kept small: the door's fields for a request in
+ * flight share their place with the handler's bytes, which exist only once
+ * the handler owns the connection (door_conn_own). */
 struct door_conn {
-    door_tag tag; /* TAG_CONN */
-    int fd;
+    uint8_t tag;   /* TAG_CONN */
     uint8_t state;
-    uint8_t closing, wants, idle_wants, served, unread, close_after, redirect_port, hello_seen;
+    uint8_t owner; /* CONN_OWNED: its door_conn_ops, 1 + an index in the door's table */
+    uint8_t closing : 1, wants : 1, idle_wants : 1, served : 1, unread : 1, close_after : 1, redirect_port : 1,
+        hello_seen : 1;
+    int fd;
     SSL *ssl;
+    door_conn *want_next, *idle_next, *close_next;
+    /* Until CONN_OWNED; then the handler's bytes (door_conn_data) start here. */
     conn_io *io;
-    const door_conn_ops *ops;
     int64_t deadline_ms;
-    door *d;
-    door_conn *prev, *next; /* the door's list of connections it owns (every state but CONN_OWNED) */
-    door_conn *want_next, *close_next, *idle_next;
-    /* The handlers' bytes follow (door_conn_data), 16-aligned. */
-} __attribute__((aligned(16)));
+    door_conn *prev, *next; /* the door's list of the connections it holds */
+};
 
 typedef struct door_listener {
     door_tag tag; /* TAG_LISTENER */
@@ -160,6 +165,8 @@ struct door {
     size_t nqueued, queued_max;
 
     door_tls *tls; /* NULL without --secure */
+    const door_conn_ops *owners[4]; /* the handlers that own connections (door_conn_own) */
+    size_t nowners;
 
     /* connection limits */
     struct countmap *conns_by_address;
@@ -168,6 +175,15 @@ struct door {
 
     metric_value *m_relayed, *m_refused_connections, *m_refused_per_address, *m_relay_refused, *m_tls_failed;
 };
+
+/* The process's door: a process has one (door_new refuses a second), so a
+ * connection need not carry a pointer to it. */
+extern door *door_process;
+static inline door *conn_door(const door_conn *c)
+{
+    (void)c;
+    return door_process;
+}
 
 /* door.c */
 void door_conn_read(door_conn *c);         /* reads and frames its next request */

@@ -255,7 +255,7 @@ void door_tls_handshake(door_conn *c)
     if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
         return;
     char e[160];
-    atomic_fetch_add(c->d->m_tls_failed, 1);
+    atomic_fetch_add(conn_door(c)->m_tls_failed, 1);
     log_debug("TLS: handshake failed: %s", ssl_error_text(e, sizeof e));
     door_conn_close(c);
 }

@@ -15,10 +15,10 @@
  * that the engine does not wait on either (tens of ms each on FerretDB late
  * in the test suite).
  *
- * While its check is out, a connection is CLIENT_CONNECTING, with the route
- * handler in the front door's terms: its socket is not read and nothing
- * closes it; a hang-up or bytes meanwhile are noted (door_conn_unread) and
- * looked at once it streams.
+ * While its check is out, the connection is the route handler's in the front
+ * door's terms: its socket is not read and nothing closes it; a hang-up or
+ * bytes meanwhile are noted (door_conn_unread) and looked at once it streams.
+ * The stream owns it (door_conn_own) only once the check has passed.
  *
  * A user revoked or changed while the check was out is closed by the bus
  * message on the streams it has, not on this one, which has none yet: a check
@@ -37,7 +37,7 @@
 
 typedef struct auth_job {
     workq_item link; /* first: see workq.h */
-    stream_client *owner;
+    door_conn *owner;
     /* What the check and tenant_subscribe() need of the request: a copy of
      * the whole sse_request would be 8 KB per waiting subscriber. */
     char *authorization, *access_token; /* NULL when absent */
@@ -87,7 +87,7 @@ static void free_job(void *arg, workq_item *it)
 {
     auth_job *job = (auth_job *)it;
     (void)arg;
-    door_conn_close(client_conn(job->owner));
+    door_conn_close(job->owner);
     job_free(job);
 }
 
@@ -114,22 +114,38 @@ void stream_auth_stop(stream_engine *e)
     e->auth = NULL;
 }
 
-void stream_auth_submit(stream_engine *e, stream_client *c, const sse_request *req)
+void stream_auth_submit(stream_engine *e, door_conn *conn, const sse_request *req)
 {
     auth_job *job = calloc(1, sizeof *job);
     if (job == NULL || copy_credential(&job->authorization, req->authorization) != 0 ||
         copy_credential(&job->access_token, req->access_token) != 0) {
         if (job != NULL)
             job_free(job);
-        client_reject(e, c, 503, "out of memory");
+        stream_refuse(e, conn, 503, "out of memory", 0);
         return;
     }
-    job->owner = c;
+    job->owner = conn;
     job->has_last_event_id = req->has_last_event_id;
     job->last_event_id = req->last_event_id;
     job->user_changes = e->user_changes;
-    c->state = CLIENT_CONNECTING;
     workq_submit(e->auth, &job->link);
+}
+
+/* The check passed: the stream takes the connection and subscribes it. */
+static void start_stream(stream_engine *e, door_conn *conn, auth_job *job)
+{
+    if (door_conn_own(conn, &e->ops) != 0) {
+        stream_refuse(e, conn, 503, "the server cannot take this stream; retry", 0);
+        return;
+    }
+    stream_client *c = door_conn_data(conn);
+    client_init(c);
+    if ((c->username = strdup(job->who.username)) == NULL) {
+        client_reject(e, c, 503, "out of memory");
+        return;
+    }
+    if (tenant_subscribe(e, c, job->who.tenant, &job->view) == 0 && door_conn_unread(conn))
+        stream_read_streaming(e, c); /* what came while it waited: a hang-up closes it */
 }
 
 void stream_auth_finish(void *engine)
@@ -138,7 +154,7 @@ void stream_auth_finish(void *engine)
     for (workq_item *it = workq_done(e->auth), *next; it != NULL; it = next) {
         next = it->next;
         auth_job *job = (auth_job *)it;
-        stream_client *c = job->owner;
+        door_conn *conn = job->owner;
         if (job->result == AUTHN_OK && job->user_changes != e->user_changes) {
             job->user_changes = e->user_changes; /* see the top of this file */
             job->link.next = NULL;
@@ -146,14 +162,12 @@ void stream_auth_finish(void *engine)
             continue;
         }
         if (job->result != AUTHN_OK)
-            client_reject_after(e, c, authn_status(job->result), job->why != NULL ? job->why : "not authorized",
-                                job->retry_after);
+            stream_refuse(e, conn, authn_status(job->result), job->why != NULL ? job->why : "not authorized",
+                          job->retry_after);
         else if (!stream_limits_allow_stream(e, job->who.username))
-            client_reject(e, c, 429, "this user has as many streams open as it may (--max_streams_per_user)");
-        else if ((c->username = strdup(job->who.username)) == NULL)
-            client_reject(e, c, 503, "out of memory");
-        else if (tenant_subscribe(e, c, job->who.tenant, &job->view) == 0 && door_conn_unread(client_conn(c)))
-            stream_read_streaming(e, c); /* what came while it waited: a hang-up closes it */
+            stream_refuse(e, conn, 429, "this user has as many streams open as it may (--max_streams_per_user)", 0);
+        else
+            start_stream(e, conn, job);
         job_free(job);
     }
 }

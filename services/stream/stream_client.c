@@ -22,7 +22,7 @@ void client_init(stream_client *c)
     memset(c, 0, sizeof *c);
     c->queue = c->inline_queue;
     c->qcap = CLIENT_INLINE_QUEUE;
-    c->state = CLIENT_CONNECTING;
+    c->state = CLIENT_STARTING;
 }
 
 /* Back to the inline ring (the queue must be empty). */
@@ -155,12 +155,7 @@ void client_release(stream_engine *e, stream_client *c)
     c->username = NULL;
 }
 
-void client_reject(stream_engine *e, stream_client *c, unsigned status, const char *message)
-{
-    client_reject_after(e, c, status, message, 0);
-}
-
-void client_reject_after(stream_engine *e, stream_client *c, unsigned status, const char *message, long retry_after)
+void stream_refuse(stream_engine *e, door_conn *conn, unsigned status, const char *message, long retry_after)
 {
     char retry[48] = "";
     if (retry_after > 0)
@@ -169,6 +164,10 @@ void client_reject_after(stream_engine *e, stream_client *c, unsigned status, co
     /* The refusal gets an id of its own (door_conn_refuse): the head that
      * carried the client's X-Request-Id is gone by the time a credential
      * check answers. */
-    client_release(e, c);
-    door_conn_refuse(client_conn(c), status, NULL, retry_after > 0 ? retry : NULL, message);
+    door_conn_refuse(conn, status, NULL, retry_after > 0 ? retry : NULL, message);
+}
+
+void client_reject(stream_engine *e, stream_client *c, unsigned status, const char *message)
+{
+    stream_refuse(e, client_conn(c), status, message, 0); /* the door calls client_release first */
 }

@@ -65,19 +65,17 @@ sse_frame *stream_preamble(stream_engine *e)
 static int route_sse(door_conn *conn, const door_request *req, void *arg)
 {
     stream_engine *e = arg;
-    stream_client *c = door_conn_data(conn);
     sse_request sr;
     const char *why = NULL;
-    client_init(c);
     if (sse_request_parse(req->bytes, req->head->len, &sr, &why) != 0) {
-        client_reject(e, c, 400, why);
+        stream_refuse(e, conn, 400, why, 0);
         return 1;
     }
     if (!atomic_load(&e->ready)) {
-        client_reject(e, c, 503, "the stream service is not connected to the event bus yet; retry");
+        stream_refuse(e, conn, 503, "the stream service is not connected to the event bus yet; retry", 0);
         return 1;
     }
-    stream_auth_submit(e, c, &sr);
+    stream_auth_submit(e, conn, &sr);
     return 1;
 }
 

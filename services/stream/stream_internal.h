@@ -45,14 +45,18 @@ void sse_frame_unref(sse_frame *f);
 typedef struct stream_tenant stream_tenant;
 
 typedef enum client_state {
-    CLIENT_CONNECTING, /* its credentials are being checked (stream_auth.c) */
+    CLIENT_STARTING, /* owned, not yet subscribed */
     CLIENT_STREAMING
 } client_state;
 
-#define CLIENT_INLINE_QUEUE 4 /* a power of two */
+/* A subscriber that keeps up holds one or two frames at a time (an event, a
+ * keep-alive): they live in the client, so fan-out allocates nothing per
+ * subscriber (a malloc/free pair per subscriber per event otherwise). */
+#define CLIENT_INLINE_QUEUE 2 /* a power of two */
 
 /* A subscriber: the stream's part of a front-door connection
- * (door_conn_data), which the door frees with it. */
+ * (door_conn_data), which exists once the stream owns the connection and
+ * which the door frees with it. */
 typedef struct stream_client {
     uint8_t state;
     uint8_t replaying; /* catching up from the store; live events wait */
@@ -60,9 +64,6 @@ typedef struct stream_client {
     uint32_t head_off;          /* bytes of the first frame already written */
     size_t qbytes;              /* bytes queued, not yet written */
     sse_frame **queue;
-    /* A subscriber that keeps up holds one or two frames at a time: they live
-     * here, so fan-out allocates nothing per subscriber (a malloc/free pair
-     * per subscriber per event otherwise). */
     sse_frame *inline_queue[CLIENT_INLINE_QUEUE];
     uint64_t last_seq; /* highest event id queued for this client */
     struct snapshot_rest *snapshot; /* what of a large snapshot is still to send; NULL */
@@ -135,9 +136,10 @@ sse_frame *stream_preamble(stream_engine *e);
 /* stream_auth.c */
 int stream_auth_start(stream_engine *e);
 void stream_auth_stop(stream_engine *e);
-/* Has c's credentials checked off the engine thread; c is CLIENT_CONNECTING
- * until stream_auth_finish() starts its stream or refuses it. */
-void stream_auth_submit(stream_engine *e, stream_client *c, const sse_request *req);
+/* Has the credentials of a GET /sse checked off the door's thread; the
+ * connection is the route's until stream_auth_finish() starts its stream or
+ * refuses it. */
+void stream_auth_submit(stream_engine *e, door_conn *conn, const sse_request *req);
 void stream_auth_finish(void *engine);
 
 /* stream_client.c */
@@ -158,10 +160,11 @@ int client_flush(stream_engine *e, stream_client *c);
 void client_schedule_close(stream_engine *e, stream_client *c);
 /* The door frees the connection: let go of everything the client holds. */
 void client_release(stream_engine *e, stream_client *c);
-/* Answers an error (with Connection: close) and closes. */
+/* Answers a refusal of a GET /sse (with Connection: close) and closes:
+ * `retry_after` seconds in Retry-After when above 0 (a 429). */
+void stream_refuse(stream_engine *e, door_conn *conn, unsigned status, const char *message, long retry_after);
+/* The same for a client the stream owns, refused before its stream started. */
 void client_reject(stream_engine *e, stream_client *c, unsigned status, const char *message);
-/* The same with Retry-After: `retry_after` seconds (a 429), when above 0. */
-void client_reject_after(stream_engine *e, stream_client *c, unsigned status, const char *message, long retry_after);
 
 /* stream_tenant.c */
 stream_tenant *tenant_find(stream_engine *e, const char *name, size_t len);

@@ -265,7 +265,6 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, tenan
     c->tenant = t;
     c->state = CLIENT_STREAMING;
     c->snapshot = NULL;
-    door_conn_own(client_conn(c), &e->ops);
     stream_limits_stream_opened(e, c);
     c->next = t->clients;
     c->prev = NULL;
