@@ -1,6 +1,8 @@
 /* pubload: a paced HTTP/1.1 keep-alive publisher for the benchmarks (bench/run.py).
  *
  *   gcc -O2 -Wall -Wextra -Werror -o build/pubload bench/pubload.c
+ *   gcc -O2 -Wall -Wextra -Werror -DWITH_TLS -o build/pubload-tls bench/pubload.c -lssl -lcrypto
+ *     (the TLS build adds --tls [--tls-ca FILE] [--sni NAME]: HTTPS, one handshake per connection)
  *
  * Sends --count requests (or for --duration seconds) over --conns keep-alive connections to
  * a loopback server, at --rate requests per second (0: as fast as the connections allow, each
@@ -35,6 +37,11 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef WITH_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#endif
 
 #define MAX_HEADERS 16
 #define MAX_CONNS 1024
@@ -77,7 +84,12 @@ static struct {
     double rate, duration, timeout;
     long count;
     int conns;
+    int tls;
+    const char *tls_ca, *sni, *host;
 } opt;
+#ifdef WITH_TLS
+static SSL_CTX *g_tls;
+#endif
 
 /* ---- growable buffer ---- */
 typedef struct {
@@ -135,6 +147,10 @@ typedef struct {
     size_t out_off;
     char in[RBUF];
     size_t in_len;
+#ifdef WITH_TLS
+    SSL *ssl;
+    int handshaking;
+#endif
 } conn_t;
 
 static conn_t C[MAX_CONNS];
@@ -167,6 +183,13 @@ static void conn_open(conn_t *c)
 
 static void conn_close(conn_t *c)
 {
+#ifdef WITH_TLS
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    c->handshaking = 0;
+#endif
     if (c->fd >= 0) {
         struct linger lg = {1, 0};
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -194,10 +217,105 @@ static void want_out(conn_t *c, int on)
     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/* plain or TLS I/O, like read()/write(): -1 with EAGAIN when TLS wants the socket */
+static ssize_t io_read(conn_t *c, void *buf, size_t n)
+{
+#ifdef WITH_TLS
+    if (c->ssl) {
+        ERR_clear_error();
+        errno = 0;
+        int r = SSL_read(c->ssl, buf, (int)n);
+        if (r > 0)
+            return r;
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+            return 0;
+        if (e != SSL_ERROR_SYSCALL)
+            errno = EPROTO;
+        return -1;
+    }
+#endif
+    return read(c->fd, buf, n);
+}
+
+static ssize_t io_write(conn_t *c, const void *buf, size_t n)
+{
+#ifdef WITH_TLS
+    if (c->ssl) {
+        ERR_clear_error();
+        errno = 0;
+        int r = SSL_write(c->ssl, buf, (int)n);
+        if (r > 0)
+            return r;
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            errno = EAGAIN;
+            return -1;
+        }
+        errno = EPIPE;
+        return -1;
+    }
+#endif
+    return write(c->fd, buf, n);
+}
+
+#ifdef WITH_TLS
+/* after the TCP connect: start (or go on with) the handshake; returns 1 when it is done,
+ * 0 while it waits for the socket, -1 on failure (*why says what) */
+static int tls_step(conn_t *c, const char **why)
+{
+    if (!c->ssl) {
+        c->ssl = SSL_new(g_tls);
+        if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+            *why = "SSL_new";
+            return -1;
+        }
+        if (opt.sni)
+            SSL_set_tlsext_host_name(c->ssl, opt.sni);
+        if (opt.tls_ca) {
+            if (opt.sni)
+                SSL_set1_host(c->ssl, opt.sni);
+            else
+                X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), opt.host);
+        }
+        c->handshaking = 1;
+    }
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_connect(c->ssl);
+    if (r == 1) {
+        c->handshaking = 0;
+        return 1;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        struct epoll_event ev = {.events = e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT, .data.ptr = c};
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+        return 0;
+    }
+    static char msg[300];
+    if (e == SSL_ERROR_SYSCALL) {
+        snprintf(msg, sizeof msg, "TLS handshake: connection closed (%s)", errno ? strerror(errno) : "EOF");
+    } else {
+        char em[200];
+        ERR_error_string_n(ERR_peek_last_error(), em, sizeof em);
+        long vr = SSL_get_verify_result(c->ssl);
+        snprintf(msg, sizeof msg, "TLS handshake: %s%s%s", em, vr != X509_V_OK ? "; verify: " : "",
+                 vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
+    }
+    *why = msg;
+    return -1;
+}
+#endif
+
 static void flush_out(conn_t *c)
 {
     while (c->out_off < c->out.len) {
-        ssize_t w = write(c->fd, c->out.p + c->out_off, c->out.len - c->out_off);
+        ssize_t w = io_write(c, c->out.p + c->out_off, c->out.len - c->out_off);
         if (w < 0) {
             if (errno == EAGAIN)
                 break;
@@ -305,7 +423,7 @@ static void on_read(conn_t *c)
             conn_fail(c);
             return;
         }
-        ssize_t r = read(c->fd, c->in + c->in_len, RBUF - 1 - c->in_len);
+        ssize_t r = io_read(c, c->in + c->in_len, RBUF - 1 - c->in_len);
         if (r < 0) {
             if (errno == EAGAIN)
                 break;
@@ -366,7 +484,10 @@ static void usage(void)
             "  --count N       requests to send (default 100)\n"
             "  --duration S    stop sending after S seconds (default: none)\n"
             "  --conns C       keep-alive connections (default 1)\n"
-            "  --timeout S     hard bound on the run (default 120)\n");
+            "  --timeout S     hard bound on the run (default 120)\n"
+            "  --tls           HTTPS, TLS 1.2/1.3 (only in the -DWITH_TLS build)\n"
+            "  --tls-ca FILE   verify the server's chain against FILE (default: no check)\n"
+            "  --sni NAME      server name to send and verify (default: none, the IP is verified)\n");
     exit(2);
 }
 
@@ -382,6 +503,10 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help"))
             usage();
+        if (!strcmp(a, "--tls")) {
+            opt.tls = 1;
+            continue;
+        }
         if (!v)
             die("%s needs a value", a);
         i++;
@@ -411,6 +536,10 @@ int main(int argc, char **argv)
             opt.conns = atoi(v);
         else if (!strcmp(a, "--timeout"))
             opt.timeout = atof(v);
+        else if (!strcmp(a, "--tls-ca"))
+            opt.tls_ca = v;
+        else if (!strcmp(a, "--sni"))
+            opt.sni = v;
         else
             die("unknown argument '%s'", a);
     }
@@ -424,6 +553,27 @@ int main(int argc, char **argv)
         die("bad --count, --rate or --timeout");
     if (opt.duration <= 0 && opt.count == 0)
         die("need --count or --duration");
+    opt.host = host;
+    if ((opt.tls_ca || opt.sni) && !opt.tls)
+        die("--tls-ca and --sni need --tls");
+#ifdef WITH_TLS
+    if (opt.tls) {
+        g_tls = SSL_CTX_new(TLS_client_method());
+        if (!g_tls)
+            die("SSL_CTX_new failed");
+        SSL_CTX_set_min_proto_version(g_tls, TLS1_2_VERSION);
+        SSL_CTX_set_mode(g_tls, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_options(g_tls, SSL_OP_IGNORE_UNEXPECTED_EOF);
+        if (opt.tls_ca) {
+            if (SSL_CTX_load_verify_locations(g_tls, opt.tls_ca, NULL) != 1)
+                die("cannot load --tls-ca %s", opt.tls_ca);
+            SSL_CTX_set_verify(g_tls, SSL_VERIFY_PEER, NULL);
+        }
+    }
+#else
+    if (opt.tls)
+        die("--tls: this pubload was built without TLS (build with -DWITH_TLS ... -lssl -lcrypto)");
+#endif
     if (vars_file) {
         FILE *f = fopen(vars_file, "r");
         if (!f)
@@ -460,6 +610,19 @@ int main(int argc, char **argv)
         int n = epoll_wait(ep, evs, 64, 100);
         for (int k = 0; k < n; k++) {
             conn_t *c = evs[k].data.ptr;
+#ifdef WITH_TLS
+            if (c->handshaking) {
+                const char *why = NULL;
+                int r = tls_step(c, &why);
+                if (r < 0)
+                    die("cannot connect to %s:%d: %s", host, opt.port, why);
+                if (r > 0) {
+                    want_out(c, 0);
+                    ready++;
+                }
+                continue;
+            }
+#endif
             if (!c->connecting)
                 continue;
             int err = 0;
@@ -468,6 +631,16 @@ int main(int argc, char **argv)
             if (err || (evs[k].events & (EPOLLERR | EPOLLHUP)))
                 die("cannot connect to 127.0.0.1:%d: %s", opt.port, strerror(err ? err : ECONNRESET));
             c->connecting = 0;
+#ifdef WITH_TLS
+            if (opt.tls) {
+                const char *why = NULL;
+                int r = tls_step(c, &why);
+                if (r < 0)
+                    die("cannot connect to %s:%d: %s", host, opt.port, why);
+                if (r == 0)
+                    continue;
+            }
+#endif
             want_out(c, 0);
             ready++;
         }
@@ -497,7 +670,11 @@ int main(int argc, char **argv)
             if (due <= now) {
                 conn_t *free_c = NULL;
                 for (int i = 0; i < opt.conns && !free_c; i++)
-                    if (C[i].fd >= 0 && !C[i].busy && !C[i].connecting)
+                    if (C[i].fd >= 0 && !C[i].busy && !C[i].connecting
+#ifdef WITH_TLS
+                        && !C[i].handshaking
+#endif
+                    )
                         free_c = &C[i];
                 if (free_c) {
                     int64_t lag = now - due;
@@ -519,6 +696,17 @@ int main(int argc, char **argv)
             conn_t *c = evs[k].data.ptr;
             if (c->fd < 0)
                 continue;
+#ifdef WITH_TLS
+            if (c->handshaking) { /* a reconnection's handshake */
+                const char *why = NULL;
+                int r = tls_step(c, &why);
+                if (r < 0)
+                    conn_fail(c);
+                else if (r > 0)
+                    want_out(c, 0);
+                continue;
+            }
+#endif
             if (c->connecting) {
                 int err = 0;
                 socklen_t el = sizeof err;
@@ -528,6 +716,17 @@ int main(int argc, char **argv)
                     continue;
                 }
                 c->connecting = 0;
+#ifdef WITH_TLS
+                if (opt.tls) {
+                    const char *why = NULL;
+                    int r = tls_step(c, &why);
+                    if (r < 0)
+                        conn_fail(c);
+                    else if (r > 0)
+                        want_out(c, 0);
+                    continue;
+                }
+#endif
                 want_out(c, 0);
                 continue;
             }

@@ -27,9 +27,20 @@ Workloads:
   W3   ingest: wrk, 50 keep-alive connections, 2 threads, 10 s, POST; inserts/s and p99
   W4   many tenants: T tenants (topics/channels) x 10 subscribers; events spread round
        robin over the tenants at a fixed rate; delivery completeness and latency
+  W1-TLS   W1 over HTTPS: 10,000 idle TLS subscribers (a full handshake each); server memory
+           per connection, as W1
+  W2b-TLS  W2b over HTTPS: the same burst, subscribers and publisher over TLS
+  (--tls runs only these two.)  Every system gets the same throwaway chain, made with the
+  openssl CLI in the run's folder: a root, an intermediate and a leaf for localhost and
+  127.0.0.1 (ECDSA P-256); servers get leaf + intermediate and the key, clients verify against
+  the root.  Broker: --secure=true --auto_cert=false --key_path --cert_path --http_port=0;
+  Nchan: listen ... ssl, TLSv1.2 TLSv1.3, ssl_session_cache shared:SSL:10m; Mercure: Caddy's
+  `tls cert key`.
 
 Load generators: build/sseload (bench/sseload.c) for subscribers, build/pubload
-(bench/pubload.c) for paced publishing, wrk (bench/wrk/post.lua) for W3.  Server RSS and
+(bench/pubload.c) for paced publishing, wrk (bench/wrk/post.lua) for W3; for the TLS rows
+the same two sources built with -DWITH_TLS (OpenSSL) as build/sseload-tls, build/pubload-tls.
+(BENCH_TOOLS=DIR puts the load generators somewhere else than the broker's build folder.)  Server RSS and
 CPU are read from /proc for the server's whole process tree; the load generators' own CPU is
 reported separately.  Results: Markdown on stdout and in bench/results/latest.md, JSON in
 bench/results/latest.json.
@@ -63,15 +74,21 @@ BUILD = os.environ.get("BROKER_BUILD", os.path.join(ROOT, "build"))
 CACHE = os.environ.get("BROKER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "broker"))
 GO = os.environ.get("GO", "/usr/local/go/bin/go")
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
-SSELOAD = os.path.join(BUILD, "sseload")
-PUBLOAD = os.path.join(BUILD, "pubload")
-WRITEFLOOR = os.path.join(BUILD, "writefloor")
+TOOLS = os.environ.get("BENCH_TOOLS", BUILD)
+SSELOAD = os.path.join(TOOLS, "sseload")
+PUBLOAD = os.path.join(TOOLS, "pubload")
+WRITEFLOOR = os.path.join(TOOLS, "writefloor")
+SSELOAD_TLS = os.path.join(TOOLS, "sseload-tls")
+PUBLOAD_TLS = os.path.join(TOOLS, "pubload-tls")
 MERCURE_BIN = os.path.join(CACHE, "mercure-caddy")
 HZ = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 KEEPALIVE_S = 15
 ALL_SYSTEMS = ["broker", "broker-tmpfs", "nchan", "mercure"]
-ALL_WORKLOADS = ["W1", "W1x", "W2a", "W2b", "W2c", "W3", "W4"]
+ALL_WORKLOADS = ["W1", "W1x", "W2a", "W2b", "W2c", "W3", "W4", "W1-TLS", "W2b-TLS"]
+TLS_WORKLOADS = ["W1-TLS", "W2b-TLS"]
+TLS_SNI = "localhost"  # the name in the throwaway leaf (with IP 127.0.0.1), sent and verified by the clients
+TLS = None             # the run's throwaway chain: make_tls_files()
 
 
 def log(*a):
@@ -83,11 +100,12 @@ def sizes(quick):
     if quick:
         return dict(w1_conns=[1000], w1_idle_s=4, w1x_conns=3000, w1x_procs=2, w2_conns=1000, w2a_rates=[10, 50, 200, 800, 3200],
                     w2a_step_s=3.0, w2b_events=100, w2c_rate=5, w2c_events=25, w3_duration=3,
-                    w3_conns=50, w3_runs=1, w4_runs=1, w4_tenants=100, w4_sample=20, w4_subs=10, w4_events=5, w4_rate=100)
+                    w3_conns=50, w3_runs=1, w4_runs=1, w4_tenants=100, w4_sample=20, w4_subs=10, w4_events=5, w4_rate=100,
+                    w1_tls_conns=[1000])
     return dict(w1_conns=[10000, 19000], w1_idle_s=20, w1x_conns=100000, w1x_procs=7, w2_conns=10000,
                 w2a_rates=[2, 5, 10, 20, 50, 100, 200, 400, 800, 1600], w2a_step_s=5.0, w2b_events=100,
                 w2c_rate=5, w2c_events=50, w3_duration=10, w3_conns=50, w3_runs=3, w4_runs=3,
-                w4_tenants=1000, w4_sample=100, w4_subs=10, w4_events=10, w4_rate=500)
+                w4_tenants=1000, w4_sample=100, w4_subs=10, w4_events=10, w4_rate=500, w1_tls_conns=[10000])
 
 
 # ---------------------------------------------------------------- /proc helpers
@@ -182,7 +200,7 @@ def http(method, url, body=None, headers=None, timeout=30, raw=False):
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
+    with urllib.request.urlopen(req, timeout=timeout, context=tls_context(url)) as r:
         out = r.read()
         return out if raw else json.loads(out or b"null")
 
@@ -193,7 +211,7 @@ def wait_http(url, timeout=30, ok=(200,)):
     while time.time() < deadline:
         try:
             req = urllib.request.Request(url)
-            with urllib.request.urlopen(req, timeout=2) as r:
+            with urllib.request.urlopen(req, timeout=2, context=tls_context(url)) as r:
                 if r.status in ok:
                     return
         except urllib.error.HTTPError as e:
@@ -204,6 +222,70 @@ def wait_http(url, timeout=30, ok=(200,)):
             last = e
         time.sleep(0.1)
     raise RuntimeError(f"{url} not ready after {timeout}s: {last}")
+
+
+# ---------------------------------------------------------------- TLS
+def tls_context(url):
+    """The client context for an https:// URL (verifies the run's throwaway chain), else None."""
+    if not url.startswith("https://"):
+        return None
+    if TLS is None:
+        raise RuntimeError("https URL without the run's certificates")
+    return TLS["ctx"]
+
+
+def make_tls_files(parent=None):
+    """A throwaway chain made with the openssl CLI: root CA -> intermediate -> leaf for
+    localhost and 127.0.0.1, ECDSA P-256, valid 2 days. The servers get the leaf + the
+    intermediate (as a certificate authority's "fullchain") and the key; clients verify against
+    the root. Returns the file names and a Python client context."""
+    import ssl
+    d = tempfile.mkdtemp(prefix="bench-tls-", dir=parent)
+    os.chmod(d, 0o755)  # nginx workers may run as another user
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+    def ossl(*a):
+        r = subprocess.run(["openssl", *a], cwd=d, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("openssl " + " ".join(a[:2]) + ": " + r.stderr[-500:])
+    with open(os.path.join(d, "int.ext"), "w") as f:
+        f.write("basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n")
+    with open(os.path.join(d, "leaf.ext"), "w") as f:
+        f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{TLS_SNI},IP:127.0.0.1\n")
+    ossl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench throwaway root",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    ossl("req", *ec, "-keyout", "int.key", "-out", "int.csr", "-subj", "/CN=bench throwaway intermediate")
+    ossl("x509", "-req", "-in", "int.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "int.pem",
+         "-days", "2", "-extfile", "int.ext")
+    ossl("req", *ec, "-keyout", "key.pem", "-out", "leaf.csr", "-subj", f"/CN={TLS_SNI}")
+    ossl("x509", "-req", "-in", "leaf.csr", "-CA", "int.pem", "-CAkey", "int.key", "-CAcreateserial", "-out",
+         "leaf.pem", "-days", "2", "-extfile", "leaf.ext")
+    with open(os.path.join(d, "fullchain.pem"), "w") as out:
+        for name in ("leaf.pem", "int.pem"):
+            with open(os.path.join(d, name)) as f:
+                out.write(f.read())
+    ossl("verify", "-CAfile", "ca.pem", "-untrusted", "int.pem", "leaf.pem")
+    for name in ("key.pem", "fullchain.pem", "ca.pem"):
+        os.chmod(os.path.join(d, name), 0o644)  # a throwaway key; nginx's workers read nothing, the master does
+    ctx = ssl.create_default_context(cafile=os.path.join(d, "ca.pem"))
+    return {"dir": d, "key": os.path.join(d, "key.pem"), "chain": os.path.join(d, "fullchain.pem"),
+            "ca": os.path.join(d, "ca.pem"), "ctx": ctx}
+
+
+def tls_probe(port):
+    """One handshake as the load generators make it (SNI localhost, chain verified):
+    the protocol, cipher and the server's chain length."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=TLS["ca"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=TLS_SNI) as s:
+            out = {"version": s.version(), "cipher": s.cipher()[0]}
+            try:
+                out["chain_len"] = len(s.get_unverified_chain())
+            except AttributeError:
+                pass
+            return out
 
 
 def b64url(b):
@@ -223,12 +305,16 @@ def run_checked(cmd, **kw):
     subprocess.run(cmd, check=True, **kw)
 
 
-def build_tools():
-    for src, out in (("sseload.c", SSELOAD), ("pubload.c", PUBLOAD), ("writefloor.c", WRITEFLOOR)):
+def build_tools(tls=False):
+    tools = [("sseload.c", SSELOAD, []), ("pubload.c", PUBLOAD, []), ("writefloor.c", WRITEFLOOR, [])]
+    if tls:  # the same sources with OpenSSL: --tls (the plain tools stay free of it)
+        tools += [("sseload.c", SSELOAD_TLS, ["-DWITH_TLS"]), ("pubload.c", PUBLOAD_TLS, ["-DWITH_TLS"])]
+    for src, out, flags in tools:
         src = os.path.join(BENCH, src)
         if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
             os.makedirs(os.path.dirname(out), exist_ok=True)
-            run_checked(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", out, src])
+            libs = ["-lssl", "-lcrypto"] if flags else []
+            run_checked(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", *flags, "-o", out, src, *libs])
 
 
 def build_broker():
@@ -317,6 +403,15 @@ class System:
     name = "?"
     port = 0
     workloads = None  # None: every workload; else the only ones this system runs
+    tls = None        # the run's chain (make_tls_files()) when the system serves HTTPS
+    tls_info = None   # what a probe handshake negotiated
+
+    def url(self, port=None, path=""):
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{port or self.port}{path}"
+
+    def probe_tls(self):
+        if self.tls:
+            self.tls_info = tls_probe(self.port)
 
     def store_counters(self):
         """(inserts stored, store writes, µs spent writing) so far, or None: Broker's
@@ -390,17 +485,35 @@ class Broker(System):
         cmd = [os.path.join(BUILD, "broker"), f"--port={self.port}", "--bind=127.0.0.1", f"--db={self.dir}/db",
                f"--admin_token={self.admin}", f"--jwt_secret={self.secret}", "--log_level=warning",
                f"--keepalive={KEEPALIVE_S}", "--ntp_servers=127.0.0.1:9"]
+        if self.tls:  # HTTPS on --port, no plain-HTTP listener
+            cmd += ["--secure=true", "--auto_cert=false", f"--key_path={self.tls['key']}",
+                    f"--cert_path={self.tls['chain']}", "--http_port=0"]
         self.cmd = cmd
         self.api_port = self.pub_port = self.port
         self._spawn(cmd)
-        wait_http(f"http://127.0.0.1:{self.port}/readyz")
+        self._wait_ready()
+        self.probe_tls()
+
+    def _wait_ready(self, timeout=30):
+        """/readyz, or the process's own exit (a refused flag or certificate) said at once."""
+        deadline = time.time() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"broker exited with status {self.proc.returncode}: {self.log_tail()[-600:]}")
+            try:
+                wait_http(self.url(self.port, "/readyz"), timeout=min(2, max(0.2, deadline - time.time())))
+                return
+            except RuntimeError:
+                if time.time() >= deadline:
+                    raise
 
     def scaled_out(self, procs):
         return BrokerSplit(self.args, procs), None
 
     def store_counters(self):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            url = self.url(self.port, "/metrics")
+            with urllib.request.urlopen(url, timeout=10, context=tls_context(url)) as r:
                 text = r.read().decode()
         except OSError:
             return None
@@ -423,17 +536,17 @@ class Broker(System):
         self.proc.wait(timeout=20)
         self.logf.close()
         self._spawn(self.cmd)
-        wait_http(f"http://127.0.0.1:{self.port}/readyz")
+        self._wait_ready()
 
     def _user(self, i):
         u, t = f"bench{i}", f"tenant{i}"
-        base = f"http://127.0.0.1:{self.api_port}"
+        base = self.url(self.api_port)
         http("POST", base + "/create_user", {"username": u, "password": "benchpass1", "admin_token": self.admin,
                                              "tenant_name": t}, timeout=120)
         return u, t
 
     def _login(self, u):
-        return http("POST", f"http://127.0.0.1:{self.api_port}/login", {"username": u, "password": "benchpass1"},
+        return http("POST", self.url(self.api_port, "/login"), {"username": u, "password": "benchpass1"},
                     timeout=120)["jwt"]
 
     def tenants(self, n):
@@ -452,7 +565,7 @@ class Broker(System):
                 c["sub"], c["tenant"] = u, t
                 return hs256_jwt(c, self.secret)
             try:
-                ok = http("GET", f"http://127.0.0.1:{self.api_port}/verify",
+                ok = http("GET", self.url(self.api_port, "/verify"),
                           headers={"Authorization": "Bearer " + mint(*users[1])})["username"] == users[1][0]
             except Exception:  # noqa: BLE001
                 ok = False
@@ -529,7 +642,7 @@ class BrokerSplit(Broker):
                                                start_new_session=True))
         self.proc = self.procs[-1]
         for port in (self.api_port, self.pub_port, self.port):
-            wait_http(f"http://127.0.0.1:{port}/readyz")
+            wait_http(self.url(port, "/readyz"))
         deadline = time.time() + 10  # the stream workers, each subscribed to the bus
         while len(self.pids()) < 2 + 1 + self.workers and time.time() < deadline:
             time.sleep(0.1)
@@ -584,7 +697,13 @@ class Nchan(System):
                 "@WORKERS@": str(self.workers), "@SHM@": "512M", "@BUFFER@": "100",
                 # several workers: let the kernel spread the connections (one accept queue each),
                 # or one worker takes them until its 20,000 files run out
-                "@LISTEN_OPTS@": " reuseport" if self.workers > 1 else "",
+                "@LISTEN_OPTS@": (" reuseport" if self.workers > 1 else "") + (" ssl" if self.tls else ""),
+                # HTTPS as a user would set it up: the chain and key, TLS 1.2 and 1.3, a shared
+                # session cache (nginx's own default ciphers, session tickets on)
+                "@TLS@": ("" if not self.tls else
+                          f"ssl_certificate {self.tls['chain']};\n        ssl_certificate_key {self.tls['key']};\n"
+                          "        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_session_cache shared:SSL:10m;\n"
+                          "        ssl_session_timeout 10m;"),
                 "@MSG_TIMEOUT@": "60s", "@PORT@": str(self.port), "@PING@": str(KEEPALIVE_S)}
         for k, v in subs.items():
             conf = conf.replace(k, v)
@@ -593,11 +712,12 @@ class Nchan(System):
             f.write(conf)
         self._spawn(["nginx", "-p", self.dir, "-c", conf_path, "-e", os.path.join(self.dir, "error.log"),
                      "-g", "daemon off;"])
-        wait_http(f"http://127.0.0.1:{self.port}/nope", ok=(404,))
+        wait_http(self.url(self.port, "/nope"), ok=(404,))
         # wait for the workers
         deadline = time.time() + 10
         while len(self.pids()) < 1 + self.workers and time.time() < deadline:
             time.sleep(0.1)
+        self.probe_tls()
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -635,14 +755,18 @@ class Mercure(System):
         with open(os.path.join(BENCH, "peers", "Caddyfile.in")) as f:
             conf = f.read()
         for k, v in {"@PREFIX@": self.dir, "@PORT@": str(self.port), "@TRANSPORT@": transport,
-                     "@PUB_KEY@": self.pub_key, "@SUB_KEY@": self.sub_key, "@PING@": str(KEEPALIVE_S)}.items():
+                     "@PUB_KEY@": self.pub_key, "@SUB_KEY@": self.sub_key, "@PING@": str(KEEPALIVE_S),
+                     "@SCHEME@": "https" if self.tls else "http",
+                     # the same chain and key as the others, loaded from files (no ACME)
+                     "@TLS@": f"tls {self.tls['chain']} {self.tls['key']}" if self.tls else ""}.items():
             conf = conf.replace(k, v)
         path = os.path.join(self.dir, "Caddyfile")
         with open(path, "w") as f:
             f.write(conf)
         env = dict(os.environ, HOME=self.dir, XDG_DATA_HOME=self.dir, XDG_CONFIG_HOME=self.dir)
         self._spawn([MERCURE_BIN, "run", "--config", path, "--adapter", "caddyfile"], env=env)
-        wait_http(f"http://127.0.0.1:{self.port}/nope", ok=(404,))
+        wait_http(self.url(self.port, "/nope"), ok=(404,))
+        self.probe_tls()
 
     def scaled_out(self, procs):
         return None, ("not run: the free Mercure hub runs on one node only (its `local` and `bolt` transports; "
@@ -670,8 +794,11 @@ SYSTEMS = {"broker": Broker, "broker-tmpfs": BrokerTmpfs, "nchan": Nchan, "mercu
 class SSELoad:
     """One sseload run; reads CONNECTED/RESULT from stdout and progress lines from stderr."""
 
-    def __init__(self, port, path, n, extra, headers=(), progress=0.25):
-        cmd = [SSELOAD, "--port", str(port), "--path", path, "-n", str(n), "-q", "--progress", str(progress)]
+    def __init__(self, port, path, n, extra, headers=(), progress=0.25, tls=None):
+        cmd = [SSELOAD_TLS if tls else SSELOAD, "--port", str(port), "--path", path, "-n", str(n), "-q",
+               "--progress", str(progress)]
+        if tls:
+            cmd += ["--tls", "--tls-ca", tls["ca"], "--sni", TLS_SNI]
         for h in headers:
             cmd += ["--header", h]
         cmd += [str(x) for x in extra]
@@ -743,9 +870,11 @@ class SSELoad:
         return self.result
 
 
-def pubload(port, spec, rate, count=0, duration=0, conns=1, vars_file=None, timeout=120):
-    cmd = [PUBLOAD, "--port", str(port), "--path", spec["path"], "--body", spec["body"], "--rate", str(rate),
-           "--count", str(count), "--conns", str(conns), "--timeout", str(timeout)]
+def pubload(port, spec, rate, count=0, duration=0, conns=1, vars_file=None, timeout=120, tls=None):
+    cmd = [PUBLOAD_TLS if tls else PUBLOAD, "--port", str(port), "--path", spec["path"], "--body", spec["body"],
+           "--rate", str(rate), "--count", str(count), "--conns", str(conns), "--timeout", str(timeout)]
+    if tls:
+        cmd += ["--tls", "--tls-ca", tls["ca"], "--sni", TLS_SNI]
     if duration:
         cmd += ["--duration", str(duration)]
     for h in spec["headers"]:
@@ -818,7 +947,8 @@ def hold_idle(sysobj, S, n, one_event=False, sseload_args=()):
             until = ["--until-events", 1, "--expect", 1, "--timeout", hold + 240]
         else:
             until = ["--hold", hold, "--timeout", hold + 120]
-        load = SSELoad(sysobj.port, tenant["sub_path"], n, until + ["--connect-rate", 4000, *sseload_args], progress=1)
+        load = SSELoad(sysobj.port, tenant["sub_path"], n, until + ["--connect-rate", 4000, *sseload_args], progress=1,
+                       tls=sysobj.tls)
         t0 = time.monotonic()
         connected = load.wait_connected(240)
         connect_s = time.monotonic() - t0
@@ -833,7 +963,7 @@ def hold_idle(sysobj, S, n, one_event=False, sseload_args=()):
         rss2 = rss_bytes(pids)
         if one_event:
             pr = pubload(getattr(sysobj, "pub_port", sysobj.port), sysobj.pub_spec(tenant["var"]), 1, count=1,
-                         timeout=30)
+                         timeout=30, tls=sysobj.tls)
             res = load.finish(90)
         else:
             load.stop()
@@ -853,6 +983,8 @@ def hold_idle(sysobj, S, n, one_event=False, sseload_args=()):
            "idle_cpu_pct": round(100 * (c1 - c0) / S["w1_idle_s"], 2), "idle_s": S["w1_idle_s"], "server_fds": fds,
            "sseload_cpu_pct": round(100 * (l1 - l0) / S["w1_idle_s"], 2),
            "keepalives": res["keepalives_total"], "server_alive": alive}
+    if sysobj.tls:
+        row.update({"err_tls": res.get("err_tls"), "tls": sysobj.tls_info})
     if one_event:
         row.update({"pub_ok": pr["ok"], "deliveries": res["events_total"],
                     "expected": pr["ok"] * res["connections_open"], "conns_below_expect": res["conns_below_expect"],
@@ -962,14 +1094,17 @@ def fanout_once(sysobj, S, n, events, rate, conns=1):
     try:
         tenant = sysobj.tenants(1)[0]
         spec = sysobj.pub_spec(tenant["var"])
+        # bounds: 10,000 TLS handshakes take ~20-30 s here (OpenSSL 3.0 on both sides, ~1 ms of
+        # client CPU each), and a peer's burst over TLS up to ~50 s: give TLS runs more room
+        tmo = 300 if sysobj.tls else 90
         load = SSELoad(sysobj.port, tenant["sub_path"], n, ["--until-events", events, "--expect", events,
-                                                             "--timeout", 90, "--connect-rate", 4000, "--procs", 2],
-                       progress=0.5)
-        connected = load.wait_connected(120)
+                                                             "--timeout", tmo, "--connect-rate", 4000, "--procs", 2],
+                       progress=0.5, tls=sysobj.tls)
+        connected = load.wait_connected(240 if sysobj.tls else 120)
         time.sleep(1.5)
         c0, l0 = cpu_seconds(sysobj.pids()), cpu_seconds(load.pids())
-        pr = pubload(sysobj.port, spec, rate, count=events, conns=conns, timeout=80)
-        res = load.finish(95)
+        pr = pubload(sysobj.port, spec, rate, count=events, conns=conns, timeout=tmo - 10, tls=sysobj.tls)
+        res = load.finish(tmo + 5)
         c1 = cpu_seconds(sysobj.pids())
         alive = sysobj.alive()
     finally:
@@ -990,6 +1125,20 @@ def w2b(sysobj, S, args):
             "server_cpu_s": round(cpu, 3),
             "server_cpu_us_per_delivery": round(1e6 * cpu / res["events_total"], 3) if res["events_total"] else None,
             "server_alive": alive}
+
+
+def w1_tls(sysobj, S, args):
+    """W1 with every subscriber over HTTPS (a full handshake each, then idle)."""
+    sysobj.tls = TLS
+    return {"rows": [hold_idle(sysobj, S, n) for n in S["w1_tls_conns"]]}
+
+
+def w2b_tls(sysobj, S, args):
+    """W2b with the subscribers and the publisher over HTTPS."""
+    sysobj.tls = TLS
+    r = w2b(sysobj, S, args)
+    r["tls"] = sysobj.tls_info
+    return r
 
 
 def w2c(sysobj, S, args):
@@ -1199,7 +1348,8 @@ def w4_once(sysobj, S, args):
             **store_figures(s0, s1, wall)}
 
 
-WORKLOADS = {"W1": w1, "W1x": w1x, "W2a": w2a, "W2b": w2b, "W2c": w2c, "W3": w3, "W4": w4}
+WORKLOADS = {"W1": w1, "W1x": w1x, "W2a": w2a, "W2b": w2b, "W2c": w2c, "W3": w3, "W4": w4,
+             "W1-TLS": w1_tls, "W2b-TLS": w2b_tls}
 
 
 # ---------------------------------------------------------------- report
@@ -1242,6 +1392,12 @@ HEADLINE = {  # workload -> (key, higher is better, label)
     "W2c": ("latency_p99_ms", False, "p99 latency"),
     "W3": ("inserts_per_s", True, "inserts/s"),
     "W4": ("reach_all_p99_ms", False, "reach-all p99"),
+    "W1-TLS": ("rss_per_conn_b", False, "RSS/conn"),
+    "W2b-TLS": ("burst_ms", False, "burst time"),
+}
+TLS_TARGETS = {  # issue 14, reported (never asserted): Broker's advantage over Nchan, both over TLS
+    "W1-TLS": (3.0, "an idle TLS subscriber costs Broker at most 1/3 of Nchan's memory"),
+    "W2b-TLS": (5.0, "the W2b burst over TLS is at least 5× faster on Broker than on Nchan"),
 }
 
 
@@ -1355,6 +1511,90 @@ def report(results, S, meta):
                 ("deliveries", "deliveries"), ("expected", "expected"), ("server_cpu_us_per_delivery", "server µs/delivery")]
         md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("burst time")], rows_for("W2b", cols)))
         md.append("")
+    tls_wls = [w for w in TLS_WORKLOADS if w in meta["workloads"]]
+    if tls_wls:
+        md.append("### Over TLS (W1-TLS, W2b-TLS)")
+        md.append("")
+        md.append("Every system serves HTTPS with the same throwaway chain (made with the openssl CLI for this run: root → "
+                  "intermediate → leaf for localhost and 127.0.0.1, ECDSA P-256; the servers send leaf + intermediate). "
+                  "Broker: `--secure=true --auto_cert=false --key_path --cert_path --http_port=0`; Nchan: "
+                  "`listen … ssl`, `ssl_protocols TLSv1.2 TLSv1.3`, `ssl_session_cache shared:SSL:10m`; Mercure: Caddy "
+                  "`tls <chain> <key>`. The clients are sseload and pubload built with OpenSSL (`-DWITH_TLS`): SNI "
+                  "`localhost`, chain and name verified, one full handshake per connection (no resumption), TLS 1.2 or "
+                  "1.3 as the server picks; `TLS` shows what a probe handshake negotiated.")
+        md.append("")
+
+        def tls_name(r):
+            t = r.get("tls") or {}
+            return f"{t.get('version', '?')} {t.get('cipher', '')}".strip() if t else None
+        if "W1-TLS" in tls_wls:
+            cols = [("open", "open conns"), ("connect_s", "connect s"), ("rss_before_mb", "RSS before MB"),
+                    ("rss_with_mb", "RSS with MB"), ("rss_per_conn_b", "RSS/conn B"), ("pss_per_conn_b", "PSS/conn B"),
+                    ("plain_rss_per_conn_b", "plain W1 RSS/conn B"), ("tls_extra_b", "TLS extra B/conn"),
+                    ("idle_cpu_pct", "idle CPU %"), ("server_fds", "server fds"), ("err_tls", "TLS errors"),
+                    ("tls_name", "TLS")]
+            for i, n in enumerate(S["w1_tls_conns"]):
+                def pick(r, i=i, n=n):
+                    row = dict(r["rows"][i]) if len(r.get("rows", [])) > i else {}
+                    return row
+                rows = []
+                for s_ in sysnames:
+                    r = results.get(s_, {}).get("W1-TLS")
+                    if r is None:
+                        continue
+                    if "error" in r or "not_run" in r:
+                        why = f"error: {r['error'][:160]}" if "error" in r else r["not_run"]
+                        rows.append([s_, why] + ["–"] * len(cols))
+                        continue
+                    row = pick(r)
+                    plain = next((x for x in (results.get(s_, {}).get("W1") or {}).get("rows", [])
+                                  if x.get("conns") == n and "rss_per_conn_b" in x), None)
+                    if plain:
+                        row["plain_rss_per_conn_b"] = plain["rss_per_conn_b"]
+                        if row.get("rss_per_conn_b") is not None:
+                            row["tls_extra_b"] = row["rss_per_conn_b"] - plain["rss_per_conn_b"]
+                    row["tls_name"] = tls_name(row)
+                    rows.append([s_] + [row.get(c) for c, _ in cols] +
+                                [ratio_cell(results, "W1-TLS", s_, pick) if s_ != "broker" else "1.00×"])
+                md.append(f"W1-TLS: {n:,} idle TLS subscribers, idle CPU over {S['w1_idle_s']} s:")
+                md.append("")
+                md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("RSS/conn")], rows))
+                md.append("")
+        if "W2b-TLS" in tls_wls:
+            cols = [("open", "open"), ("pub_elapsed_ms", "publish ms"), ("burst_ms", "all have all, ms"),
+                    ("plain_burst_ms", "plain W2b ms"), ("reach_all_p50_ms", "reach-all p50 ms"),
+                    ("latency_p99_ms", "latency p99 ms"), ("deliveries", "deliveries"), ("expected", "expected"),
+                    ("server_cpu_us_per_delivery", "server µs/delivery"), ("tls_name", "TLS")]
+
+            def pick2(r):
+                return r
+            rows = []
+            for s_ in sysnames:
+                r = results.get(s_, {}).get("W2b-TLS")
+                if r is None:
+                    continue
+                if "error" in r or "not_run" in r:
+                    why = f"error: {r['error'][:160]}" if "error" in r else r["not_run"]
+                    rows.append([s_, why] + ["–"] * len(cols))
+                    continue
+                row = dict(r)
+                plain = results.get(s_, {}).get("W2b") or {}
+                row["plain_burst_ms"] = plain.get("burst_ms")
+                row["tls_name"] = tls_name(row)
+                rows.append([s_] + [row.get(c) for c, _ in cols] +
+                            [ratio_cell(results, "W2b-TLS", s_, pick2) if s_ != "broker" else "1.00×"])
+            md.append(f"W2b-TLS: {S['w2_conns']:,} TLS subscribers, {S['w2b_events']} events back to back on one TLS "
+                      "connection:")
+            md.append("")
+            md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("burst time")], rows))
+            md.append("")
+        for wl in tls_wls:
+            want, what = TLS_TARGETS[wl]
+            got = ratio_cell(results, wl, "nchan", (lambda r: r["rows"][0] if r.get("rows") else {})
+                             if wl == "W1-TLS" else (lambda r: r))
+            verdict = "not measured" if got == "–" else ("met" if float(got.rstrip("×")) >= want else "NOT met")
+            md.append(f"- Target of issue 14 ({what}): Broker advantage over Nchan {got}, needs ≥ {want:g}× → {verdict}.")
+        md.append("")
     if "W2c" in meta["workloads"]:
         md.append(f"### W2c latency ({S['w2_conns']:,} subscribers, {S['w2c_rate']} events/s, {S['w2c_events']} events)")
         md.append("")
@@ -1448,7 +1688,10 @@ def main():
     ap.add_argument("--out", default=os.path.join(BENCH, "results"), help="folder for latest.md / latest.json")
     ap.add_argument("--no-build", action="store_true", help="do not rebuild the broker")
     ap.add_argument("--keep", action="store_true", help="keep the servers' temporary folders")
+    ap.add_argument("--tls", action="store_true", help="only the TLS rows: --workloads " + ",".join(TLS_WORKLOADS))
     args = ap.parse_args()
+    if args.tls:
+        args.workloads = ",".join(TLS_WORKLOADS)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     for w in workloads:
@@ -1471,7 +1714,12 @@ def main():
             "command": ("make bench" if os.environ.get("MAKELEVEL") and len(sys.argv) == 1 else None)
             or os.environ.get("BENCH_COMMAND") or "bench/run.sh " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
     ensure_packages(systems)
-    build_tools()
+    tls_wanted = any(w in TLS_WORKLOADS for w in workloads)
+    build_tools(tls=tls_wanted)
+    global TLS
+    if tls_wanted:
+        TLS = make_tls_files()
+        log(f"throwaway TLS chain in {TLS['dir']}")
     if any(s.startswith("broker") for s in systems) and not args.no_build:
         build_broker()
     skip = {}
@@ -1513,6 +1761,8 @@ def main():
             results[sname][wl]["_loadavg_before"] = la
             log(f"{sname} {wl} done in {time.time() - t0:.0f} s")
     meta["took_s"] = time.time() - t_all
+    if TLS and not args.keep:
+        shutil.rmtree(TLS["dir"], ignore_errors=True)
     md = report(results, S, meta)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.md"), "w") as f:

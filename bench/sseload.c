@@ -2,8 +2,10 @@
  * sseload: a load generator for Server-Sent Events servers (Broker, Nchan, Mercure, ...).
  *
  * Build:  gcc -O2 -Wall -Wextra -Werror -o build/sseload bench/sseload.c
+ * TLS:    gcc -O2 -Wall -Wextra -Werror -DWITH_TLS -o build/sseload-tls bench/sseload.c -lssl -lcrypto
  *
- * Linux only (epoll), plain libc, no other dependency.  See bench/sseload.md for usage.
+ * Linux only (epoll), plain libc, no other dependency (OpenSSL for the -DWITH_TLS build, which
+ * adds --tls).  See bench/sseload.md for usage.
  *
  * What it does, in short:
  *  - opens N HTTP/1.1 GET streams to host:port (loopback only: 127.0.0.0/8), spread over
@@ -45,6 +47,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef WITH_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#endif
+
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
@@ -80,7 +88,15 @@ static struct {
     int count_stale;
     int max_line;
     int quiet;
+    int tls;                  /* --tls: HTTPS (only in the -DWITH_TLS build) */
+    const char *tls_ca;       /* --tls-ca FILE: verify the server's chain and name */
+    char sni[256];            /* --sni NAME: server name sent and verified (default: none) */
 } opt;
+
+#ifdef WITH_TLS
+static SSL_CTX *g_tls; /* made by the parent before the workers fork */
+#endif
+#define ERR_TLS 100000 /* pseudo errno: a TLS handshake that failed (alert, verification) */
 
 static void die(const char *fmt, ...)
 {
@@ -303,7 +319,7 @@ typedef struct {
 typedef struct {
     progress_t p;
     uint64_t retries;          /* failed attempts that were retried */
-    uint64_t e_addrnotavail, e_refused, e_timeout, e_reset, e_other;
+    uint64_t e_addrnotavail, e_refused, e_timeout, e_reset, e_other, e_tls;
     uint64_t disconnected;     /* open streams closed by the server / error */
     uint64_t stale;            /* events whose t is before the connection opened (replay) */
     uint64_t out_of_order;     /* numeric id not greater than the previous one on the stream */
@@ -326,7 +342,7 @@ typedef struct {
 /* ------------------------------------------------------------------------------------------ */
 /* worker                                                                                      */
 
-enum { C_IDLE = 0, C_WAIT, C_CONNECTING, C_SENDING, C_HEAD, C_STREAM, C_DONE };
+enum { C_IDLE = 0, C_WAIT, C_CONNECTING, C_SENDING, C_HEAD, C_STREAM, C_DONE, C_HANDSHAKE };
 enum { CH_SIZE = 0, CH_EXT, CH_DATA, CH_DATA_END, CH_END };
 
 typedef struct {
@@ -348,6 +364,9 @@ typedef struct {
     int64_t ev_t;
     uint64_t last_num_id;
     char ev_id[ID_LEN];
+#ifdef WITH_TLS
+    SSL *ssl;
+#endif
 } conn_t;
 
 static struct {
@@ -435,6 +454,9 @@ static void w_count_errno(int e)
     case 0: /* EOF before the response head */
         W.f.e_reset++;
         break;
+    case ERR_TLS:
+        W.f.e_tls++;
+        break;
     default:
         W.f.e_other++;
         break;
@@ -443,6 +465,12 @@ static void w_count_errno(int e)
 
 static void w_close_fd(conn_t *c)
 {
+#ifdef WITH_TLS
+    if (c->ssl) {
+        SSL_free(c->ssl); /* no close_notify: the socket goes away just after */
+        c->ssl = NULL;
+    }
+#endif
     if (c->fd >= 0) {
         close(c->fd); /* also removes it from the epoll set */
         c->fd = -1;
@@ -530,6 +558,116 @@ static void w_start(long i)
     }
     c->state = C_CONNECTING;
 }
+
+/* --- plain or TLS reads and writes: like read()/write(), EAGAIN when TLS wants I/O ---- */
+
+static ssize_t w_io_read(conn_t *c, void *buf, size_t n)
+{
+#ifdef WITH_TLS
+    if (c->ssl) {
+        ERR_clear_error();
+        errno = 0;
+        int r = SSL_read(c->ssl, buf, (int)n);
+        if (r > 0)
+            return r;
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+            return 0;
+        if (e != SSL_ERROR_SYSCALL)
+            errno = EPROTO;
+        return -1;
+    }
+#endif
+    return read(c->fd, buf, n);
+}
+
+static ssize_t w_io_write(conn_t *c, const void *buf, size_t n)
+{
+#ifdef WITH_TLS
+    if (c->ssl) {
+        ERR_clear_error();
+        errno = 0;
+        int r = SSL_write(c->ssl, buf, (int)n);
+        if (r > 0)
+            return r;
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (e != SSL_ERROR_SYSCALL || errno == 0)
+            errno = EPIPE;
+        return -1;
+    }
+#endif
+    return write(c->fd, buf, n);
+}
+
+static void w_writable(long i);
+
+#ifdef WITH_TLS
+static int g_tls_err_logged;
+
+/* drive the handshake: on success go on to sending the request */
+static void w_handshake(long i)
+{
+    conn_t *c = &W.c[i];
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_connect(c->ssl);
+    if (r == 1) {
+        c->state = C_SENDING;
+        struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = (uint64_t)i};
+        epoll_ctl(W.ep, EPOLL_CTL_MOD, c->fd, &ev);
+        w_writable(i);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        struct epoll_event ev = {.events = e == SSL_ERROR_WANT_READ ? EPOLLIN | EPOLLRDHUP : EPOLLOUT,
+                                 .data.u64 = (uint64_t)i};
+        epoll_ctl(W.ep, EPOLL_CTL_MOD, c->fd, &ev);
+        return;
+    }
+    if (e == SSL_ERROR_SYSCALL) { /* the server closed or reset the connection */
+        w_attempt_failed(i, errno);
+        return;
+    }
+    if (!g_tls_err_logged) {
+        g_tls_err_logged = 1;
+        char msg[256];
+        ERR_error_string_n(ERR_peek_last_error(), msg, sizeof msg);
+        long vr = SSL_get_verify_result(c->ssl);
+        fprintf(stderr, "sseload: TLS handshake failed: %s%s%s\n", msg, vr != X509_V_OK ? "; verify: " : "",
+                vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
+    }
+    w_attempt_failed(i, ERR_TLS);
+}
+
+static void w_tls_start(long i)
+{
+    conn_t *c = &W.c[i];
+    c->ssl = SSL_new(g_tls);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+        w_attempt_failed(i, ENOMEM);
+        return;
+    }
+    if (opt.sni[0])
+        SSL_set_tlsext_host_name(c->ssl, opt.sni);
+    if (opt.tls_ca) {
+        if (opt.sni[0])
+            SSL_set1_host(c->ssl, opt.sni);
+        else
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), opt.host);
+    }
+    c->state = C_HANDSHAKE;
+    w_handshake(i);
+}
+#endif
 
 /* --- SSE parsing --------------------------------------------------------------------------- */
 
@@ -874,25 +1012,26 @@ static long w_head(long i)
     return (long)hl;
 }
 
-static void w_readable(long i)
+/* one read; returns 1 when it got bytes (the caller may read again), else 0 */
+static int w_read_once(long i)
 {
     conn_t *c = &W.c[i];
-    ssize_t k = read(c->fd, W.rbuf, sizeof W.rbuf);
+    ssize_t k = w_io_read(c, W.rbuf, sizeof W.rbuf);
     if (k < 0) {
         if (errno == EAGAIN || errno == EINTR)
-            return;
+            return 0;
         if (c->state == C_STREAM)
             w_stream_closed(i);
         else
             w_attempt_failed(i, errno);
-        return;
+        return 0;
     }
     if (k == 0) {
         if (c->state == C_STREAM)
             w_stream_closed(i);
         else
             w_attempt_failed(i, 0);
-        return;
+        return 0;
     }
     W.f.bytes += (uint64_t)k;
     W.now_real = now_real_us();
@@ -904,10 +1043,10 @@ static void w_readable(long i)
         c->blen += (uint32_t)n;
         long hl = w_head(i);
         if (hl == 0)
-            return;
+            return 1;
         if (hl < 0) {
             w_attempt_failed(i, EPROTO);
-            return;
+            return 0;
         }
         if (c->status != 200) {
             W.f.p.non200++;
@@ -915,7 +1054,7 @@ static void w_readable(long i)
             w_close_fd(c);
             buf_free(c);
             c->state = C_DONE;
-            return;
+            return 0;
         }
         /* the stream is open */
         c->state = C_STREAM;
@@ -938,10 +1077,27 @@ static void w_readable(long i)
         if (rest && w_body(i, hb + hl, rest) < 0 && c->state == C_STREAM)
             w_stream_closed(i);
         free(hb);
+        return c->state == C_STREAM;
+    }
+    if (w_body(i, p, n) < 0 && c->state == C_STREAM) {
+        w_stream_closed(i);
+        return 0;
+    }
+    return c->state == C_STREAM;
+}
+
+static void w_readable(long i)
+{
+#ifdef WITH_TLS
+    /* TLS: read until the TLS layer wants more from the socket, so that nothing decrypted
+     * waits in OpenSSL's buffer for an epoll event that will not come (bounded) */
+    if (W.c[i].ssl) {
+        for (int k = 0; k < 64 && W.c[i].ssl && w_read_once(i); k++)
+            ;
         return;
     }
-    if (w_body(i, p, n) < 0 && c->state == C_STREAM)
-        w_stream_closed(i);
+#endif
+    w_read_once(i);
 }
 
 static void w_writable(long i)
@@ -955,11 +1111,17 @@ static void w_writable(long i)
             w_attempt_failed(i, err);
             return;
         }
+#ifdef WITH_TLS
+        if (opt.tls) {
+            w_tls_start(i); /* the handshake, then back here in C_SENDING */
+            return;
+        }
+#endif
         c->state = C_SENDING;
     }
     if (c->state == C_SENDING) {
         while (c->sent < (uint32_t)W.reqlen) {
-            ssize_t k = write(c->fd, W.req + c->sent, (size_t)W.reqlen - c->sent);
+            ssize_t k = w_io_write(c, W.req + c->sent, (size_t)W.reqlen - c->sent);
             if (k < 0) {
                 if (errno == EAGAIN)
                     return;
@@ -981,7 +1143,7 @@ static void w_sweep(int64_t now)
     int64_t lim = (int64_t)(opt.connect_timeout * 1e6);
     for (long i = 0; i < W.n; i++) {
         conn_t *c = &W.c[i];
-        if ((c->state == C_CONNECTING || c->state == C_SENDING || c->state == C_HEAD) &&
+        if ((c->state == C_CONNECTING || c->state == C_HANDSHAKE || c->state == C_SENDING || c->state == C_HEAD) &&
             now - c->t_start > lim)
             w_attempt_failed(i, ETIMEDOUT);
     }
@@ -1122,6 +1284,12 @@ static void worker(int idx, long n, long first_global, int ctl, int rep)
             if (c->fd < 0)
                 continue;
             uint32_t e = evs[k].events;
+#ifdef WITH_TLS
+            if (c->state == C_HANDSHAKE) {
+                w_handshake(i);
+                continue;
+            }
+#endif
             if (c->state == C_CONNECTING || c->state == C_SENDING) {
                 if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP))
                     w_writable(i);
@@ -1190,7 +1358,10 @@ static void usage(void)
             "  --procs P             worker processes (default: ceil(N/18000))\n"
             "  --sources K           source addresses 127.0.0.1..127.0.0.K (default: ceil(N/25000))\n"
             "  --connect-rate R      new connections per second per process (default 5000)\n"
-            "  --connect-timeout S   per attempt, TCP connect + response head (default 10)\n"
+            "  --connect-timeout S   per attempt, TCP connect (+ TLS handshake) + response head (default 10)\n"
+            "  --tls                 HTTPS: TLS 1.2/1.3, a full handshake per connection (-DWITH_TLS build)\n"
+            "  --tls-ca FILE         verify the server's certificate chain against FILE (default: no check)\n"
+            "  --sni NAME            server name to send and verify (default: none, the IP is verified)\n"
             "  --retries R           retries per connection, exponential backoff (default 8)\n"
             "  --hold S              after all are connected, hold S seconds, then exit\n"
             "  --until-events E      exit when every open connection got E events\n"
@@ -1236,6 +1407,12 @@ static void parse_args(int argc, char **argv)
             opt.count_stale = 1;
         else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)
             opt.quiet = 1;
+        else if (strcmp(a, "--tls") == 0)
+            opt.tls = 1;
+        else if (ARG("--tls-ca"))
+            opt.tls_ca = v;
+        else if (ARG("--sni"))
+            snprintf(opt.sni, sizeof opt.sni, "%s", v);
         else if (ARG("--host"))
             snprintf(opt.host, sizeof opt.host, "%s", v);
         else if (ARG("--port"))
@@ -1321,6 +1498,31 @@ static void parse_args(int argc, char **argv)
         die("bad --max-ids");
     if (opt.max_line < 64)
         opt.max_line = 64;
+    if ((opt.tls_ca || opt.sni[0]) && !opt.tls)
+        die("--tls-ca and --sni need --tls");
+#ifdef WITH_TLS
+    if (opt.tls) {
+        g_tls = SSL_CTX_new(TLS_client_method());
+        if (!g_tls)
+            die("SSL_CTX_new failed");
+        SSL_CTX_set_min_proto_version(g_tls, TLS1_2_VERSION);
+        /* idle streams keep no read/write buffers; every connection is a full handshake
+         * (no client session cache), as a crowd of distinct clients would be */
+        SSL_CTX_set_mode(g_tls, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_options(g_tls, SSL_OP_IGNORE_UNEXPECTED_EOF);
+        SSL_CTX_set_session_cache_mode(g_tls, SSL_SESS_CACHE_OFF);
+        if (opt.tls_ca) {
+            if (SSL_CTX_load_verify_locations(g_tls, opt.tls_ca, NULL) != 1)
+                die("cannot load --tls-ca %s", opt.tls_ca);
+            SSL_CTX_set_verify(g_tls, SSL_VERIFY_PEER, NULL);
+        } else {
+            SSL_CTX_set_verify(g_tls, SSL_VERIFY_NONE, NULL);
+        }
+    }
+#else
+    if (opt.tls)
+        die("--tls: this sseload was built without TLS (build with -DWITH_TLS ... -lssl -lcrypto)");
+#endif
 }
 
 static void p_handle_msg(child_t *c, uint32_t type, const char *p, uint32_t len)
@@ -1606,6 +1808,7 @@ int main(int argc, char **argv)
         F.e_timeout += f->e_timeout;
         F.e_reset += f->e_reset;
         F.e_other += f->e_other;
+        F.e_tls += f->e_tls;
         F.disconnected += f->disconnected;
         F.stale += f->stale;
         F.out_of_order += f->out_of_order;
@@ -1749,9 +1952,10 @@ int main(int argc, char **argv)
            ",\"connect_errors\":%" PRIu64 ",\"unresolved\":%" PRIu64 ",\"connect_attempts\":%" PRIu64
            ",\"connect_retries\":%" PRIu64 ",\"err_addrnotavail\":%" PRIu64 ",\"err_refused\":%" PRIu64
            ",\"err_timeout\":%" PRIu64 ",\"err_reset\":%" PRIu64 ",\"err_other\":%" PRIu64
-           ",\"non200\":%" PRIu64 ",\"statuses\":{",
+           ",\"err_tls\":%" PRIu64 ",\"tls\":%s,\"non200\":%" PRIu64 ",\"statuses\":{",
            opt.conns, F.p.opened, F.p.open_now, connected_n, connect_errors, pending, F.p.attempts,
-           F.retries, F.e_addrnotavail, F.e_refused, F.e_timeout, F.e_reset, F.e_other, F.p.non200);
+           F.retries, F.e_addrnotavail, F.e_refused, F.e_timeout, F.e_reset, F.e_other, F.e_tls,
+           opt.tls ? "true" : "false", F.p.non200);
     for (int m = 0, first = 1; m < NSTATUS; m++)
         if (F.status_code[m]) {
             printf("%s\"%d\":%" PRIu64, first ? "" : ",", F.status_code[m], F.status_count[m]);

@@ -298,10 +298,26 @@ static void io_free(door_conn *c)
 {
     if (c->io == NULL)
         return;
+    if (c->io->bridge != NULL)
+        bridge_close(c);
     free(c->io->in);
     free(c->io->out);
     free(c->io);
     c->io = NULL;
+}
+
+void door_conn_idle(door_conn *c)
+{
+    conn_io *io = c->io;
+    if (io == NULL || io->in_len > 0 || io->out != NULL || c->state != CONN_READING)
+        return;
+    if (io->bridge != NULL) { /* its parked pair keeps the rest */
+        free(io->in);
+        io->in = NULL;
+        io->in_cap = 0;
+        return;
+    }
+    io_free(c);
 }
 
 static conn_io *io_get(door_conn *c)
@@ -321,7 +337,7 @@ static void conn_destroy(door_conn *c)
     } else {
         door_conn_unlist(c);
     }
-    if (c->state == CONN_QUEUED || c->state == CONN_BRIDGED)
+    if (c->state != CONN_OWNED)
         bridge_close(c);
     if (c->ssl != NULL) {
         SSL_set_quiet_shutdown(c->ssl, 1);
@@ -479,6 +495,19 @@ int door_conn_queue(door_conn *c, const char *bytes, size_t len)
     io->out = n;
     io->out_len += len;
     return 0;
+}
+
+int door_conn_send(door_conn *c, const char *bytes, size_t len)
+{
+    if (!door_conn_out_pending(c)) {
+        struct iovec iov = {(void *)bytes, len};
+        ssize_t w = door_conn_writev(c, &iov, 1);
+        if (w < 0)
+            return -1;
+        bytes += w;
+        len -= (size_t)w;
+    }
+    return len > 0 ? door_conn_queue(c, bytes, len) : 0;
 }
 
 int door_conn_out_pending(const door_conn *c)
@@ -861,7 +890,7 @@ void door_conn_read(door_conn *c)
         ssize_t n = door_conn_recv(c, io->in + io->in_len, want);
         if (n == -2) {
             if (io->in_len == 0 && io->out == NULL && c->served)
-                io_free(c); /* an idle keep-alive holds no buffer */
+                door_conn_idle(c); /* an idle keep-alive holds no buffer */
             return;
         }
         if (n <= 0) {

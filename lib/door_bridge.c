@@ -4,18 +4,24 @@
  * A request no route takes goes, whole (the door has read its head and
  * body), to libmicrohttpd over one end of a socket pair given to
  * MHD_add_connection; the answer comes back on the same pair and is written
- * to the client, plain or TLS, byte for byte.  The pair lives for one
- * request: between requests the door holds the client's connection alone,
- * so an idle keep-alive costs libmicrohttpd nothing, and the client's next
- * request may be anything, GET /sse included.
+ * to the client, plain or TLS, byte for byte.  The client's connection stays
+ * the door's: its next request may be anything, GET /sse included.
  *
- * Why a pair per request and a cap: libmicrohttpd runs a thread per
- * connection, and in the release this was built on (0.9.75) the path
- * MHD_add_connection takes at its connection limit returns without unlocking
- * a mutex, which hangs the server for good.  The door gives it at most
- * bridges_max requests at once, each complete before it is given (a slow
- * sender holds no thread); more wait in a queue, in order, until a slot is
- * free or their deadline passes (503).
+ * A pair is libmicrohttpd's connection, with a thread of its own there: made
+ * for each request, it cost a thread's start and end per request (wrk on
+ * /healthz: 16,100 requests/s before the door, 1,700 with a pair per
+ * request).  So after an answer the pair is parked with its client's
+ * connection and taken again by that client's next relayed request; it is
+ * closed when the client goes elsewhere (a stream), after BRIDGE_IDLE_MS
+ * without a request, or when a slot is needed for another client.
+ *
+ * Why a cap: libmicrohttpd runs a thread per connection, and in the release
+ * this was built on (0.9.75) the path MHD_add_connection takes at its
+ * connection limit returns without unlocking a mutex, which hangs the server
+ * for good.  The door gives it at most bridges_max pairs at once, each
+ * request complete before it is given (a slow sender holds no thread); more
+ * requests wait in a queue, in order, until a slot is free or their deadline
+ * passes (503).
  */
 #include "door_internal.h"
 #include "http.h"
@@ -29,6 +35,7 @@
 #include <unistd.h>
 
 #define RESPONSE_CHUNK 16384
+#define BRIDGE_IDLE_MS 5000 /* a parked pair with no request for this long is closed */
 #define RELAY_PAUSE_BYTES (256 * 1024) /* relayed bytes the client has not taken: stop reading more */
 
 struct door_bridge {
@@ -43,7 +50,39 @@ struct door_bridge {
     long long body_left;
     int to_eof;  /* an answer without a length: it ends when libmicrohttpd closes */
     int no_body; /* an answer to HEAD */
+    int parked;  /* between requests, on the door's list of parked pairs */
+    int64_t parked_at;
+    door_bridge *park_prev, *park_next; /* that list, oldest first */
 };
+
+static void park_unlink(door *d, door_bridge *b)
+{
+    if (!b->parked)
+        return;
+    if (b->park_prev)
+        b->park_prev->park_next = b->park_next;
+    else
+        d->parked = b->park_next;
+    if (b->park_next)
+        b->park_next->park_prev = b->park_prev;
+    else
+        d->parked_tail = b->park_prev;
+    b->park_prev = b->park_next = NULL;
+    b->parked = 0;
+}
+
+static void park(door *d, door_bridge *b)
+{
+    b->parked = 1;
+    b->parked_at = door_now_ms();
+    b->park_next = NULL;
+    b->park_prev = d->parked_tail;
+    if (d->parked_tail)
+        d->parked_tail->park_next = b;
+    else
+        d->parked = b;
+    d->parked_tail = b;
+}
 
 static void queue_append(door *d, door_conn *c)
 {
@@ -81,6 +120,7 @@ static void queue_remove(door *d, door_conn *c)
 static void bridge_free(door_bridge *b)
 {
     door *d = conn_door(b->c);
+    park_unlink(d, b);
     close(b->fd); /* libmicrohttpd sees the end of the connection and lets its thread go */
     b->c->io->bridge = NULL;
     free(b->head);
@@ -128,6 +168,41 @@ static void open_bridge(door_conn *c)
     bridge_pump(b);
 }
 
+/* The client's parked pair takes its next request. */
+static void reuse_bridge(door_conn *c)
+{
+    door_bridge *b = c->io->bridge;
+    park_unlink(conn_door(c), b);
+    b->req_sent = 0;
+    b->head_len = 0;
+    b->head_done = 0;
+    b->body_left = 0;
+    b->to_eof = 0;
+    memset(&b->rh, 0, sizeof b->rh);
+    b->no_body = http_head_is(&c->io->head, "HEAD", "", 1);
+    c->state = CONN_BRIDGED;
+    atomic_fetch_add(conn_door(c)->m_relayed, 1);
+    bridge_pump(b);
+}
+
+/* A slot for a new pair: a free one, or the one parked longest, closed. */
+static void close_parked(door_bridge *b)
+{
+    door_conn *c = b->c;
+    bridge_free(b);
+    door_conn_idle(c);
+}
+
+static int slot_free(door *d)
+{
+    if (d->bridges < d->bridges_max)
+        return 1;
+    if (d->parked == NULL)
+        return 0;
+    close_parked(d->parked);
+    return 1;
+}
+
 void bridge_start(door_conn *c)
 {
     door *d = conn_door(c);
@@ -135,7 +210,11 @@ void bridge_start(door_conn *c)
         door_conn_refuse(c, 404, c->io->req.request_id, NULL, "no such endpoint");
         return;
     }
-    if (d->bridges < d->bridges_max && d->queued == NULL) {
+    if (c->io->bridge != NULL) {
+        reuse_bridge(c);
+        return;
+    }
+    if (d->queued == NULL && slot_free(d)) {
         open_bridge(c);
         return;
     }
@@ -153,7 +232,7 @@ void bridge_start(door_conn *c)
 /* A slot is free: the oldest waiting request takes it. */
 static void start_queued(door *d)
 {
-    while (d->bridges < d->bridges_max && !atomic_load(&d->stop)) {
+    while (d->queued != NULL && !atomic_load(&d->stop) && slot_free(d)) {
         door_conn *c = queue_pop(d);
         if (c == NULL)
             return;
@@ -164,6 +243,8 @@ static void start_queued(door *d)
 
 void bridge_expire_queued(door *d, int64_t now)
 {
+    while (d->parked != NULL && d->parked->parked_at + BRIDGE_IDLE_MS < now)
+        close_parked(d->parked);
     door_conn *c;
     while ((c = d->queued) != NULL && c->deadline_ms < now) {
         queue_pop(d);
@@ -174,16 +255,21 @@ void bridge_expire_queued(door *d, int64_t now)
     }
 }
 
-/* The answer is all relayed: the client's connection goes on. */
+/* The answer is all relayed: the client's connection goes on, and the pair
+ * is parked for its next request (unless either side is closing). */
 static void bridge_done(door_bridge *b)
 {
     door_conn *c = b->c;
     door *d = conn_door(c);
     if (b->rh.close || b->to_eof)
         c->close_after = 1;
-    bridge_free(b);
+    if (c->close_after || !c->io->head.keep_alive || d->queued != NULL) {
+        bridge_free(b);
+        start_queued(d);
+    } else {
+        park(d, b);
+    }
     door_conn_request_done(c);
-    start_queued(d);
 }
 
 /* libmicrohttpd closed the pair or broke it. */
@@ -242,14 +328,14 @@ static int take(door_bridge *b, const char *bytes, size_t n)
         size_t body = b->head_len - b->rh.len;
         if (!b->to_eof && (long long)body > b->body_left)
             body = (size_t)b->body_left;
-        if (door_conn_queue(c, b->head, b->rh.len + body) != 0)
+        if (door_conn_send(c, b->head, b->rh.len + body) != 0)
             return -1;
         b->body_left -= (long long)body;
         return !b->to_eof && b->body_left == 0;
     }
     if (!b->to_eof && (long long)n > b->body_left)
         n = (size_t)b->body_left;
-    if (n > 0 && door_conn_queue(c, bytes, n) != 0)
+    if (n > 0 && door_conn_send(c, bytes, n) != 0)
         return -1;
     b->body_left -= (long long)n;
     return !b->to_eof && b->body_left == 0;
@@ -306,6 +392,12 @@ void bridge_event(door_bridge *b, uint32_t events)
     (void)events;
     if (b->c->closing)
         return;
+    if (b->parked) { /* libmicrohttpd closed an idle pair (its timeout), or spoke out of turn */
+        door *d = conn_door(b->c);
+        close_parked(b);
+        start_queued(d);
+        return;
+    }
     bridge_pump(b);
 }
 
@@ -320,10 +412,8 @@ void bridge_close(door_conn *c)
     door *d = conn_door(c);
     if (c->io == NULL)
         return;
-    if (c->state == CONN_QUEUED) {
+    if (c->state == CONN_QUEUED)
         queue_remove(d, c);
-        return;
-    }
     if (c->io->bridge != NULL) {
         bridge_free(c->io->bridge);
         start_queued(d);

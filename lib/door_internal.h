@@ -162,6 +162,7 @@ struct door {
     /* libmicrohttpd slots (door_bridge.c) */
     size_t bridges, bridges_max;
     door_conn *queued, **queued_tail; /* waiting for a slot, oldest first */
+    door_bridge *parked, *parked_tail;  /* pairs between their client's requests, oldest first */
     size_t nqueued, queued_max;
 
     door_tls *tls; /* NULL without --secure */
@@ -188,7 +189,10 @@ static inline door *conn_door(const door_conn *c)
 /* door.c */
 void door_conn_read(door_conn *c);         /* reads and frames its next request */
 void door_conn_request_done(door_conn *c); /* the request is answered: consume it, go on */
+void door_conn_idle(door_conn *c);         /* between requests: let go of the buffers */
 int door_conn_out_pending(const door_conn *c);
+/* Writes what the client takes now (after what is queued), queues the rest. */
+int door_conn_send(door_conn *c, const char *bytes, size_t len);
 int door_conn_flush_out(door_conn *c);     /* writes the door's bytes; -1 gone */
 ssize_t door_conn_recv(door_conn *c, char *buf, size_t len); /* plain or TLS; -2: would block */
 int door_watch_fd(door *d, int fd, uint32_t events, void *tag);
@@ -198,7 +202,7 @@ void door_conn_unlist(door_conn *c);
 void bridge_start(door_conn *c);
 void bridge_event(door_bridge *b, uint32_t events);
 void bridge_client_drained(door_conn *c); /* the client took the relayed bytes: read more */
-void bridge_close(door_conn *c);          /* the client is gone */
+void bridge_close(door_conn *c);          /* the client is gone, or goes elsewhere: its pair closes */
 void bridge_expire_queued(door *d, int64_t now);
 
 /* door_tls.c */

@@ -16,9 +16,21 @@
 #include <unistd.h>
 
 static metric_value *requests_2xx, *requests_3xx, *requests_4xx, *requests_5xx;
+static pthread_once_t status_once = PTHREAD_ONCE_INIT;
 
+static void status_metrics_init(void)
+{
+    requests_2xx = metrics_counter("broker_http_requests_total{code=\"2xx\"}", "HTTP requests answered, by status class");
+    requests_3xx = metrics_counter("broker_http_requests_total{code=\"3xx\"}", "HTTP requests answered, by status class");
+    requests_4xx = metrics_counter("broker_http_requests_total{code=\"4xx\"}", "HTTP requests answered, by status class");
+    requests_5xx = metrics_counter("broker_http_requests_total{code=\"5xx\"}", "HTTP requests answered, by status class");
+}
+
+/* Every writer of answers counts here (ulfius's routes, the front door's),
+ * whichever comes first. */
 void http_count_status(unsigned status)
 {
+    pthread_once(&status_once, status_metrics_init);
     if (status >= 500)
         atomic_fetch_add(requests_5xx, 1);
     else if (status >= 400)
@@ -243,10 +255,7 @@ int http_server_init(http_server *s, const broker_config *cfg)
 {
     memset(s, 0, sizeof *s);
     s->cfg = cfg;
-    requests_2xx = metrics_counter("broker_http_requests_total{code=\"2xx\"}", "HTTP requests answered, by status class");
-    requests_3xx = metrics_counter("broker_http_requests_total{code=\"3xx\"}", "HTTP requests answered, by status class");
-    requests_4xx = metrics_counter("broker_http_requests_total{code=\"4xx\"}", "HTTP requests answered, by status class");
-    requests_5xx = metrics_counter("broker_http_requests_total{code=\"5xx\"}", "HTTP requests answered, by status class");
+    pthread_once(&status_once, status_metrics_init); /* shown at 0 from the start */
     s->bind_addr.sin_family = AF_INET;
     s->bind_addr.sin_port = htons((uint16_t)cfg->port);
     if (inet_pton(AF_INET, cfg->bind, &s->bind_addr.sin_addr) != 1) {

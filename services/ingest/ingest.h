@@ -38,6 +38,8 @@ int ingest_prepare(broker_runtime *rt, const char *authorization, const char *bo
 int ingest_prepare_as(const authn_identity *who, const char *body, size_t len, size_t max_event_bytes, ingest_item *item,
                       struct _u_response *resp);
 void ingest_item_clear(ingest_item *item);
+/* Registers the insert metrics (once; both insert paths call it). */
+void ingest_metrics_init(void);
 
 /* Stores the items (in one durable write where the store can); each item's
  * status and seq say what became of it.  Then ingest_publish puts the stored

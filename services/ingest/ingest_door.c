@@ -169,6 +169,7 @@ int ingest_attach(door *d, broker_runtime *rt)
     g->rt = rt;
     g->door = d;
     g->todo_tail = &g->todo;
+    ingest_metrics_init();
     g->queue = ingest_queue_new(rt, answer_on_queue, g);
     g->m_fast = metrics_counter("broker_inserts_fast_total", "inserts answered by the front door's insert path");
     if (g->queue == NULL || door_watch(d, ingest_queue_fd(g->queue), finish, g) != 0 ||
