@@ -8,9 +8,9 @@
  * the door's: its next request may be anything, GET /sse included.
  *
  * A pair is libmicrohttpd's connection, with a thread of its own there: made
- * for each request, it cost a thread's start and end per request (wrk on
- * /healthz: 16,100 requests/s before the door, 1,700 with a pair per
- * request).  So after an answer the pair is parked with its client's
+ * for each request, it cost a thread's start and end per request, a tenth
+ * of the requests a second (bench/RESULTS.md, "Ninth session").  So after
+ * an answer the pair is parked with its client's
  * connection and taken again by that client's next relayed request; it is
  * closed when the client goes elsewhere (a stream), after BRIDGE_IDLE_MS
  * without a request, or when a slot is needed for another client.

@@ -101,6 +101,13 @@ BROKER_STATUS_LOG=$WORK/status.jsonl BROKER_BIN=$ROOT/build/broker run_pytest "a
 note "black-box: all-in-one broker under ASan+UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   BROKER_SANITIZED=1 BROKER_BIN=$ROOT/build-asan/broker run_pytest "blackbox-asan" blackbox-asan tests/blackbox
+note "black-box over HTTPS: the all-in-one broker with --secure and a CA the tests make"
+BROKER_TEST_TLS=1 BROKER_BIN=$ROOT/build/broker run_pytest "blackbox over TLS" blackbox-tls tests/blackbox
+note "front door: framing, keep-alive sequences, 9,000 idle connections, slowloris; the services' structure"
+BROKER_BIN=$ROOT/build/broker run_pytest "front door" door tests/door
+note "TLS: certificates, reload, bad TLS input (ASan+UBSan build)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  BROKER_SANITIZED=1 BROKER_BIN=$ROOT/build-asan/broker run_pytest "tls (asan)" tls tests/tls
 
 note "browser (headless chromium) against the all-in-one broker"
 browser_port=$(free_port_block)

@@ -11,6 +11,11 @@ Environment:
   BROKER_TEST_JWT_SECRET   JWT secret of that server    (default: secret)
   BROKER_TEST_JWT_EXPIRY   JWT lifetime of that server  (default: 86400)
   BROKER_TEST_ORIGIN       --origin of that server      (default: *)
+  BROKER_TEST_TLS=1        every server this suite starts serves HTTPS (--secure=true
+                           --auto_cert=false, a certificate of a test CA made here with the
+                           openssl command line, --http_port=0); base URLs are https://, requests
+                           verify against that CA, and raw sockets to those servers do TLS
+                           (see "TLS" below)
 """
 
 import base64
@@ -20,8 +25,10 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -30,6 +37,11 @@ import pytest
 import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:  # sse_client, when this file is loaded from another folder (tests/tls)
+    sys.path.append(HERE)
+
+import sse_client  # noqa: E402
+
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 BROKER_BIN = os.environ.get("BROKER_BIN", os.path.join(REPO, "build", "broker"))
 EXTERNAL_URL = os.environ.get("BROKER_TEST_BASE_URL", "").rstrip("/")
@@ -46,6 +58,8 @@ HTTP_TIMEOUT = 10.0  # every request is bounded
 _ACTIVE = []
 # Scratch dirs (db, logs) of started servers; removed at the end unless BROKER_TEST_KEEP=1.
 _WORKDIRS = []
+
+TLS_MODE = os.environ.get("BROKER_TEST_TLS") == "1"
 
 
 def uniq(prefix="u"):
@@ -136,6 +150,232 @@ def assert_ok(r):
     return assert_json_response(r)
 
 
+# ---------------------------------------------------------------- TLS
+# A throw-away certificate authority, made once per session with the openssl command line in a
+# temp dir (P-256 keys: fast handshakes, and what browsers accept), and the helpers the TLS tests
+# (tests/tls, tests/browser/test_browser_tls.py) and BROKER_TEST_TLS=1 use.
+#
+#   ca = tls_ca()
+#   ca.ca_cert, ca.server_cert, ca.server_key   # PEM paths; server: 127.0.0.1 and localhost
+#   ca.second_pair()     -> (cert, key)  another valid server pair (certificate swap tests)
+#   ca.expired_pair()    -> (cert, key)  valid from 30 days ago to 1 day ago
+#   ca.mismatched_key()  -> key          a key no certificate here is for
+#   ca.issue(name, not_before=, not_after=, sans=) -> (cert, key)
+#   cert_sha256(path), served_cert_sha256(base_url), spki_sha256_b64(path)
+#   open_socket(base_url, timeout): a connected socket, TLS (handshake done) for https://
+#
+# With BROKER_TEST_TLS=1 the raw sockets the tests open themselves (socket.create_connection,
+# http.client.HTTPConnection, which calls it) to a TLS server this harness started do TLS too:
+# socket.create_connection is replaced by open_socket's TLS-aware version for exactly those
+# servers' ports (the test files need no change; other destinations get a plain socket).
+
+SERVER_SANS = "IP:127.0.0.1,DNS:localhost"
+
+
+def _openssl(*args, cwd=None):
+    r = subprocess.run(["openssl"] + [str(a) for a in args], cwd=cwd, capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise RuntimeError("openssl %s failed (%d): %s" % (" ".join(map(str, args)), r.returncode,
+                                                          r.stderr.strip()[-2000:]))
+    return r.stdout
+
+
+def _asn1_time(t):
+    return time.strftime("%y%m%d%H%M%SZ", time.gmtime(t))
+
+
+class LocalCA:
+    """A test certificate authority in `directory` (files: ca.pem, ca.key, <name>.pem/.key)."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        self.ca_cert = os.path.join(directory, "ca.pem")
+        self.ca_key = os.path.join(directory, "ca.key")
+        self._conf = os.path.join(directory, "ca.cnf")
+        self._cache = {}
+        os.makedirs(os.path.join(directory, "issued"), exist_ok=True)
+        open(os.path.join(directory, "index.txt"), "w").close()
+        with open(os.path.join(directory, "serial"), "w") as f:
+            f.write("1000\n")
+        with open(self._conf, "w") as f:
+            f.write("[ca]\ndefault_ca = ca_default\n"
+                    "[ca_default]\ndir = %s\ndatabase = $dir/index.txt\nnew_certs_dir = $dir/issued\n"
+                    "serial = $dir/serial\ndefault_md = sha256\npolicy = policy_any\n"
+                    "unique_subject = no\nemail_in_dn = no\ncopy_extensions = none\n"
+                    "[policy_any]\ncommonName = supplied\n" % directory)
+        self.new_key("ca")
+        _openssl("req", "-x509", "-new", "-key", self.ca_key, "-out", self.ca_cert,
+                 "-days", "3", "-subj", "/CN=Broker test CA " + uuid.uuid4().hex[:8],
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        self.server_cert, self.server_key = self.issue("server")
+
+    def new_key(self, name):
+        """A fresh P-256 key (PKCS#8 PEM) at <dir>/<name>.key."""
+        path = os.path.join(self.dir, name + ".key")
+        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
+        return path
+
+    def issue(self, name, not_before=None, not_after=None, sans=SERVER_SANS, key=None):
+        """A server certificate signed by this CA: (cert path, key path). Dates are Unix times
+        (default: valid from an hour ago for two days)."""
+        now = time.time()
+        not_before = now - 3600 if not_before is None else not_before
+        not_after = now + 2 * 86400 if not_after is None else not_after
+        key = key or self.new_key(name)
+        csr = os.path.join(self.dir, name + ".csr")
+        cert = os.path.join(self.dir, name + ".pem")
+        ext = os.path.join(self.dir, name + ".ext")
+        with open(ext, "w") as f:
+            f.write("[ext]\nbasicConstraints = critical,CA:FALSE\n"
+                    "keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n"
+                    "subjectAltName = %s\n" % sans)
+        _openssl("req", "-new", "-key", key, "-subj", "/CN=" + name, "-out", csr)
+        _openssl("ca", "-batch", "-config", self._conf, "-cert", self.ca_cert, "-keyfile", self.ca_key,
+                 "-in", csr, "-out", cert, "-notext", "-startdate", _asn1_time(not_before),
+                 "-enddate", _asn1_time(not_after), "-extfile", ext, "-extensions", "ext")
+        return cert, key
+
+    def _once(self, name, make):
+        if name not in self._cache:
+            self._cache[name] = make()
+        return self._cache[name]
+
+    def second_pair(self):
+        """Another valid pair for 127.0.0.1/localhost (a different key and certificate)."""
+        return self._once("second", lambda: self.issue("server2"))
+
+    def expired_pair(self):
+        now = time.time()
+        return self._once("expired", lambda: self.issue("expired", now - 30 * 86400, now - 86400))
+
+    def mismatched_key(self):
+        """A key that belongs to no certificate here."""
+        return self._once("mismatched", lambda: self.new_key("mismatched"))
+
+
+_CA = []
+
+
+def tls_ca():
+    """The session's test CA (made on first use; its dir is removed with the servers' dirs).
+    Its CA certificate becomes sse_client's default trust (and, with BROKER_TEST_TLS=1,
+    REQUESTS_CA_BUNDLE, for requests calls that do not go through Broker)."""
+    if not _CA:
+        d = tempfile.mkdtemp(prefix="broker-tls-ca-")
+        _WORKDIRS.append(d)
+        _CA.append(LocalCA(d))
+        if sse_client.TLS_CA_FILE is None:
+            sse_client.TLS_CA_FILE = _CA[0].ca_cert
+        if TLS_MODE:
+            os.environ["REQUESTS_CA_BUNDLE"] = _CA[0].ca_cert
+    return _CA[0]
+
+
+def cert_der(path):
+    """The DER bytes of the first certificate of a PEM file."""
+    with open(path) as f:
+        pem = f.read()
+    begin = pem.index("-----BEGIN CERTIFICATE-----")
+    end = pem.index("-----END CERTIFICATE-----", begin) + len("-----END CERTIFICATE-----")
+    return ssl.PEM_cert_to_DER_cert(pem[begin:end])
+
+
+def cert_sha256(path):
+    return hashlib.sha256(cert_der(path)).hexdigest()
+
+
+def spki_sha256_b64(path):
+    """base64(SHA-256(SubjectPublicKeyInfo)) of a PEM certificate: what chromium's
+    --ignore-certificate-errors-spki-list takes."""
+    pub = _openssl("x509", "-in", path, "-noout", "-pubkey")
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub.encode(),
+                         capture_output=True, timeout=30, check=True).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
+
+
+def _plain_create_connection_fn():
+    current = socket.create_connection
+    return getattr(current, "plain", current)
+
+
+_plain_create_connection = _plain_create_connection_fn()
+
+
+def open_socket(base_url, timeout=5.0, source_address=None, ssl_context=None, cafile=None):
+    """A connected socket to base_url's host and port: plain for http://, TLS with the
+    handshake done (verified against `cafile`, default the test CA) for https://."""
+    host, port = sse_client.split_url(base_url)
+    s = _plain_create_connection((host, port), timeout, source_address)
+    if not sse_client.is_https(base_url):
+        return s
+    if ssl_context is None:
+        ssl_context = sse_client.tls_client_context(cafile or (tls_ca().ca_cert if _CA or TLS_MODE else None))
+    return sse_client.wrap_tls(s, host, ssl_context)
+
+
+def served_cert_sha256(base_url, timeout=5.0, ssl_context=None):
+    """SHA-256 (hex) of the certificate a new TLS connection to base_url is given."""
+    with open_socket(base_url, timeout, ssl_context=ssl_context) as s:
+        return hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
+
+
+def _install_tls_shim():
+    """BROKER_TEST_TLS=1: socket.create_connection to a registered TLS server port does TLS.
+    Returns the registry {port: CA file} (shared if this file is loaded twice)."""
+    current = socket.create_connection
+    if getattr(current, "tls_endpoints", None) is not None:
+        return current.tls_endpoints
+    endpoints = {}
+    plain = current
+
+    def create_connection(address, *args, **kwargs):
+        s = plain(address, *args, **kwargs)
+        host, port = address[0], address[1]
+        cafile = endpoints.get(int(port)) if (host == "localhost" or str(host).startswith("127.")) \
+            else None
+        if cafile is None:
+            return s
+        return sse_client.wrap_tls(s, host, sse_client.tls_client_context(cafile))
+
+    create_connection.plain = plain
+    create_connection.tls_endpoints = endpoints
+    socket.create_connection = create_connection
+    return endpoints
+
+
+_TLS_ENDPOINTS = _install_tls_shim() if TLS_MODE else {}
+
+# BROKER_TEST_TLS=1: tests that make no sense over TLS, by node id suffix -> why.
+_START_LINE = ("looks for the literal start-up line 'serving http://...', which a server serving "
+               "HTTPS rightly writes as 'serving https://...'")
+TLS_MODE_SKIPS = {
+    "test_operator.py::test_json_log_lines_carry_request_ids": _START_LINE,
+    "test_operator.py::test_text_log_start_up_line": _START_LINE,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    if not TLS_MODE:
+        return
+    for item in items:
+        for suffix, why in TLS_MODE_SKIPS.items():
+            if item.nodeid.endswith(suffix):
+                item.add_marker(pytest.mark.skip(reason="BROKER_TEST_TLS=1: " + why))
+
+
+def _asks_plain(args):
+    """Whether the caller's flags turn --secure off (then BROKER_TEST_TLS does not apply)."""
+    args = [str(a) for a in args]
+    for i, a in enumerate(args):
+        if a.startswith("--secure=") and a.split("=", 1)[1].lower() in ("false", "0", "no", "off"):
+            return True
+        if a == "--secure" and i + 1 < len(args) and args[i + 1].lower() in ("false", "0", "no", "off"):
+            return True
+    return False
+
+
 # ---------------------------------------------------------------- the server
 
 def free_port():
@@ -168,8 +408,15 @@ class Broker:
     Owns the process when the harness started it (proc is None for an external server)."""
 
     def __init__(self, base_url, admin_token, jwt_secret, jwt_expiry=DEFAULT_EXPIRY,
-                 origin="*", proc=None, stderr_path=None, workdir=None, name="broker"):
+                 origin="*", proc=None, stderr_path=None, workdir=None, name="broker",
+                 ca_path=None, tls_cert=None, tls_key=None, http_port=None):
         self.base_url = base_url
+        # TLS: the CA requests verify against (https:// only); the pair given to the server;
+        # its plain --http_port (None when not given or 0).
+        self.ca_path = ca_path
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.http_port = http_port
         self.admin_token = admin_token
         self.jwt_secret = jwt_secret
         self.jwt_expiry = jwt_expiry
@@ -185,6 +432,8 @@ class Broker:
 
     def request(self, method, path, **kw):
         kw.setdefault("timeout", HTTP_TIMEOUT)
+        if self.ca_path and self.base_url.startswith("https:"):
+            kw.setdefault("verify", self.ca_path)
         return requests.request(method, self.url(path), **kw)
 
     def get(self, path, **kw):
@@ -296,7 +545,8 @@ def wait_healthy(broker, timeout=STARTUP_TIMEOUT):
 
 def start_broker(extra_args=(), env=None, admin_token=None, jwt_secret=None, port=None,
                  port_flag=True, db_flag=True, secrets_flags=True, jwt_expiry=None,
-                 origin="*", wait=True, tag="broker", limits=False):
+                 origin="*", wait=True, tag="broker", limits=False, tls=None, cert=None,
+                 key=None, http_port=0):
     """Start the broker on a free loopback port with a fresh --db; wait for /healthz.
 
     port_flag=False leaves --port out (the port then comes from env, e.g. BROKER_PORT).
@@ -304,7 +554,23 @@ def start_broker(extra_args=(), env=None, admin_token=None, jwt_secret=None, por
     limits=False turns the limits on failed credentials off: this suite fails logins and
     admin tokens on purpose, hundreds a minute from one address; the tests of the limits
     pass limits=True (the defaults) or their own flags.
+    tls=True serves HTTPS: --secure=true --auto_cert=false --key_path KEY --cert_path CERT
+    (cert/key: default the test CA's server pair) and --http_port=<http_port> (0 = no plain
+    listener; None leaves the flag out); base_url is then https://. tls=None: as
+    BROKER_TEST_TLS says, unless extra_args turn --secure off. The TLS flags come before
+    extra_args, so a test's own flags win.
     """
+    if tls is None:
+        tls = TLS_MODE and not _asks_plain(extra_args)
+    tls_args, ca_path = [], None
+    if tls:
+        ca = tls_ca()
+        ca_path = ca.ca_cert
+        cert = cert or ca.server_cert
+        key = key or ca.server_key
+        tls_args = ["--secure=true", "--auto_cert=false", "--key_path", key, "--cert_path", cert]
+        if http_port is not None:
+            tls_args.append("--http_port=%d" % http_port)
     admin_token = admin_token or "adm-" + uuid.uuid4().hex
     jwt_secret = jwt_secret or "jwt-" + uuid.uuid4().hex
     workdir = tempfile.mkdtemp(prefix="broker-bb-")
@@ -326,10 +592,15 @@ def start_broker(extra_args=(), env=None, admin_token=None, jwt_secret=None, por
             args += ["--jwt_expiry", str(jwt_expiry)]
         if not limits:
             args += ["--login_limit_user=0", "--login_limit_ip=0", "--admin_limit_ip=0"]
+        args += tls_args
         args += list(extra_args)
         proc, stderr_path = spawn(args, clean_env(env), workdir, tag)
-        b = Broker("http://127.0.0.1:%d" % listen_port, admin_token, jwt_secret,
-                   jwt_expiry or DEFAULT_EXPIRY, origin, proc, stderr_path, workdir, tag)
+        b = Broker("%s://127.0.0.1:%d" % ("https" if tls else "http", listen_port), admin_token,
+                   jwt_secret, jwt_expiry or DEFAULT_EXPIRY, origin, proc, stderr_path, workdir, tag,
+                   ca_path=ca_path, tls_cert=cert if tls else None, tls_key=key if tls else None,
+                   http_port=(http_port or None) if tls else None)
+        if tls:
+            _TLS_ENDPOINTS[listen_port] = ca_path
         _ACTIVE.append(b)
         if not wait:
             return b

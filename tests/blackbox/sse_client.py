@@ -12,13 +12,41 @@ incrementally with a deadline, see comments and the raw bytes, and sometimes nev
 
 The parser follows the WHATWG EventSource rules (lines end in \\n, \\r\\n or \\r; "field: value"
 with one optional space after the colon; ":" starts a comment; a blank line dispatches).
+
+HTTPS: a base URL starting with https:// gets a TLS connection (handshake done in open()),
+verified against TLS_CA_FILE (set by tests/blackbox/conftest.py to the test CA) or, when that is
+None, the system's trust store; the IP address 127.0.0.1 is matched against the certificate's
+IP subjectAltName. `ssl_context=` overrides the context. Everything else works the same.
 """
 
 import collections
 import json
 import socket
+import ssl
 import time
 import urllib.parse
+
+# PEM file of the CA that https:// test servers' certificates come from (None: system store).
+TLS_CA_FILE = None
+
+
+def tls_client_context(cafile=None):
+    """A client SSLContext trusting `cafile` (default TLS_CA_FILE), hostname checked.
+    A close without TLS close_notify reads as a plain EOF (b""), as on a plain socket."""
+    ctx = ssl.create_default_context(cafile=cafile or TLS_CA_FILE)
+    ctx.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    return ctx
+
+
+def wrap_tls(sock, host, context=None):
+    """Does the TLS handshake on a connected socket (within the socket's timeout); returns
+    the SSLSocket. The socket is closed if the handshake fails."""
+    ctx = context or tls_client_context()
+    try:
+        return ctx.wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
 
 
 class Timeout(AssertionError):
@@ -146,7 +174,11 @@ def build_request(host, port, path, method="GET", headers=None, body=b""):
 
 def split_url(base_url):
     u = urllib.parse.urlsplit(base_url)
-    return u.hostname, u.port or 80
+    return u.hostname, u.port or (443 if u.scheme == "https" else 80)
+
+
+def is_https(base_url):
+    return urllib.parse.urlsplit(base_url).scheme == "https"
 
 
 class SSEClient:
@@ -170,28 +202,35 @@ class SSEClient:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def connect(cls, base_url, rcvbuf=None, timeout=5.0):
+    def connect(cls, base_url, rcvbuf=None, timeout=5.0, ssl_context=None):
+        """A connected socket (TLS, handshake done, for an https:// base URL)."""
         host, port = split_url(base_url)
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:  # must be set before connect to shrink the window
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         s.settimeout(timeout)
-        s.connect((host, port))
+        try:
+            s.connect((host, port))
+        except BaseException:
+            s.close()
+            raise
+        if is_https(base_url):
+            s = wrap_tls(s, host, ssl_context)
         return s, host, port
 
     @classmethod
     def open(cls, base_url, path="/sse", headers=None, method="GET", rcvbuf=None, timeout=5.0,
-             body=b""):
+             body=b"", ssl_context=None):
         """Connect and send the request (does not read anything)."""
-        s, host, port = cls.connect(base_url, rcvbuf, timeout)
+        s, host, port = cls.connect(base_url, rcvbuf, timeout, ssl_context)
         c = cls(s, host, port, path)
         s.sendall(build_request(host, port, path, method, headers, body))
         return c
 
     @classmethod
-    def open_raw(cls, base_url, raw=b"", rcvbuf=None, timeout=5.0):
+    def open_raw(cls, base_url, raw=b"", rcvbuf=None, timeout=5.0, ssl_context=None):
         """Connect and send arbitrary bytes (for bad-input tests)."""
-        s, host, port = cls.connect(base_url, rcvbuf, timeout)
+        s, host, port = cls.connect(base_url, rcvbuf, timeout, ssl_context)
         c = cls(s, host, port, None)
         if raw:
             s.sendall(raw)
@@ -224,7 +263,8 @@ class SSEClient:
             data = self.sock.recv(nbytes)
         except socket.timeout:
             raise Timeout("no data within the deadline")
-        except (ConnectionResetError, BrokenPipeError) as e:
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError) as e:
+            # ssl.SSLError: the TLS layer failed (bad record, alert): the connection is over.
             self.error = e
             self.eof = True
             return b""
@@ -233,23 +273,33 @@ class SSEClient:
         return data
 
     def recv_nowait(self, nbytes=65536):
-        """One non-blocking recv for selector loops: feeds the parser; False at EOF."""
+        """One non-blocking recv for selector loops: feeds the parser; False at EOF.
+        Over TLS it also takes what the TLS layer has already decrypted (pending()), which
+        a selector cannot see."""
         self.sock.setblocking(False)
+        data = b""
         try:
-            data = self.sock.recv(nbytes)
-        except BlockingIOError:
-            return True
-        except (ConnectionResetError, BrokenPipeError) as e:
-            self.error = e
-            self.eof = True
-            return False
+            while True:
+                try:
+                    chunk = self.sock.recv(nbytes)
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    break
+                except (ConnectionResetError, BrokenPipeError, ssl.SSLError) as e:
+                    self.error = e
+                    self.eof = True
+                    break
+                if not chunk:
+                    self.eof = True
+                    break
+                data += chunk
+                if not (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
+                    break
         finally:
-            self.sock.setblocking(True)
-        if not data:
-            self.eof = True
-            return False
-        self._absorb(data)
-        return True
+            if self.sock.fileno() != -1:
+                self.sock.setblocking(True)
+        if data:
+            self._absorb(data)
+        return not self.eof
 
     def _absorb(self, data):
         """Bytes from the socket: into the head until it is complete, then into the body."""
