@@ -260,15 +260,28 @@ static void limits_release(door *d, int fd)
 }
 
 /* --max_connections (503) and --max_connections_per_ip (429), answered
- * before the request is read (HTTP lets a server answer early).  A TLS
- * connection is refused by closing it: no answer can be read before the
- * handshake. */
-static void limit_refuse(door_conn *c, int answer, unsigned status, const char *message)
+ * before the request is read (HTTP lets a server answer early); over TLS,
+ * once the handshake is done. */
+static const char *limit_message(unsigned status)
+{
+    return status == 503 ? "the server holds as many connections as it may (--max_connections); retry later"
+                         : "too many connections from this address (--max_connections_per_ip)";
+}
+
+/* A TLS connection can read no answer before its handshake: it gets it after. */
+static void limit_refuse(door_conn *c, int answer, unsigned status)
 {
     if (answer)
-        door_conn_refuse(c, status, NULL, NULL, message);
+        door_conn_refuse(c, status, NULL, NULL, limit_message(status));
     else
-        door_conn_close(c);
+        c->refusal = status == 503 ? 1 : 2;
+}
+
+void door_conn_refuse_pending(door_conn *c)
+{
+    unsigned status = c->refusal == 1 ? 503 : 429;
+    c->refusal = 0;
+    door_conn_refuse(c, status, NULL, NULL, limit_message(status));
 }
 
 static int limits_admit(door *d, door_conn *c, const struct sockaddr_storage *ss, int answer)
@@ -276,7 +289,7 @@ static int limits_admit(door *d, door_conn *c, const struct sockaddr_storage *ss
     const broker_config *cfg = d->cfg;
     if (cfg->max_connections > 0 && d->nlive > (size_t)cfg->max_connections) {
         atomic_fetch_add(d->m_refused_connections, 1);
-        limit_refuse(c, answer, 503, "the server holds as many connections as it may (--max_connections); retry later");
+        limit_refuse(c, answer, 503);
         return -1;
     }
     if (d->fd_addr == NULL || (size_t)c->fd >= d->fd_addr_cap)
@@ -286,7 +299,7 @@ static int limits_admit(door *d, door_conn *c, const struct sockaddr_storage *ss
         return 0;
     if (countmap_get(d->conns_by_address, &key, sizeof key) >= cfg->max_connections_per_ip) {
         atomic_fetch_add(d->m_refused_per_address, 1);
-        limit_refuse(c, answer, 429, "too many connections from this address (--max_connections_per_ip)");
+        limit_refuse(c, answer, 429);
         return -1;
     }
     if (countmap_add(d->conns_by_address, &key, sizeof key, 1) > 0)
@@ -394,8 +407,6 @@ static void accept_all(door_listener *l)
             continue;
         }
         if (c->ssl != NULL) {
-            /* No plain answer can reach a TLS client before its handshake:
-             * one over a limit is closed. */
             limits_admit(d, c, &addr, 0);
             continue;
         }

@@ -68,9 +68,9 @@ typedef struct conn_io {
  * flight share their place with the handler's bytes, which exist only once
  * the handler owns the connection (door_conn_own). */
 struct door_conn {
-    uint8_t tag;   /* TAG_CONN */
-    uint8_t state;
-    uint8_t owner; /* CONN_OWNED: its door_conn_ops, 1 + an index in the door's table */
+    uint8_t tag; /* TAG_CONN */
+    uint8_t state : 4, owner : 4; /* owner: CONN_OWNED: its door_conn_ops, 1 + an index in the door's table */
+    uint8_t refusal; /* TLS over a connection limit: the status to answer once the handshake is done */
     uint8_t closing : 1, wants : 1, idle_wants : 1, served : 1, unread : 1, close_after : 1, redirect_port : 1,
         hello_seen : 1;
     int fd;
@@ -190,6 +190,7 @@ static inline door *conn_door(const door_conn *c)
 void door_conn_read(door_conn *c);         /* reads and frames its next request */
 void door_conn_request_done(door_conn *c); /* the request is answered: consume it, go on */
 void door_conn_idle(door_conn *c);         /* between requests: let go of the buffers */
+void door_conn_refuse_pending(door_conn *c); /* answers the refusal a TLS connection waited for */
 int door_conn_out_pending(const door_conn *c);
 /* Writes what the client takes now (after what is queued), queues the rest. */
 int door_conn_send(door_conn *c, const char *bytes, size_t len);

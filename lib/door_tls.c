@@ -248,7 +248,10 @@ void door_tls_handshake(door_conn *c)
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->state = CONN_READING;
-        door_conn_read(c);
+        if (c->refusal)
+            door_conn_refuse_pending(c);
+        else
+            door_conn_read(c);
         return;
     }
     int err = SSL_get_error(c->ssl, r);

@@ -188,7 +188,8 @@ def test_json_log_lines_carry_request_ids(broker_factory):
             pytest.fail("a log line is not JSON: %r" % line)
         assert isinstance(obj, dict) and {"time", "service", "level", "message"} <= set(obj), obj
         parsed.append(obj)
-    assert any("serving http://" in o["message"] and "/sse" in o["message"] and "/login" in o["message"]
+    scheme = b.base_url.split(":", 1)[0]  # https when the server serves TLS
+    assert any(("serving %s://" % scheme) in o["message"] and "/sse" in o["message"] and "/login" in o["message"]
                for o in parsed), "no start-up line with the URLs: %r" % parsed[:8]
     traced = [o for o in parsed if o.get("request_id") == "trace-me-1"]
     assert traced and any("/login 401" in o["message"] for o in traced), parsed[-10:]
@@ -198,7 +199,7 @@ def test_json_log_lines_carry_request_ids(broker_factory):
 def test_text_log_start_up_line(broker):
     needs_own_server("reads the log of the server")
     text = broker.stderr_text()
-    m = re.search(r"serving (http://\S+)[^:]*:(.*)", text)
+    m = re.search(r"serving (%s://\S+)[^:]*:(.*)" % broker.base_url.split(":", 1)[0], text)
     assert m, text[-2000:]
     assert m.group(1).endswith(":%d" % int(broker.base_url.rsplit(":", 1)[1])), m.group(0)
     for path in ("/sse", "/insert", "/login", "/healthz", "/console/"):
