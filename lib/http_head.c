@@ -162,7 +162,14 @@ http_head_result http_head_parse(const char *buf, size_t len, size_t max, http_h
         const char *v = colon + 1;
         size_t n = (size_t)(line_stop - v);
         size_t name_len = (size_t)(colon - p);
+        int trailing_ws = n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t');
         trim(&v, &n);
+        /* Trailing whitespace is not part of a value (RFC 9110 §5.5), but the
+         * request/response server behind the door reads a framing header's
+         * value with it: refused, so that the two never disagree on where a
+         * request ends. */
+        if (trailing_ws && (token_is(p, name_len, "Content-Length") || token_is(p, name_len, "Transfer-Encoding")))
+            return bad(why, "whitespace after the Content-Length or Transfer-Encoding value");
         if (token_is(p, name_len, "Content-Length")) {
             if (cl_seen++)
                 return bad(why, "more than one Content-Length header");

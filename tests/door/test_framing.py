@@ -14,7 +14,8 @@ Refused:
     chunked applied twice).
 Accepted: one Content-Length, or `Transfer-Encoding: chunked` alone; the connection stays usable.
 A smuggling attempt (Content-Length and chunked, a second request hidden in the body) never
-yields two answers.
+yields two answers. Whitespace around a framing value ("chunked ", "39 ") is not part of it: the
+trimmed value is used, or the front door refuses with its own JSON 400; never a hang or a 502.
 """
 
 import json
@@ -106,6 +107,50 @@ def test_smuggling_never_yields_two_answers(door, door_user, variant, target):
         assert_json_error(answers[0], 400)
         assert answers[0].says_close(), answers[0].describe()
         assert c.eof or c.wait_closed(CLOSE_WAIT), "not closed after the 400"
+
+
+# Whitespace around a field value is not part of it (RFC 9110, 5.5): "chunked " is chunked and
+# "39 " is 39. The front door and the request/response server behind it must agree on that: the
+# answer is either the one to the trimmed value, or the front door's own 400 (JSON, close); never
+# a hang, a 5xx, or another server's non-JSON error.
+OWS_CASES = {
+    "te_trailing_space": ("Transfer-Encoding", "chunked "),
+    "te_trailing_tab": ("Transfer-Encoding", "chunked\t"),
+    "te_leading_space": ("Transfer-Encoding", " chunked"),
+    "cl_trailing_space": ("Content-Length", "{n} "),
+    "cl_trailing_tab": ("Content-Length", "{n}\t"),
+    "cl_leading_space": ("Content-Length", " {n}"),
+}
+
+
+@pytest.mark.parametrize("target", ["POST /login", "POST /insert"])
+@pytest.mark.parametrize("case", sorted(OWS_CASES))
+def test_whitespace_around_framing_values(door, door_user, case, target):
+    name, value = OWS_CASES[case]
+    method, path = target.split(" ")
+    if path == "/login":
+        payload, expect = b'{"username":"%s","password":"wrong-password"}' % door_user.username.encode(), 401
+    else:
+        payload, expect = b'{"event":"ows","data":1}', 200
+    if name == "Content-Length":
+        framing, body = [(name, value.format(n=len(payload)))], payload
+    else:
+        framing, body = [(name, value)], chunked(payload, (4,))
+    with Conn(door) as c:
+        c.send(request_bytes(method, path, target_headers(target, door_user) + framing, body))
+        r = c.read_response()
+        what = "%s %s (%r) over %s" % (target, name, framing[0][1], door.mode)
+        if r.status == 400 and r.header("content-type").lower().startswith("application/json"):
+            assert_json_error(r, 400)
+            assert r.says_close(), "%s: 400 without Connection: close: %s" % (what, r.describe())
+            assert c.wait_closed(CLOSE_WAIT), "%s: not closed after its 400" % what
+            return
+        assert r.status == expect, ("%s: expected %d (the trimmed value) or the front door's JSON 400: %s"
+                                    % (what, expect, r.describe()))
+        assert r.header("content-type").lower().startswith("application/json"), r.describe()
+        r.json()
+        # the body was taken whole: the connection goes on
+        assert assert_ok_json(c.exchange(request_bytes("GET", "/healthz")))["status"] == "ok", what
 
 
 def test_valid_content_length_login(door, door_user):
