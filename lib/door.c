@@ -799,13 +799,14 @@ static int frame_body(door_conn *c)
     return 1;
 }
 
-/* Room for `more` bytes in the request buffer, bounded by what the request
- * may need. */
+/* Room for `want` more bytes in the request buffer.  It grows to what the
+ * request has brought, not to what it may bring: most requests are a few
+ * hundred bytes, and every connection goes through here. */
 static int in_reserve(conn_io *io, size_t want)
 {
     if (io->in_cap - io->in_len >= want)
         return 0;
-    size_t ncap = io->in_cap ? io->in_cap : 4096;
+    size_t ncap = io->in_cap ? io->in_cap : 512;
     while (ncap - io->in_len < want)
         ncap *= 2;
     char *n = realloc(io->in, ncap);
@@ -890,15 +891,17 @@ void door_conn_read(door_conn *c)
             return;
         }
         size_t want = read_want(c);
-        if (want == 0)
+        if (want == 0 || want > DOOR_READ_CHUNK)
             want = DOOR_READ_CHUNK;
-        if (want > DOOR_READ_CHUNK)
-            want = DOOR_READ_CHUNK;
-        if (in_reserve(io, want) != 0) {
+        /* Read into the thread's scratch buffer, then keep what came. */
+        static __thread char scratch[DOOR_READ_CHUNK];
+        ssize_t n = door_conn_recv(c, scratch, want);
+        if (n > 0 && in_reserve(io, (size_t)n) != 0) {
             door_conn_close(c);
             return;
         }
-        ssize_t n = door_conn_recv(c, io->in + io->in_len, want);
+        if (n > 0)
+            memcpy(io->in + io->in_len, scratch, (size_t)n);
         if (n == -2) {
             if (io->in_len == 0 && io->out == NULL && c->served)
                 door_conn_idle(c); /* an idle keep-alive holds no buffer */

@@ -54,7 +54,7 @@ static int queue_frame(stream_engine *e, stream_client *c, sse_frame *f, int bou
     if (bounded && c->qbytes > 0 && c->qbytes + f->len > e->queue_max) {
         atomic_fetch_add(e->m_dropped_slow, 1);
         log_info("stream: %s reads too slowly (%zu bytes queued): disconnected", c->username ? c->username : "client",
-                 c->qbytes);
+                 (size_t)c->qbytes);
         client_schedule_close(e, c);
         return -1;
     }
@@ -114,7 +114,7 @@ int client_flush(stream_engine *e, stream_client *c)
         if (w == 0)
             return 0; /* EPOLLOUT calls again */
         size_t left = (size_t)w;
-        c->qbytes -= left;
+        c->qbytes -= (uint32_t)left;
         while (left > 0) {
             sse_frame *f = c->queue[c->qhead];
             size_t rest = f->len - c->head_off;

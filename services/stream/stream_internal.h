@@ -49,10 +49,11 @@ typedef enum client_state {
     CLIENT_STREAMING
 } client_state;
 
-/* A subscriber that keeps up holds one or two frames at a time (an event, a
- * keep-alive): they live in the client, so fan-out allocates nothing per
- * subscriber (a malloc/free pair per subscriber per event otherwise). */
-#define CLIENT_INLINE_QUEUE 2 /* a power of two */
+/* A subscriber that keeps up holds a few frames at a time (events that came
+ * between two of its writes, a keep-alive): they live in the client, so
+ * fan-out allocates nothing per subscriber (a malloc/free pair per
+ * subscriber per event otherwise: bench/RESULTS.md, "Ninth session"). */
+#define CLIENT_INLINE_QUEUE 4 /* a power of two */
 
 /* A subscriber: the stream's part of a front-door connection
  * (door_conn_data), which exists once the stream owns the connection and
@@ -62,7 +63,10 @@ typedef struct stream_client {
     uint8_t replaying; /* catching up from the store; live events wait */
     uint32_t qhead, qlen, qcap; /* ring of frames: `queue`, which is `inline_queue` until it outgrows it */
     uint32_t head_off;          /* bytes of the first frame already written */
-    size_t qbytes;              /* bytes queued, not yet written */
+    /* Bytes queued, not yet written: at most --sse_queue_max and a page of a
+     * snapshot or replay plus one event (each flag at most 1 GiB), so 32
+     * bits hold it, and a subscriber stays 8 bytes smaller. */
+    uint32_t qbytes;
     sse_frame **queue;
     sse_frame *inline_queue[CLIENT_INLINE_QUEUE];
     uint64_t last_seq; /* highest event id queued for this client */
