@@ -347,8 +347,13 @@ def _install_tls_shim():
 
 _TLS_ENDPOINTS = _install_tls_shim() if TLS_MODE else {}
 
-# BROKER_TEST_TLS=1: tests that make no sense over TLS, by node id suffix -> why (none today).
-TLS_MODE_SKIPS = {}
+# BROKER_TEST_TLS=1: tests that make no sense over TLS, by node id suffix -> why.
+TLS_MODE_SKIPS = {
+    "test_insert_wire.py::test_pipelined_burst_is_not_left_waiting":
+        "writes its socket from one thread while reading it from another, which a TLS socket does "
+        "not support (OpenSSL: one thread per SSL object); tests/tls/test_tls.py::"
+        "test_1000_pipelined_inserts_over_tls sends the same burst over TLS from one thread",
+}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -645,3 +645,49 @@ def test_http_port_redirects_to_https_and_answers_acme_404(tls_server):
     assert status == 404, (status, headers, raw[:200])
     doc = json_of(status, headers, raw)
     assert isinstance(doc.get("error"), str) and doc["error"].strip(), doc
+
+
+def test_1000_pipelined_inserts_over_tls(tls_server):
+    """1,000 inserts sent back to back on one TLS connection while their answers are read, in
+    one thread (a TLS socket must not be written and read from two threads at once): every
+    insert is answered 200, in order, with consecutive ids."""
+    import selectors
+    b = tls_server()
+    _, jwt = user_and_jwt(b)
+    n = 1000
+    out = b"".join(
+        b"POST /insert HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (jwt.encode(), len(body), body)
+        for body in (json.dumps({"event": "burst", "data": {"i": i}}).encode() for i in range(n)))
+    s = tls_connect(b)
+    buf = b""
+    try:
+        s.setblocking(False)
+        sel = selectors.DefaultSelector()
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        deadline = time.monotonic() + 30
+        while buf.count(b"HTTP/1.1 ") < n and time.monotonic() < deadline:
+            for _key, ev in sel.select(0.5):
+                if ev & selectors.EVENT_WRITE and out:
+                    try:
+                        out = out[s.send(out[:65536]):]
+                    except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                        pass
+                    if not out:
+                        sel.modify(s, selectors.EVENT_READ)
+                if ev & selectors.EVENT_READ:
+                    try:
+                        while True:
+                            data = s.recv(65536)
+                            assert data, "the server closed the connection after %d answers" % buf.count(b"HTTP/1.1 ")
+                            buf += data
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        pass
+    finally:
+        s.close()
+    heads = buf.count(b"HTTP/1.1 ")
+    assert heads == n, "%d answers of %d; %d bytes left to send" % (heads, n, len(out))
+    assert buf.count(b"HTTP/1.1 200 ") == n, buf[:300]
+    ids = [int(x) for x in __import__("re").findall(rb'\{"id":"(\d+)"\}', buf)]
+    assert ids == list(range(ids[0], ids[0] + n)), ids[:20]
