@@ -603,9 +603,8 @@ static void flush_one(door_conn *c)
 }
 
 /* Writes up to DOOR_WRITE_BUDGET connections; the rest wait for the next
- * turn, which then does not sleep.  A fan-out to 10,000 subscribers is about
- * 100 ms of writes: done in one go, every request the door answers waited
- * behind it.  In slices, the next events arrive while the fan-out goes on,
+ * turn, which then does not sleep.  A wide fan-out written in one go held
+ * up every request the door answers behind it.  In slices, the next events arrive while the fan-out goes on,
  * and a subscriber not yet written gets them all in the same write
  * (bench/RESULTS.md, "Fifth session"). */
 static void flush_wants(door *d)
