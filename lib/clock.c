@@ -3,11 +3,18 @@
  */
 #include "clock.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <time.h>
 
 static _Atomic int64_t offset_ms;
 static atomic_int synced;
+
+/* The state is read by /readyz only: a mutex is enough. */
+static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
+static clock_source state_source = CLOCK_SOURCE_HOST;
+static char state_reason[512] = "no network time measured yet: using the host clock";
 
 int64_t clock_now_ms(void)
 {
@@ -36,6 +43,26 @@ int64_t clock_offset_ms(void)
 int clock_is_synced(void)
 {
     return atomic_load(&synced);
+}
+
+void clock_set_state(int64_t off, clock_source source, const char *reason)
+{
+    if (source != CLOCK_SOURCE_HOST)
+        clock_set_offset_ms(off);
+    pthread_mutex_lock(&state_lock);
+    state_source = source;
+    snprintf(state_reason, sizeof state_reason, "%s", reason != NULL ? reason : "");
+    pthread_mutex_unlock(&state_lock);
+}
+
+clock_source clock_state(char *reason, size_t size)
+{
+    pthread_mutex_lock(&state_lock);
+    clock_source s = state_source;
+    if (size > 0)
+        snprintf(reason, size, "%s", state_reason);
+    pthread_mutex_unlock(&state_lock);
+    return s;
 }
 
 int64_t clock_mono_us(void)

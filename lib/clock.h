@@ -9,6 +9,7 @@
 #ifndef BROKER_CLOCK_H
 #define BROKER_CLOCK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 int64_t clock_now_ms(void);
@@ -17,6 +18,22 @@ int64_t clock_now_s(void);
 void clock_set_offset_ms(int64_t offset_ms);
 int64_t clock_offset_ms(void);
 int clock_is_synced(void);
+
+/* Where the offset comes from, for /readyz and the bus (proto/proto_bus.h):
+ * a fresh network measurement, the last one kept because no server answered
+ * since, or the host clock (nothing measured yet, or network time off). */
+typedef enum clock_source {
+    CLOCK_SOURCE_HOST = 'H',
+    CLOCK_SOURCE_NETWORK = 'N',
+    CLOCK_SOURCE_KEPT = 'K'
+} clock_source;
+
+/* Sets the offset (unless `source` is CLOCK_SOURCE_HOST, which keeps the
+ * current one: zero until a measurement) and the state /readyz reports;
+ * `reason` says why the clock is not fresh network time ("" when it is). */
+void clock_set_state(int64_t offset_ms, clock_source source, const char *reason);
+/* The state: its source, and the reason copied into reason[size]. */
+clock_source clock_state(char *reason, size_t size);
 /* The host's monotonic clock in microseconds, for measuring durations
  * (never corrected, never set back). */
 int64_t clock_mono_us(void);

@@ -47,10 +47,15 @@ static const flag_def FLAGS[] = {
     {"max_body", FLAG_INT, "1048576", OFF(max_body), 64, 1073741824, "largest request body in bytes; larger answers 413"},
     {"keepalive", FLAG_INT, "15", OFF(keepalive), 1, 3600, "seconds between SSE keep-alive comments"},
     {"ntp_servers", FLAG_STRING, "pool.ntp.org,time.google.com,time.cloudflare.com", OFF(ntp_servers), 0, 0, "NTP servers (host[:port], comma-separated) for network time"},
-    {"acme_directory", FLAG_STRING, "https://acme-v02.api.letsencrypt.org/directory", OFF(acme_directory), 0, 0, "ACME directory URL"},
+    {"ntp_interval", FLAG_INT, "600", OFF(ntp_interval), 1, 86400, "seconds between network time measurements"},
+    {"ntp_max_offset", FLAG_INT, "86400", OFF(ntp_max_offset), 1, 3153600000L, "largest offset (seconds) from the host clock network time may correct; a larger answer is refused as absurd"},
+    {"acme_directory", FLAG_STRING, "https://acme-v02.api.letsencrypt.org/directory", OFF(acme_directory), 0, 0, "ACME directory URL (Let's Encrypt staging: https://acme-staging-v02.api.letsencrypt.org/directory)"},
+    {"acme_ca_file", FLAG_STRING, "", OFF(acme_ca_file), 0, 0, "CA file to trust for the ACME directory's own HTTPS (Pebble, a private CA); empty: the system's"},
+    {"acme_email", FLAG_STRING, "", OFF(acme_email), 0, 0, "contact address of the ACME account (expiry notices); empty: none"},
     {"log_level", FLAG_STRING, "info", OFF(log_level), 0, 0, "error, warning, info or debug"},
     {"bind", FLAG_STRING, "0.0.0.0", OFF(bind), 0, 0, "address to listen on"},
     {"bus_publish", FLAG_STRING, "", OFF(bus_publish), 0, 0, "ZeroMQ endpoint this service publishes on (split mode; empty: ingest tcp://*:5556, auth tcp://*:5557; the all-in-one uses inproc)"},
+    {"bus_control", FLAG_STRING, "", OFF(bus_control), 0, 0, "ZeroMQ endpoint of certd's control messages (network time, certificate renewals) in split mode, e.g. tcp://127.0.0.1:5558; empty: none"},
     {"bus_subscribe", FLAG_STRING, "", OFF(bus_subscribe), 0, 0, "ZeroMQ endpoints (comma-separated) the stream service subscribes to (split mode; empty: tcp://127.0.0.1:5556,tcp://127.0.0.1:5557)"},
     {"sse_queue_max", FLAG_INT, "1048576", OFF(sse_queue_max), 4096, 1073741824, "bytes queued for one SSE client before it is disconnected"},
     {"stream_workers", FLAG_INT, "1", OFF(stream_workers), 1, 64, "SSE worker processes sharing the port (SO_REUSEPORT)"},
@@ -151,6 +156,53 @@ void config_print_help(FILE *out, const char *program)
     fprintf(out, "  --%-16s %s\n", "version", "print the version and exit");
 }
 
+/* --domain: DNS names, comma-separated; no wildcard (HTTP-01 cannot prove
+ * one), no IP address, no URL. */
+static int check_domains(const char *list, const char *program)
+{
+    const char *p = list;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        int ok = len > 0 && len <= 253 && p[0] != '.' && p[0] != '-' && p[len - 1] != '.';
+        int letters = 0;
+        for (size_t i = 0; ok && i < len; i++) {
+            char c = p[i];
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+                letters = 1;
+            else if (!(c >= '0' && c <= '9') && c != '-' && c != '.')
+                ok = 0;
+            else if (c == '.' && p[i + 1] == '.')
+                ok = 0;
+        }
+        if (!ok || !letters) {
+            fprintf(stderr, "%s: invalid value '%.*s' in --domain: expected DNS names separated by commas "
+                            "(no wildcard, no address, no scheme), such as broker.example.com\n",
+                    program, (int)len, p);
+            return -1;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+/* With --auto_cert the key and chain are the ones certd keeps under --certs;
+ * --key_path and --cert_path are for one's own pair. */
+static int use_acme_paths(broker_config *cfg)
+{
+    char *chain = NULL, *key = NULL;
+    if (asprintf(&chain, "%s/" CONFIG_ACME_CHAIN, cfg->certs) < 0 || asprintf(&key, "%s/" CONFIG_ACME_KEY, cfg->certs) < 0) {
+        free(chain);
+        return -1;
+    }
+    free(cfg->cert_path);
+    free(cfg->key_path);
+    cfg->cert_path = chain;
+    cfg->key_path = key;
+    return 0;
+}
+
 int config_load(broker_config *cfg, int argc, char **argv, const char *program)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -206,6 +258,10 @@ int config_load(broker_config *cfg, int argc, char **argv, const char *program)
         fprintf(stderr, "%s: --domain is required with --secure=true and --auto_cert=true\n", program);
         goto fail;
     }
+    if (check_domains(cfg->domain, program) != 0)
+        goto fail;
+    if (cfg->secure && cfg->auto_cert && use_acme_paths(cfg) != 0)
+        goto fail;
     if (strcmp(cfg->log_level, "error") && strcmp(cfg->log_level, "warning") && strcmp(cfg->log_level, "info") &&
         strcmp(cfg->log_level, "debug")) {
         fprintf(stderr, "%s: invalid value '%s' for --log_level: expected error, warning, info or debug\n", program,

@@ -12,6 +12,12 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/* With --auto_cert, the files certd keeps under --certs (the TLS listeners
+ * load the last two). */
+#define CONFIG_ACME_ACCOUNT_KEY "account_key.pem"
+#define CONFIG_ACME_KEY "private_key.pem"
+#define CONFIG_ACME_CHAIN "chain.pem"
+
 typedef struct broker_config {
     char *origin;
     long port;
@@ -31,10 +37,15 @@ typedef struct broker_config {
     long max_body;      /* bytes */
     long keepalive;     /* seconds between SSE keep-alive comments */
     char *ntp_servers;  /* comma-separated host[:port] */
+    long ntp_interval;  /* seconds between measurements */
+    long ntp_max_offset;/* seconds: a larger offset is refused */
     char *acme_directory;
+    char *acme_ca_file; /* trust for the directory's HTTPS; "" = the system's */
+    char *acme_email;   /* the account's contact; "" = none */
     char *log_level;
     char *bind;         /* listen address */
     char *bus_publish;  /* ZeroMQ endpoint ingest publishes on (split mode) */
+    char *bus_control;  /* ZeroMQ endpoint of certd's control messages (split mode); "" = none */
     char *bus_subscribe;/* ZeroMQ endpoint(s) stream subscribes to (split mode) */
     long sse_queue_max; /* bytes queued for one SSE client before it is dropped */
     long stream_workers;/* stream processes (all-in-one: 1) */

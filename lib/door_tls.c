@@ -24,11 +24,13 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <openssl/x509err.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define TLS_STAGE 16384 /* one record's worth of plaintext per SSL_write */
 
@@ -42,7 +44,8 @@ typedef struct file_stamp {
 struct door_tls {
     SSL_CTX *ctx;
     const char *cert_path, *key_path; /* the config's */
-    file_stamp cert_stamp, key_stamp;
+    file_stamp cert_stamp, key_stamp;   /* of the pair in use */
+    file_stamp seen_cert, seen_key;     /* changed files, seen once (see door_tls_check_reload) */
     unsigned reloads_seen;
 };
 
@@ -111,17 +114,10 @@ static int check_certificate(const char *path, char *why, size_t size)
     return rc;
 }
 
-static SSL_CTX *load_context(const char *cert_path, const char *key_path, char *why, size_t size)
+/* A server context with the house settings, without a certificate. */
+static SSL_CTX *new_context(char *why, size_t size)
 {
     char e[160];
-    if (check_certificate(cert_path, why, size) != 0)
-        return NULL;
-    FILE *kf = fopen(key_path, "r");
-    if (kf == NULL) {
-        snprintf(why, size, "cannot read the key %s: %s", key_path, strerror(errno));
-        return NULL;
-    }
-    fclose(kf);
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
         snprintf(why, size, "cannot make a TLS context: %s", ssl_error_text(e, sizeof e));
@@ -136,6 +132,23 @@ static SSL_CTX *load_context(const char *cert_path, const char *key_path, char *
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"broker", 6);
     SSL_CTX_set_num_tickets(ctx, 1);
+    return ctx;
+}
+
+static SSL_CTX *load_context(const char *cert_path, const char *key_path, char *why, size_t size)
+{
+    char e[160];
+    if (check_certificate(cert_path, why, size) != 0)
+        return NULL;
+    FILE *kf = fopen(key_path, "r");
+    if (kf == NULL) {
+        snprintf(why, size, "cannot read the key %s: %s", key_path, strerror(errno));
+        return NULL;
+    }
+    fclose(kf);
+    SSL_CTX *ctx = new_context(why, size);
+    if (ctx == NULL)
+        return NULL;
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
         snprintf(why, size, "cannot use the certificate %s: %s", cert_path, ssl_error_text(e, sizeof e));
     } else if (SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1) {
@@ -155,6 +168,64 @@ static SSL_CTX *load_context(const char *cert_path, const char *key_path, char *
     return NULL;
 }
 
+/* Adds the names of `domains` (comma-separated) as the certificate's
+ * subjectAltName. */
+static int add_alt_names(X509 *x, const char *domains)
+{
+    char *value = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&value, &size);
+    if (f == NULL)
+        return -1;
+    const char *p = domains;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        fprintf(f, "%sDNS:%.*s", p == domains ? "" : ",", (int)len, p);
+        p += len + (p[len] == ',');
+    }
+    fclose(f);
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, value);
+    free(value);
+    int rc = ext != NULL && X509_add_ext(x, ext, -1) == 1 ? 0 : -1;
+    X509_EXTENSION_free(ext);
+    return rc;
+}
+
+/* With --auto_cert and no usable certificate yet (the first start, or a
+ * broken file): a self-signed one for --domain, made in memory, so that the
+ * port is HTTPS from the start; certd writes the real pair and the files'
+ * change replaces it.  A browser warns on it, which is the truth. */
+static SSL_CTX *self_signed_context(const broker_config *cfg, char *why, size_t size)
+{
+    char e[160];
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    SSL_CTX *ctx = NULL;
+    const char *name_end = strchr(cfg->domain, ',');
+    int cn_len = name_end != NULL ? (int)(name_end - cfg->domain) : (int)strlen(cfg->domain);
+    if (key == NULL || x == NULL || X509_set_version(x, 2) != 1 ||
+        ASN1_INTEGER_set(X509_get_serialNumber(x), (long)(time(NULL) & 0x7fffffff)) != 1 ||
+        X509_gmtime_adj(X509_getm_notBefore(x), -3600) == NULL ||
+        X509_gmtime_adj(X509_getm_notAfter(x), 7L * 86400) == NULL || X509_set_pubkey(x, key) != 1 ||
+        X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                                   (const unsigned char *)cfg->domain, cn_len, -1, 0) != 1 ||
+        X509_set_issuer_name(x, X509_get_subject_name(x)) != 1 || add_alt_names(x, cfg->domain) != 0 ||
+        X509_sign(x, key, EVP_sha256()) == 0) {
+        snprintf(why, size, "cannot make a temporary certificate: %s", ssl_error_text(e, sizeof e));
+    } else if ((ctx = new_context(why, size)) != NULL &&
+               (SSL_CTX_use_certificate(ctx, x) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1)) {
+        snprintf(why, size, "cannot use the temporary certificate: %s", ssl_error_text(e, sizeof e));
+        SSL_CTX_free(ctx);
+        ctx = NULL;
+    }
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return ctx;
+}
+
 door_tls *door_tls_new(const broker_config *cfg)
 {
     door_tls *t = calloc(1, sizeof *t);
@@ -165,8 +236,15 @@ door_tls *door_tls_new(const broker_config *cfg)
     t->key_path = cfg->key_path;
     stamp_of(t->cert_path, &t->cert_stamp);
     stamp_of(t->key_path, &t->key_stamp);
+    t->seen_cert = t->cert_stamp;
+    t->seen_key = t->key_stamp;
     t->reloads_seen = atomic_load(&reload_requests);
     t->ctx = load_context(t->cert_path, t->key_path, why, sizeof why);
+    if (t->ctx == NULL && cfg->auto_cert) {
+        log_warn("--auto_cert: %s; serving a temporary self-signed certificate for %s until certd has one",
+                 t->cert_stamp.missing ? "no certificate yet" : why, cfg->domain);
+        t->ctx = self_signed_context(cfg, why, sizeof why);
+    }
     if (t->ctx == NULL) {
         log_error("--secure: %s", why);
         free(t);
@@ -183,6 +261,9 @@ void door_tls_free(door_tls *t)
     free(t);
 }
 
+/* Called about once a second.  Changed files are loaded once they have stayed
+ * the same for one look, so that a key and chain replaced one after the other
+ * are never taken half-way; SIGHUP and certd's message load at once. */
 void door_tls_check_reload(door *d)
 {
     door_tls *t = d->tls;
@@ -191,9 +272,11 @@ void door_tls_check_reload(door *d)
     stamp_of(t->key_path, &ks);
     unsigned asked = atomic_load(&reload_requests);
     int changed = !stamp_same(&cs, &t->cert_stamp) || !stamp_same(&ks, &t->key_stamp);
-    if (!changed && asked == t->reloads_seen)
+    int settled = stamp_same(&cs, &t->seen_cert) && stamp_same(&ks, &t->seen_key);
+    t->seen_cert = cs;
+    t->seen_key = ks;
+    if (asked == t->reloads_seen && (!changed || !settled))
         return;
-    /* Files being replaced one after the other: a second look next time. */
     t->cert_stamp = cs;
     t->key_stamp = ks;
     t->reloads_seen = asked;
@@ -205,7 +288,7 @@ void door_tls_check_reload(door *d)
     }
     SSL_CTX_free(t->ctx); /* open connections hold their own reference */
     t->ctx = ctx;
-    log_info("TLS: certificate %s reloaded (%s)", t->cert_path, changed ? "the files changed" : "SIGHUP");
+    log_info("TLS: certificate %s reloaded (%s)", t->cert_path, changed ? "the files changed" : "asked to");
 }
 
 SSL *door_tls_accept(door *d, int fd)

@@ -2,6 +2,7 @@
  * runtime.c - common start-up and shutdown of a service process.
  */
 #include "runtime.h"
+#include "clock.h"
 #include "email.h"
 #include "log.h"
 #include "metrics.h"
@@ -14,25 +15,17 @@
 #include <string.h>
 #include <sys/resource.h>
 
-int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
+int runtime_open_bare(broker_runtime *rt, int argc, char **argv, const char *service)
 {
     memset(rt, 0, sizeof *rt);
     int rc = config_load(&rt->cfg, argc, argv, service);
     if (rc != 0)
         return rc;
-    if (rt->cfg.secure && rt->cfg.auto_cert) {
-        /* Better no start than plain HTTP where HTTPS was asked for. */
-        fprintf(stderr, "%s: --auto_cert=true: certificates by ACME are not available in this build yet; "
-                        "give your own with --auto_cert=false --cert_path --key_path (README.md, HTTPS)\n",
-                service);
+    if (log_init(service, rt->cfg.log_level, rt->cfg.log_format) != 0) {
+        fprintf(stderr, "%s: cannot start logging\n", service);
         config_free(&rt->cfg);
         return -1;
     }
-    if (log_init(service, rt->cfg.log_level, rt->cfg.log_format) != 0) {
-        fprintf(stderr, "%s: cannot start logging\n", service);
-        goto fail;
-    }
-    config_warn_insecure(&rt->cfg);
     /* SIGINT/SIGTERM are taken by runtime_wait_for_signal(); block them before
      * any thread starts so that every thread inherits the mask. */
     sigset_t set;
@@ -40,6 +33,7 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     /* Connections are descriptors: take the whole hard limit. */
     struct rlimit rl;
@@ -49,6 +43,15 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
     }
     /* A peer that closes its socket must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
+{
+    int rc = runtime_open_bare(rt, argc, argv, service);
+    if (rc != 0)
+        return rc;
+    config_warn_insecure(&rt->cfg);
     if (email_init() != 0)
         goto fail;
     const char *uri = rt->cfg.store[0] ? rt->cfg.store : rt->cfg.db;
@@ -110,6 +113,15 @@ void runtime_close(broker_runtime *rt)
     config_free(&rt->cfg);
 }
 
+static void (*sigusr1_fn)(void *arg);
+static void *sigusr1_arg;
+
+void runtime_on_sigusr1(void (*fn)(void *arg), void *arg)
+{
+    sigusr1_fn = fn;
+    sigusr1_arg = arg;
+}
+
 void runtime_wait_for_signal(void)
 {
     sigset_t set;
@@ -118,9 +130,16 @@ void runtime_wait_for_signal(void)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
-    while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
-        log_info("SIGHUP: reloading the TLS certificate");
-        door_reload_certificates();
+    sigaddset(&set, SIGUSR1);
+    while (sigwait(&set, &sig) == 0 && (sig == SIGHUP || sig == SIGUSR1)) {
+        if (sig == SIGHUP) {
+            log_info("SIGHUP: reloading the TLS certificate");
+            door_reload_certificates();
+        } else if (sigusr1_fn != NULL) {
+            sigusr1_fn(sigusr1_arg);
+        } else {
+            log_info("SIGUSR1: nothing to do in this process");
+        }
     }
     log_info("signal %d: shutting down", sig);
 }
@@ -132,18 +151,31 @@ static int healthz(const struct _u_request *req, struct _u_response *resp, void 
     return http_reply_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "version", BROKER_VERSION));
 }
 
+/* How this process tells time: ready either way, with the reason when it is
+ * not fresh network time. */
+static json_t *clock_json(void)
+{
+    char reason[512];
+    clock_source src = clock_state(reason, sizeof reason);
+    const char *name = src == CLOCK_SOURCE_NETWORK ? "network" : src == CLOCK_SOURCE_KEPT ? "network-kept" : "host";
+    json_t *j = json_pack("{s:s,s:I}", "source", name, "offset_ms", (json_int_t)clock_offset_ms());
+    if (j != NULL && reason[0] != '\0')
+        json_object_set_new(j, "warning", json_string(reason));
+    return j;
+}
+
 static int readyz(const struct _u_request *req, struct _u_response *resp, void *ctx)
 {
     broker_runtime *rt = ctx;
     (void)req;
-    if (store_ping(rt->store) != STORE_OK)
+    if (rt->store != NULL && store_ping(rt->store) != STORE_OK)
         return http_reply_json(resp, 503, json_pack("{s:s,s:s}", "status", "unavailable", "error", "the store does not answer or cannot write (see the log)"));
     if (rt->ready_check != NULL) {
         const char *why = rt->ready_check(rt, rt->ready_check_arg);
         if (why != NULL)
             return http_reply_json(resp, 503, json_pack("{s:s,s:s}", "status", "unavailable", "error", why));
     }
-    return http_reply_json(resp, 200, json_pack("{s:s}", "status", "ready"));
+    return http_reply_json(resp, 200, json_pack("{s:s,s:o}", "status", "ready", "clock", clock_json()));
 }
 
 static int metrics(const struct _u_request *req, struct _u_response *resp, void *ctx)
@@ -171,6 +203,41 @@ int health_add_routes(http_server *s, broker_runtime *rt)
     return http_server_add_routes(s, routes, rt);
 }
 
+/* certd's control messages (split mode): the clock offset and renewed
+ * certificates.  ZMQ_FD is edge-triggered, so every wake-up drains it; the
+ * messages are few and small. */
+static void on_control(void *arg)
+{
+    bus_sub *sub = arg;
+    bus_msg m;
+    while (bus_sub_recv(sub, &m) > 0) {
+        if (m.kind == BUS_CLOCK) {
+            clock_set_state(m.clock_offset_ms, (clock_source)m.clock_source, m.clock_reason);
+        } else if (m.kind == BUS_CERT) {
+            log_info("certd renewed the certificate: reloading it");
+            door_reload_certificates();
+        }
+    }
+}
+
+static void control_close(void *arg)
+{
+    bus_sub_close(arg);
+}
+
+static int follow_control(door *d, const char *endpoint)
+{
+    bus_sub *sub = bus_sub_open(endpoint);
+    if (sub == NULL)
+        return -1;
+    if (door_watch(d, bus_sub_fd(sub), on_control, sub) != 0 || door_on_shutdown(d, NULL, control_close, sub) != 0) {
+        bus_sub_close(sub);
+        return -1;
+    }
+    log_info("following certd's control messages on %s", endpoint);
+    return 0;
+}
+
 int runtime_serve(broker_runtime *rt, http_server *http, size_t conn_extra, int reuse_port,
                   int (*attach)(door *d, broker_runtime *rt, void *arg), void *arg, const char *service)
 {
@@ -179,13 +246,15 @@ int runtime_serve(broker_runtime *rt, http_server *http, size_t conn_extra, int 
     door *d = door_new(&rt->cfg, http, conn_extra, reuse_port);
     if (d == NULL)
         return -1;
-    if ((attach != NULL && attach(d, rt, arg) != 0) || door_start(d) != 0) {
+    if ((rt->cfg.bus_control[0] != '\0' && follow_control(d, rt->cfg.bus_control) != 0) ||
+        (attach != NULL && attach(d, rt, arg) != 0) || door_start(d) != 0) {
         door_free(d);
         return -1;
     }
     http_server_log_urls(http, service);
     door_log_listening(d, service);
-    log_info("%s listening on %s:%ld (store: %s)", service, rt->cfg.bind, rt->cfg.port, rt->store->ops->name);
+    log_info("%s listening on %s:%ld (store: %s)", service, rt->cfg.bind, rt->cfg.port,
+             rt->store != NULL ? rt->store->ops->name : "none");
     runtime_wait_for_signal();
     door_free(d);
     return 0;

@@ -43,6 +43,9 @@ struct broker_runtime {
 /* Returns 0 when running; 1 when --help was printed; -1 on a start-up error
  * (already reported). */
 int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service);
+/* The same without the store, e-mail lists and credential checks, for a
+ * service that has no users or events (certd); rt->store stays NULL. */
+int runtime_open_bare(broker_runtime *rt, int argc, char **argv, const char *service);
 void runtime_close(broker_runtime *rt);
 
 /* Opens rt->bus on `endpoint` (--bus_publish, or inproc in the all-in-one)
@@ -51,7 +54,8 @@ int runtime_open_bus(broker_runtime *rt, const char *endpoint);
 
 /* Serves the port until SIGTERM/SIGINT: a front door (door.h) on
  * --bind:--port that hands what no route takes to `http` (set up with its
- * routes, not started yet), with `attach` (NULL: none) plugging the
+ * routes, not started yet), following certd's control messages on
+ * --bus_control when set, with `attach` (NULL: none) plugging the
  * process's services into it; `conn_extra` is what they keep per connection
  * (door_new).  reuse_port: several processes share the port.  SIGHUP reloads
  * the TLS certificate.  0, or -1 when it could not start (logged). */
@@ -65,8 +69,11 @@ int runtime_serve(broker_runtime *rt, http_server *http, size_t conn_extra, int 
 int runtime_serve_http(int argc, char **argv, const char *service, const char *default_bus,
                        int (*add_routes)(http_server *s, broker_runtime *rt));
 
-/* Blocks until SIGINT or SIGTERM; SIGHUP meanwhile reloads certificates. */
+/* Blocks until SIGINT or SIGTERM; SIGHUP meanwhile reloads certificates,
+ * SIGUSR1 calls what runtime_on_sigusr1() set. */
 void runtime_wait_for_signal(void);
+/* What SIGUSR1 does in this process (certd: renew the certificate now). */
+void runtime_on_sigusr1(void (*fn)(void *arg), void *arg);
 
 /* GET /healthz, /readyz and /metrics, for every service's http_server. */
 int health_add_routes(http_server *s, broker_runtime *rt);

@@ -21,12 +21,20 @@
  * gap from the store; seq <= last is a duplicate and is dropped.
  *
  * Frames of "ctl/user/": 2. username  3. one byte, '1' revoked or '0' not.
- * Frames of "ctl/clock/": 2. offset in ms, int64 big-endian.
- * Frames of "ctl/cert/": 2. the certificate's path.
+ * Frames of "ctl/clock/": 2. offset in ms to add to the host clock, int64
+ *   big-endian; 3. its source, one byte: 'N' a fresh network measurement,
+ *   'K' the last one kept (no server answered since), 'H' the host clock
+ *   (offset meaningless); 4. why it is not fresh network time, UTF-8 text,
+ *   empty when it is.  certd sends it after every measurement and again
+ *   every few seconds, so that a process that starts later learns it soon.
+ * Frames of "ctl/cert/": 2. the certificate's path: certd wrote a new key and
+ *   chain there; every TLS listener loads them again.
  *
- * Endpoints: the all-in-one uses "inproc://broker-bus"; a split deployment
- * binds each publisher on tcp (ingest on tcp port 5556, auth on 5557) and
- * every stream process connects to all of them (--bus_subscribe).
+ * Endpoints: the all-in-one uses "inproc://broker-bus" (and its certd part
+ * sets the clock and reloads certificates in-process: no control messages).
+ * A split deployment binds each publisher on tcp (ingest on tcp port 5556,
+ * auth on 5557, certd on 5558); every stream process connects to ingest and
+ * auth (--bus_subscribe) and every service to certd (--bus_control).
  */
 #ifndef BROKER_PROTO_BUS_H
 #define BROKER_PROTO_BUS_H
@@ -38,5 +46,6 @@
 #define BUS_INPROC_ENDPOINT "inproc://broker-bus"
 #define BUS_EVENT_HEADER_LEN 16
 #define BUS_EVENT_NAME_MAX 256
+#define BUS_CLOCK_REASON_MAX 511
 
 #endif

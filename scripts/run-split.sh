@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The split deployment on this machine: auth, ingest and two stream processes
-# as separate processes sharing the embedded store, the bus on tcp://, and an
-# nginx gateway that gives clients one origin.
+# The split deployment on this machine: auth, ingest, two stream processes
+# and certd as separate processes sharing the embedded store, the bus on
+# tcp://, and an nginx gateway that gives clients one origin.
 #
 #   scripts/run-split.sh [flags for every service...]     (make run-split)
 #
 # Ports (env): GATEWAY_PORT (8080), then AUTH_PORT, INGEST_PORT, STREAM1_PORT,
-# STREAM2_PORT (8081..8084), BUS_INGEST_PORT (5556), BUS_AUTH_PORT (5557).
+# STREAM2_PORT, CERTD_PORT (8081..8085), BUS_INGEST_PORT (5556), BUS_AUTH_PORT
+# (5557), BUS_CERTD_PORT (5558).
 # DB (./db-split) is the shared store.  Runs until Ctrl-C / SIGTERM; with
 # SPLIT_READY_FILE set, writes that file once every service answers /readyz.
 set -euo pipefail
@@ -17,8 +18,10 @@ AUTH_PORT=${AUTH_PORT:-$((GATEWAY_PORT + 1))}
 INGEST_PORT=${INGEST_PORT:-$((GATEWAY_PORT + 2))}
 STREAM1_PORT=${STREAM1_PORT:-$((GATEWAY_PORT + 3))}
 STREAM2_PORT=${STREAM2_PORT:-$((GATEWAY_PORT + 4))}
+CERTD_PORT=${CERTD_PORT:-$((GATEWAY_PORT + 5))}
 BUS_INGEST_PORT=${BUS_INGEST_PORT:-5556}
 BUS_AUTH_PORT=${BUS_AUTH_PORT:-5557}
+BUS_CERTD_PORT=${BUS_CERTD_PORT:-5558}
 DB=${DB:-$ROOT/db-split}
 RUN=$(mktemp -d /tmp/broker-split.XXXXXX)
 
@@ -33,15 +36,16 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-common=(--db="$DB" --bind=127.0.0.1 "$@")
+common=(--db="$DB" --bind=127.0.0.1 --bus_control="tcp://127.0.0.1:$BUS_CERTD_PORT" "$@")
 bus_sub="tcp://127.0.0.1:$BUS_INGEST_PORT,tcp://127.0.0.1:$BUS_AUTH_PORT"
+"$BIN/broker-certd" "${common[@]}" --port="$CERTD_PORT" --bus_publish="tcp://127.0.0.1:$BUS_CERTD_PORT" & pids+=($!)
 "$BIN/broker-auth" --trusted_proxies=127.0.0.1 "${common[@]}" --port="$AUTH_PORT" --bus_publish="tcp://127.0.0.1:$BUS_AUTH_PORT" & pids+=($!)
 "$BIN/broker-ingest" "${common[@]}" --port="$INGEST_PORT" --bus_publish="tcp://127.0.0.1:$BUS_INGEST_PORT" & pids+=($!)
 "$BIN/broker-stream" "${common[@]}" --port="$STREAM1_PORT" --bus_subscribe="$bus_sub" & pids+=($!)
 "$BIN/broker-stream" "${common[@]}" --port="$STREAM2_PORT" --bus_subscribe="$bus_sub" & pids+=($!)
 
 sed -e "s|@PREFIX@|$RUN|g" -e "s|@LISTEN@|127.0.0.1:$GATEWAY_PORT|" \
-    -e "s|@AUTH@|127.0.0.1:$AUTH_PORT|" -e "s|@INGEST@|127.0.0.1:$INGEST_PORT|" \
+    -e "s|@AUTH@|127.0.0.1:$AUTH_PORT|" -e "s|@INGEST@|127.0.0.1:$INGEST_PORT|" -e "s|@CERTD@|127.0.0.1:$CERTD_PORT|" \
     -e "s|@STREAMS@|server 127.0.0.1:$STREAM1_PORT; server 127.0.0.1:$STREAM2_PORT;|" \
     "$ROOT/deploy/gateway.conf.in" > "$RUN/nginx.conf"
 mkdir -p "$RUN"/{body,proxy,fastcgi,uwsgi,scgi}
@@ -50,14 +54,14 @@ nginx -q -p "$RUN" -c "$RUN/nginx.conf" -g "user $(id -un);" 2>"$RUN/nginx.stder
 # Ready once every service answers /readyz (bounded: 20 s).
 for _ in $(seq 1 200); do
   ok=1
-  for port in "$AUTH_PORT" "$INGEST_PORT" "$STREAM1_PORT" "$STREAM2_PORT" "$GATEWAY_PORT"; do
+  for port in "$AUTH_PORT" "$INGEST_PORT" "$STREAM1_PORT" "$STREAM2_PORT" "$CERTD_PORT" "$GATEWAY_PORT"; do
     curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" || { ok=0; break; }
   done
   [ $ok = 1 ] && break
   sleep 0.1
 done
 if [ $ok != 1 ]; then echo "run-split: services did not become ready" >&2; cat "$RUN/nginx.stderr" >&2; exit 1; fi
-echo "split deployment ready: gateway http://127.0.0.1:$GATEWAY_PORT (auth $AUTH_PORT, ingest $INGEST_PORT, stream $STREAM1_PORT and $STREAM2_PORT)"
+echo "split deployment ready: gateway http://127.0.0.1:$GATEWAY_PORT (auth $AUTH_PORT, ingest $INGEST_PORT, stream $STREAM1_PORT and $STREAM2_PORT, certd $CERTD_PORT)"
 [ -n "${SPLIT_READY_FILE:-}" ] && echo ready > "$SPLIT_READY_FILE"
 wait -n "${pids[@]}" || true
 echo "run-split: a service stopped; stopping the others" >&2

@@ -29,7 +29,7 @@ for _ in range(200):
     base = random.randrange(10000, 32000)
     socks = []
     try:
-        for p in range(base, base + 12):
+        for p in range(base, base + 13):
             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", p)); socks.append(s)
     except OSError:
@@ -133,7 +133,7 @@ for attempt in 1 2 3; do   # a port taken between the check and the bind: try an
   split_port=$(free_port_block)
   rm -f "$WORK/split.ready"
   SPLIT_READY_FILE=$WORK/split.ready GATEWAY_PORT=$split_port BUS_INGEST_PORT=$((split_port + 10)) \
-    BUS_AUTH_PORT=$((split_port + 11)) DB=$WORK/split-db-$attempt scripts/run-split.sh $NO_LIMITS >"$WORK/split.log" 2>&1 &
+    BUS_AUTH_PORT=$((split_port + 11)) BUS_CERTD_PORT=$((split_port + 12)) DB=$WORK/split-db-$attempt scripts/run-split.sh $NO_LIMITS >"$WORK/split.log" 2>&1 &
   split_pid=$!
   for _ in $(seq 1 150); do [ -f "$WORK/split.ready" ] && break; kill -0 $split_pid 2>/dev/null || break; sleep 0.2; done
   [ -f "$WORK/split.ready" ] && break
@@ -180,7 +180,7 @@ if fdb_uri=$(tests/ferretdb/start.sh 0 "$WORK/fdb" 2>"$WORK/fdb-start.log" | tai
     mport=$(free_port_block)
     rm -f "$WORK/msplit.ready"
     SPLIT_READY_FILE=$WORK/msplit.ready GATEWAY_PORT=$mport BUS_INGEST_PORT=$((mport + 10)) \
-      BUS_AUTH_PORT=$((mport + 11)) DB=$WORK/msplit-db-$attempt \
+      BUS_AUTH_PORT=$((mport + 11)) BUS_CERTD_PORT=$((mport + 12)) DB=$WORK/msplit-db-$attempt \
       scripts/run-split.sh --store="${fdb_uri}split$attempt" $NO_LIMITS >"$WORK/msplit.log" 2>&1 &
     msplit_pid=$!
     for _ in $(seq 1 150); do [ -f "$WORK/msplit.ready" ] && break; kill -0 $msplit_pid 2>/dev/null || break; sleep 0.2; done

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto_bus.h"
+
 typedef struct bus_pub bus_pub;
 typedef struct bus_sub bus_sub;
 
@@ -32,7 +34,9 @@ typedef struct bus_msg {
     const char *username; /* BUS_USER: not NUL-terminated */
     size_t username_len;
     int revoked;
-    int64_t clock_offset_ms;
+    int64_t clock_offset_ms; /* BUS_CLOCK */
+    char clock_source;       /* BUS_CLOCK: 'N', 'K' or 'H' (clock_source) */
+    char clock_reason[BUS_CLOCK_REASON_MAX + 1];
 } bus_msg;
 
 bus_pub *bus_pub_open(const char *endpoint);
@@ -40,7 +44,8 @@ void bus_pub_close(bus_pub *p);
 int bus_publish_event(bus_pub *p, const char *tenant, uint64_t seq, int64_t ts_ms, const char *event,
                       const char *data, size_t data_len);
 int bus_publish_user(bus_pub *p, const char *username, int revoked);
-int bus_publish_clock(bus_pub *p, int64_t offset_ms);
+int bus_publish_clock(bus_pub *p, int64_t offset_ms, char source, const char *reason);
+int bus_publish_cert(bus_pub *p, const char *cert_path);
 
 /* endpoints: one or more, comma-separated. */
 bus_sub *bus_sub_open(const char *endpoints);

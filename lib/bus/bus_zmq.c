@@ -120,11 +120,19 @@ int bus_publish_user(bus_pub *p, const char *username, int revoked)
     return send_frames(p, bufs, lens, 3);
 }
 
-int bus_publish_clock(bus_pub *p, int64_t offset_ms)
+int bus_publish_clock(bus_pub *p, int64_t offset_ms, char source, const char *reason)
 {
     uint64_t v = htobe64((uint64_t)offset_ms);
-    const void *bufs[] = {BUS_TOPIC_CLOCK, &v};
-    size_t lens[] = {strlen(BUS_TOPIC_CLOCK), sizeof v};
+    size_t rlen = strnlen(reason, BUS_CLOCK_REASON_MAX);
+    const void *bufs[] = {BUS_TOPIC_CLOCK, &v, &source, reason};
+    size_t lens[] = {strlen(BUS_TOPIC_CLOCK), sizeof v, 1, rlen};
+    return send_frames(p, bufs, lens, 4);
+}
+
+int bus_publish_cert(bus_pub *p, const char *cert_path)
+{
+    const void *bufs[] = {BUS_TOPIC_CERT, cert_path};
+    size_t lens[] = {strlen(BUS_TOPIC_CERT), strlen(cert_path)};
     return send_frames(p, bufs, lens, 2);
 }
 
@@ -282,14 +290,20 @@ int bus_sub_recv(bus_sub *s, bus_msg *msg)
             msg->revoked = *(const char *)zmq_msg_data(&f[2]) == '1';
             return 1;
         }
-        if (frame_is(&f[0], BUS_TOPIC_CLOCK) && s->nframes == 2 && zmq_msg_size(&f[1]) == 8) {
+        if (frame_is(&f[0], BUS_TOPIC_CLOCK) && s->nframes == 4 && zmq_msg_size(&f[1]) == 8 &&
+            zmq_msg_size(&f[2]) == 1 && zmq_msg_size(&f[3]) <= BUS_CLOCK_REASON_MAX) {
             uint64_t v;
             memcpy(&v, zmq_msg_data(&f[1]), 8);
             msg->kind = BUS_CLOCK;
             msg->clock_offset_ms = (int64_t)be64toh(v);
+            msg->clock_source = *(const char *)zmq_msg_data(&f[2]);
+            memcpy(msg->clock_reason, zmq_msg_data(&f[3]), zmq_msg_size(&f[3]));
+            msg->clock_reason[zmq_msg_size(&f[3])] = '\0';
+            if (msg->clock_source != 'N' && msg->clock_source != 'K' && msg->clock_source != 'H')
+                goto malformed;
             return 1;
         }
-        if (frame_is(&f[0], BUS_TOPIC_CERT)) {
+        if (frame_is(&f[0], BUS_TOPIC_CERT) && s->nframes == 2) {
             msg->kind = BUS_CERT;
             return 1;
         }

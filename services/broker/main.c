@@ -3,11 +3,13 @@
  * inproc://, the store an embedded database at --db.  What `make run` starts.
  *
  * The front door (lib/door.h) owns the port; the stream service takes
- * GET /sse in it, the ingest service plain POST /insert, and every other
+ * GET /sse in it, the ingest service plain POST /insert, certd the ACME
+ * challenges (and keeps network time and the certificate), and every other
  * request goes to the request/response server with the user service's,
  * the ingest service's and the health routes.
  */
 #include "auth.h"
+#include "certd.h"
 #include "ingest.h"
 #include "proto_bus.h"
 #include "stream.h"
@@ -15,7 +17,12 @@
 static int attach(door *d, broker_runtime *rt, void *arg)
 {
     (void)arg;
-    return stream_attach(d, rt, BUS_INPROC_ENDPOINT) != NULL && ingest_attach(d, rt) == 0 ? 0 : -1;
+    /* Clock and certificates take effect in-process: certd publishes nothing. */
+    certd_options certd = {.publish = NULL, .manage_certificates = rt->cfg.secure && rt->cfg.auto_cert};
+    return stream_attach(d, rt, BUS_INPROC_ENDPOINT) != NULL && ingest_attach(d, rt) == 0 &&
+                   certd_attach(d, rt, &certd) == 0
+               ? 0
+               : -1;
 }
 
 int main(int argc, char **argv)

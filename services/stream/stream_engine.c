@@ -9,7 +9,6 @@
  */
 #include "stream_internal.h"
 #include "authn.h"
-#include "clock.h"
 #include "http_answer.h"
 #include "log.h"
 
@@ -123,10 +122,8 @@ static int drain_bus(stream_engine *e)
             tenants_close_user(e, m.username, m.username_len);
             break;
         case BUS_CLOCK:
-            clock_set_offset_ms(m.clock_offset_ms);
-            break;
         case BUS_CERT:
-            break;
+            break; /* certd's control messages come through --bus_control (runtime.c) */
         }
     }
     return 1;

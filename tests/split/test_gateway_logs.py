@@ -74,7 +74,7 @@ def gateway():
         conf = f.read()
     conf = (conf.replace("@PREFIX@", run).replace("@LISTEN@", "127.0.0.1:%d" % listen)
             .replace("@AUTH@", "127.0.0.1:%d" % dead).replace("@INGEST@", "127.0.0.1:%d" % dead)
-            .replace("@STREAMS@", "server 127.0.0.1:%d;" % dead))
+            .replace("@STREAMS@", "server 127.0.0.1:%d;" % dead).replace("@CERTD@", "127.0.0.1:%d" % dead))
     path = os.path.join(run, "nginx.conf")
     with open(path, "w") as f:
         f.write(conf)
