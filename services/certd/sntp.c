@@ -292,7 +292,7 @@ static int peer_split(sntp_peer *p)
     }
     memcpy(p->host, name, host_len);
     p->host[host_len] = '\0';
-    snprintf(p->port, sizeof p->port, "%ld", n);
+    snprintf(p->port, sizeof p->port, "%hu", (unsigned short)n); /* port_number(): 1..65535 */
     return 0;
 }
 
