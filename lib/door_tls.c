@@ -12,10 +12,13 @@
  *
  * The certificate and key (--cert_path, --key_path) are loaded at start-up,
  * where anything wrong with them stops the process with the file named, and
- * again on SIGHUP or when either file changes: new connections get the new
- * pair, open ones keep theirs (each SSL holds a reference to the context it
- * was made from).  A pair that does not load on reload is refused with a log
- * line, and the old one stays.
+ * again on SIGHUP, on certd's word, or when both files have changed and
+ * settled: new connections get the new pair, open ones keep theirs (each SSL
+ * holds a reference to the context it was made from).  A pair that does not
+ * load on reload is refused with a log line, and the old one stays.  With
+ * --auto_cert the pair is certd's, under --certs; until there is one (a
+ * first start, a broken file) a self-signed certificate made in memory for
+ * --domain is served.
  */
 #include "door_internal.h"
 #include "log.h"
@@ -275,7 +278,8 @@ void door_tls_check_reload(door *d)
     int settled = stamp_same(&cs, &t->seen_cert) && stamp_same(&ks, &t->seen_key);
     t->seen_cert = cs;
     t->seen_key = ks;
-    if (asked == t->reloads_seen && (!changed || !settled))
+    int requested = asked != t->reloads_seen;
+    if (!requested && (!changed || !settled))
         return;
     t->cert_stamp = cs;
     t->key_stamp = ks;
@@ -288,7 +292,7 @@ void door_tls_check_reload(door *d)
     }
     SSL_CTX_free(t->ctx); /* open connections hold their own reference */
     t->ctx = ctx;
-    log_info("TLS: certificate %s reloaded (%s)", t->cert_path, changed ? "the files changed" : "asked to");
+    log_info("TLS: certificate %s reloaded (%s)", t->cert_path, requested ? "asked to" : "the files changed");
 }
 
 SSL *door_tls_accept(door *d, int fd)

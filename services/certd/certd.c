@@ -82,6 +82,14 @@ int certd_attach(door *d, broker_runtime *rt, const certd_options *options)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->challenges_lock, NULL);
+    c->m_offset_ms = metrics_gauge("broker_clock_offset_milliseconds",
+                                   "what this process adds to the host clock (network time)");
+    c->m_ntp_failures = metrics_counter("broker_ntp_failures_total",
+                                        "network time measurements with no usable answer (none, or absurd)");
+    c->m_orders_ok = metrics_counter("broker_acme_orders_total{result=\"ok\"}", "ACME orders, by outcome");
+    c->m_orders_failed = metrics_counter("broker_acme_orders_total{result=\"failed\"}", "ACME orders, by outcome");
+    c->m_not_after = metrics_gauge("broker_certificate_expiry_timestamp_seconds",
+                                   "when the certificate under --certs expires (Unix time; 0: none yet)");
     if (certd_challenge_route(d, c) != 0 || door_on_shutdown(d, certd_stop, certd_release, c) != 0) {
         certd_release(c);
         return -1;

@@ -326,6 +326,7 @@ void *certd_cert_main(void *arg)
         if (s.usable && ari_due > 0 && ari_due < due)
             due = ari_due;
         free(s.leaf_pem);
+        atomic_store(c->m_not_after, s.usable ? s.not_after : 0);
         int forced = take_renew_request(c);
         if (forced || due <= now) {
             const char *reason = forced ? "asked to renew (SIGUSR1)" : s.usable ? "the certificate is due for renewal" : s.why;
@@ -342,12 +343,14 @@ void *certd_cert_main(void *arg)
                 free(got.leaf_pem);
                 log_info("ACME: new certificate for %s in %s, valid until %s, to be renewed from %s", c->cfg->domain,
                          p.chain, until, renew);
+                atomic_fetch_add(c->m_orders_ok, 1);
                 failures = 0;
                 ari_next = ari_due = 0;
                 continue;
             }
             if (atomic_load(&c->stop))
                 break;
+            atomic_fetch_add(c->m_orders_failed, 1);
             int64_t backoff = BACKOFF_FIRST_S << (failures < 9 ? failures : 9);
             if (backoff > BACKOFF_MAX_S)
                 backoff = BACKOFF_MAX_S;

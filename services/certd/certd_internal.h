@@ -6,6 +6,7 @@
 #define BROKER_CERTD_INTERNAL_H
 
 #include "certd.h"
+#include "metrics.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -31,6 +32,9 @@ typedef struct certd {
 
     pthread_t time_thread, cert_thread;
     int time_started, cert_started;
+
+    metric_value *m_offset_ms, *m_ntp_failures;
+    metric_value *m_orders_ok, *m_orders_failed, *m_not_after;
 
     pthread_mutex_t challenges_lock; /* the cert thread writes, the door reads */
     certd_challenge challenges[CERTD_CHALLENGES];

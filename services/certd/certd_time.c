@@ -58,6 +58,7 @@ static void now_iso(char *out, size_t size)
 
 static void publish_state(certd *c)
 {
+    atomic_store(c->m_offset_ms, clock_offset_ms());
     if (c->publish == NULL)
         return;
     char reason[BUS_CLOCK_REASON_MAX + 1];
@@ -77,6 +78,7 @@ static void keep_last(certd *c, const time_state *st, const char *why)
         clock_set_state(0, CLOCK_SOURCE_HOST, reason);
     }
     log_warn("network time: %s", reason);
+    atomic_fetch_add(c->m_ntp_failures, 1);
     publish_state(c);
 }
 

@@ -54,6 +54,16 @@ def curl_verified(port, roots, path="/healthz"):
     return int(p.stdout) if p.returncode == 0 else None
 
 
+def metric(port, name):
+    """A value of the broker's /metrics (over TLS, whatever certificate it serves)."""
+    p = subprocess.run(["curl", "-sSk", "--max-time", "5", "https://127.0.0.1:%d/metrics" % port],
+                       capture_output=True, text=True)
+    for line in p.stdout.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("%s not in /metrics: %s %s" % (name, p.stdout[-3000:], p.stderr))
+
+
 class AcmeBroker:
     """The all-in-one with --secure --auto_cert against a Pebble, on its own ports and --certs."""
 
@@ -159,6 +169,8 @@ def test_starts_self_signed_then_serves_the_certificate_pebble_issued(env):
                        capture_output=True, text=True)
     assert r.stdout.startswith("308 https://%s:%d/healthz" % (DOMAIN, b.port)), r.stdout
     assert "ACME: new certificate for broker.test" in b.stderr()
+    assert metric(b.port, 'broker_acme_orders_total{result="ok"}') == 1
+    assert metric(b.port, "broker_certificate_expiry_timestamp_seconds") > time.time() + 86400
 
 
 def _stream(b):
@@ -341,6 +353,8 @@ def test_an_unreachable_directory_is_a_clear_error_and_the_broker_serves_on(env)
     assert "127.0.0.1:%d" % dead in err and "trying again in 60 s" in err, err
     assert "temporary self-signed certificate is served meanwhile" in err
     _serves_api_self_signed(b)
+    assert metric(b.port, 'broker_acme_orders_total{result="failed"}') >= 1
+    assert metric(b.port, "broker_certificate_expiry_timestamp_seconds") == 0
 
 
 def test_a_refused_order_is_a_clear_error(env):

@@ -35,6 +35,14 @@ def fresh_iat(b):
     return payload["iat"], host_now
 
 
+def metric(b, name):
+    text = b.get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("%s not in /metrics:\n%s" % (name, text))
+
+
 def wait_source(b, source, timeout=15):
     clock = wait_for(lambda: (lambda c: c if c["source"] == source else None)(readyz_clock(b)), timeout)
     assert clock, "clock never became %r: last %r\nstderr:\n%s" % (source, readyz_clock(b), b.stderr_tail())
@@ -69,6 +77,8 @@ def test_a_fresh_jwt_follows_the_ntp_server_not_the_host(servers, chrony):
     iat, host_now = fresh_iat(b)
     assert abs(iat - (host_now + 3600)) < IAT_SLACK_S, "iat %d, host %d" % (iat, host_now)
     assert "the host clock is off by +1 h 0 min" in b.stderr_text()
+    shown = metric(b, "broker_clock_offset_milliseconds")
+    assert abs(shown - HOUR_MS) < OFFSET_SLACK_MS, shown
 
 
 def test_with_the_server_gone_the_last_offset_is_kept_and_readyz_says_so(servers, chrony):
@@ -116,6 +126,8 @@ def test_a_server_ten_years_off_is_refused_as_absurd(servers, chrony):
     iat, host_now = fresh_iat(b)
     assert abs(iat - host_now) < IAT_SLACK_S
     assert "refused an absurd offset of +3650 days" in b.stderr_text()
+    assert metric(b, "broker_ntp_failures_total") >= 1
+    assert metric(b, "broker_clock_offset_milliseconds") == 0
 
 
 def test_an_absurd_answer_after_a_good_one_keeps_the_good_one(servers, chrony, tmp_path):
