@@ -6,7 +6,10 @@ pebble-challtestsrv (pebble_server.py), all on loopback."""
 import importlib.util
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -43,6 +46,54 @@ wait_healthy = h.wait_healthy
 import sse_client  # noqa: E402  (on sys.path once the harness is loaded)
 
 SSEClient = sse_client.SSEClient
+
+
+STOP_TIMEOUT = 15  # SIGTERM to exit (ASan's leak check at exit takes a moment)
+
+
+def _bin(name):
+    return os.path.join(os.path.dirname(BROKER_BIN), name)
+
+
+class Service:
+    """One split-service process (broker-certd, broker-auth, ...) on the loopback: its port, its
+    stderr in `workdir` (a new temporary one by default)."""
+
+    def __init__(self, name, args, port=None, workdir=None):
+        self.name = name
+        self.port = port or free_port()
+        self.workdir = workdir or tempfile.mkdtemp(prefix="broker-certd-split-")
+        self.stderr_path = os.path.join(self.workdir, name + ".stderr")
+        binary = _bin(name)
+        if not os.access(binary, os.X_OK):
+            pytest.fail("%s not found or not executable (build it, or set BROKER_BIN)" % binary)
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen([binary, "--bind=127.0.0.1", "--port=%d" % self.port] + list(args),
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                         env=clean_env(), cwd=self.workdir)
+        self.crashed = None  # the exit code when it ended before stop(), else None
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stderr(self):
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self):
+        """SIGTERM; the exit code, or a text when it had to be killed."""
+        if self.proc.poll() is not None:
+            if self.crashed is None:
+                self.crashed = self.proc.returncode
+            return self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            return "killed after %d s (SIGTERM ignored)" % STOP_TIMEOUT
+        return self.proc.returncode
 
 
 def wait_for(predicate, timeout, step=0.1):

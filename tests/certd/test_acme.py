@@ -5,53 +5,27 @@ self-signed certificate, gets the real one, switches to it, and renews it on SIG
 thirds of its lifetime without dropping an open stream. curl, trusting only Pebble's issuing
 root, checks what the broker serves."""
 
+import json
 import os
 import signal
 import socket
 import ssl
 import stat
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import (BROKER_BIN, Broker, SSEClient, check_clean_exit, clean_env, free_port,
-                      spawn, wait_for, wait_healthy)
+from conftest import Broker, check_clean_exit, clean_env, free_port, spawn, wait_for
 from pebble_server import Pebble
+from tls_client import DOMAIN, TlsStream, cert_text, curl, self_signed, served_cert_der
 
-DOMAIN = "broker.test"
 ISSUE_TIMEOUT = 60  # one order against a local Pebble takes about a second
 
 
-def served_cert_der(port, timeout=5.0):
-    """The certificate the TLS port serves for DOMAIN (not verified)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        with ctx.wrap_socket(s, server_hostname=DOMAIN) as t:
-            return t.getpeercert(binary_form=True)
-
-
-def cert_text(der):
-    p = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject", "-issuer", "-ext",
-                        "subjectAltName", "-fingerprint", "-sha256"], input=der, capture_output=True, check=True)
-    return p.stdout.decode()
-
-
-def self_signed(der):
-    lines = dict(l.split("=", 1) for l in cert_text(der).splitlines() if l.startswith(("subject=", "issuer=")))
-    return lines["subject"] == lines["issuer"]
-
-
 def curl_verified(port, roots, path="/healthz"):
-    """curl over HTTPS to DOMAIN (resolved to the loopback), trusting only `roots`: the status,
-    or None when the certificate does not verify."""
-    p = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
-                        "--cacert", roots, "--resolve", "%s:%d:127.0.0.1" % (DOMAIN, port),
-                        "https://%s:%d%s" % (DOMAIN, port, path)], capture_output=True, text=True)
-    return int(p.stdout) if p.returncode == 0 else None
+    """The status of a GET over HTTPS trusting only `roots`; None when it does not verify."""
+    return curl(port, roots, path)[0]
 
 
 def metric(port, name):
@@ -173,66 +147,19 @@ def test_starts_self_signed_then_serves_the_certificate_pebble_issued(env):
     assert metric(b.port, "broker_certificate_expiry_timestamp_seconds") > time.time() + 86400
 
 
-def _stream(b):
-    """A user, its JWT, and an SSE client on it over TLS (not verified: the test is about the
-    stream surviving the switch, the certificate is checked by curl)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    api = b.api
-    api.ca_path = False
-    return api, ctx
-
-
 def _insert(b, roots, token, event, data):
-    p = subprocess.run(["curl", "-sS", "--max-time", "5", "--cacert", roots, "--resolve",
-                        "%s:%d:127.0.0.1" % (DOMAIN, b.port), "-H", "Authorization: Bearer " + token,
-                        "-H", "Content-Type: application/json", "-d",
-                        '{"event":"%s","data":%s}' % (event, data), "https://%s:%d/insert" % (DOMAIN, b.port)],
-                       capture_output=True, text=True)
-    assert p.returncode == 0 and '"id"' in p.stdout, (p.stdout, p.stderr)
+    status, text = curl(b.port, roots, "/insert", body={"event": event, "data": data}, token=token)
+    assert status == 200 and '"id"' in text, (status, text)
 
 
 def _login(b, roots):
-    import json
     user = "u%d" % int(time.time() * 1000)
-    for path, body in (("/create_user", {"admin_token": "adm-acme", "username": user, "password": "pw-123456",
-                                         "tenant_name": "t-" + user}),
-                       ("/login", {"username": user, "password": "pw-123456"})):
-        p = subprocess.run(["curl", "-sS", "--max-time", "5", "--cacert", roots, "--resolve",
-                            "%s:%d:127.0.0.1" % (DOMAIN, b.port), "-H", "Content-Type: application/json",
-                            "-d", json.dumps(body), "https://%s:%d%s" % (DOMAIN, b.port, path)],
-                           capture_output=True, text=True)
-        assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)["jwt"]
-
-
-class TlsStream:
-    """GET /sse over TLS on a raw socket, verified against Pebble's roots: the events' data."""
-
-    def __init__(self, port, roots, token):
-        ctx = ssl.create_default_context(cafile=roots)
-        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock = ctx.wrap_socket(raw, server_hostname=DOMAIN)
-        self.sock.sendall(("GET /sse HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
-                           "Accept: text/event-stream\r\n\r\n" % (DOMAIN, token)).encode())
-        self.buf = b""
-
-    def wait_data(self, needle, timeout=10):
-        deadline = time.monotonic() + timeout
-        while needle.encode() not in self.buf and time.monotonic() < deadline:
-            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            self.buf += chunk
-        return needle.encode() in self.buf
-
-    def close(self):
-        self.sock.close()
+    status, text = curl(b.port, roots, "/create_user", body={"admin_token": "adm-acme", "username": user,
+                                                            "password": "pw-123456", "tenant_name": "t-" + user})
+    assert status == 200, text
+    status, text = curl(b.port, roots, "/login", body={"username": user, "password": "pw-123456"})
+    assert status == 200, text
+    return json.loads(text)["jwt"]
 
 
 def test_forced_renewal_swaps_the_certificate_under_an_open_stream(env):
@@ -246,13 +173,13 @@ def test_forced_renewal_swaps_the_certificate_under_an_open_stream(env):
     token = _login(b, roots)
     stream = TlsStream(b.port, roots, token)
     try:
-        _insert(b, roots, token, "before", '"one"')
+        _insert(b, roots, token, "before", "one")
         assert stream.wait_data('"one"'), stream.buf[-2000:]
         b.proc.send_signal(signal.SIGUSR1)
         second = b.wait_issued(roots, previous=first)
         assert second != first
         # The stream opened on the old certificate goes on and gets what comes next.
-        _insert(b, roots, token, "after", '"two"')
+        _insert(b, roots, token, "after", "two")
         assert stream.wait_data('"two"'), stream.buf[-2000:]
     finally:
         stream.close()

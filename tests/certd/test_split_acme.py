@@ -21,151 +21,24 @@ import json
 import os
 import re
 import signal
-import socket
-import ssl
 import subprocess
 import time
 
 import pytest
 
-from conftest import BROKER_BIN, clean_env, free_port, wait_for
+from conftest import Service, free_port, wait_for
+from tls_client import DOMAIN, TlsStream, cert_text, curl, leaf_der_of, self_signed, served_cert_der
 from pebble_server import Pebble
 
-DOMAIN = "broker.test"
 ISSUE_TIMEOUT = 60  # one order against a local Pebble takes about a second
 START_TIMEOUT = 20  # until a service's TLS port answers (ASan starts slowly)
-STOP_TIMEOUT = 15   # SIGTERM to exit (ASan's leak check at exit takes a moment)
 ADMIN_TOKEN = "adm-split-acme"
 JWT_SECRET = "jwt-split-acme"
 TLS_SERVICES = ("broker-auth", "broker-ingest", "broker-stream")
 RELOADED_BY_BUS = "certd renewed the certificate: reloading it"
 
 
-# ---------------------------------------------------------------- certificates and HTTPS
-
-def served_cert_der(port, timeout=5.0):
-    """The certificate the TLS port serves for DOMAIN (not verified)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        with ctx.wrap_socket(s, server_hostname=DOMAIN) as t:
-            return t.getpeercert(binary_form=True)
-
-
-def cert_text(der):
-    p = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject", "-issuer", "-ext",
-                        "subjectAltName", "-fingerprint", "-sha256"], input=der, capture_output=True, check=True)
-    return p.stdout.decode()
-
-
-def self_signed(der):
-    lines = dict(l.split("=", 1) for l in cert_text(der).splitlines() if l.startswith(("subject=", "issuer=")))
-    return lines["subject"] == lines["issuer"]
-
-
-def leaf_der_of(chain_path):
-    """The first certificate of a PEM chain file, as DER."""
-    p = subprocess.run(["openssl", "x509", "-in", chain_path, "-outform", "DER"], capture_output=True, check=True)
-    return p.stdout
-
-
-def curl(port, roots, path, body=None, token=None):
-    """curl over HTTPS to DOMAIN (resolved to the loopback) trusting only `roots`:
-    (status or None when the certificate does not verify / nothing answers, body text)."""
-    args = ["curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", "--cacert", roots,
-            "--resolve", "%s:%d:127.0.0.1" % (DOMAIN, port)]
-    if token is not None:
-        args += ["-H", "Authorization: Bearer " + token]
-    if body is not None:
-        args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
-    p = subprocess.run(args + ["https://%s:%d%s" % (DOMAIN, port, path)], capture_output=True, text=True,
-                       timeout=15)
-    if p.returncode != 0:
-        return None, p.stderr
-    text, _, status = p.stdout.rpartition("\n")
-    return int(status), text
-
-
-class TlsStream:
-    """GET /sse over TLS on a raw socket, verified against Pebble's roots for DOMAIN."""
-
-    def __init__(self, port, roots, token):
-        ctx = ssl.create_default_context(cafile=roots)
-        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-        try:
-            self.sock = ctx.wrap_socket(raw, server_hostname=DOMAIN)
-        except Exception:
-            raw.close()
-            raise
-        self.peer_der = self.sock.getpeercert(binary_form=True)
-        self.sock.sendall(("GET /sse HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
-                           "Accept: text/event-stream\r\n\r\n" % (DOMAIN, token)).encode())
-        self.buf = b""
-
-    def wait_data(self, needle, timeout=10):
-        deadline = time.monotonic() + timeout
-        while needle.encode() not in self.buf and time.monotonic() < deadline:
-            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            self.buf += chunk
-        return needle.encode() in self.buf
-
-    def close(self):
-        self.sock.close()
-
-
 # ---------------------------------------------------------------- the split set
-
-def _bin(name):
-    return os.path.join(os.path.dirname(BROKER_BIN), name)
-
-
-class Service:
-    """One split-service process on the loopback: its port, its stderr in `workdir`."""
-
-    def __init__(self, name, port, args, workdir):
-        self.name = name
-        self.port = port
-        self.stderr_path = os.path.join(workdir, name + ".stderr")
-        binary = _bin(name)
-        if not os.access(binary, os.X_OK):
-            pytest.fail("%s not found or not executable (build it, or set BROKER_BIN)" % binary)
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([binary, "--bind=127.0.0.1", "--port=%d" % port] + list(args),
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         env=clean_env(), cwd=workdir)
-        self.crashed = None  # the exit code when it ended before stop(), else None
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stderr(self):
-        with open(self.stderr_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def served(self):
-        return served_cert_der(self.port)
-
-    def stop(self):
-        if self.proc.poll() is not None:
-            if self.crashed is None:
-                self.crashed = self.proc.returncode
-            return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            return "killed after %d s (SIGTERM ignored)" % STOP_TIMEOUT
-        return self.proc.returncode
-
 
 class SplitSet:
     """Pebble, broker-certd, and broker-auth, broker-ingest, broker-stream with HTTPS by
@@ -209,7 +82,7 @@ class SplitSet:
         self.certd_started_at = time.monotonic()
 
     def _start(self, name, args, port=None):
-        s = Service(name, port or free_port(), args, self.workdir)
+        s = Service(name, args, port=port, workdir=self.workdir)
         self.services.append(s)
         return s
 
@@ -240,7 +113,7 @@ class SplitSet:
                 if not s.alive():
                     pytest.fail("%s exited at start (%r):\n%s" % (s.name, s.proc.returncode, s.stderr()))
                 try:
-                    return s.served()
+                    return served_cert_der(s.port)
                 except OSError:
                     return None
             der = wait_for(up, START_TIMEOUT, step=0.1)
@@ -256,7 +129,7 @@ class SplitSet:
         for s in self.tls_services:
             def ok(s=s):
                 try:
-                    der = s.served()
+                    der = served_cert_der(s.port)
                 except OSError:
                     return None
                 if der == previous or self_signed(der):

@@ -4,16 +4,12 @@ offset when the server goes away; it refuses absurd or forged answers; /readyz s
 says why whenever the clock is not fresh network time. The split services learn the offset
 from broker-certd over the bus."""
 
-import os
-import signal
-import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import (BROKER_BIN, Broker, assert_ok, bearer_header, check_clean_exit, clean_env,
-                      free_port, free_udp_port, jwt_parts, readyz_clock, wait_for, wait_healthy)
+from conftest import (Broker, Service, assert_ok, bearer_header, free_port, free_udp_port, jwt_parts,
+                      readyz_clock, wait_for, wait_healthy)
 from ntp_server import BogusResponder, Chrony
 
 HOUR_MS = 3600 * 1000
@@ -170,37 +166,6 @@ def test_forged_and_kiss_of_death_answers_are_not_taken(servers, chrony):
 
 # ---------------------------------------------------------------- split: certd -> auth, ingest
 
-def _bin(name):
-    return os.path.join(os.path.dirname(BROKER_BIN), name)
-
-
-class Service:
-    """One split-service process on the loopback (its own workdir and stderr)."""
-
-    def __init__(self, name, args):
-        self.workdir = tempfile.mkdtemp(prefix="broker-certd-split-")
-        self.port = free_port()
-        self.stderr_path = os.path.join(self.workdir, name + ".stderr")
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([_bin(name), "--bind=127.0.0.1", "--port=%d" % self.port] + args,
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         env=clean_env(), cwd=self.workdir)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-    def stderr(self):
-        with open(self.stderr_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-
 def test_split_services_take_the_offset_from_broker_certd(chrony, tmp_path):
     c = chrony("+1h")
     bus = free_port()
@@ -217,12 +182,12 @@ def test_split_services_take_the_offset_from_broker_certd(chrony, tmp_path):
         brokers = {}
         for s in procs:
             b = Broker("http://127.0.0.1:%d" % s.port, "adm-split", "jwt-split", 86400, "*", s.proc,
-                       s.stderr_path, s.workdir, s.proc.args[0])
+                       s.stderr_path, s.workdir, s.name)
             assert wait_healthy(b), s.stderr()
             brokers[s] = b
         for s in procs:
             clock = wait_source(brokers[s], "network")
-            assert abs(clock["offset_ms"] - HOUR_MS) < OFFSET_SLACK_MS, (s.proc.args[0], clock)
+            assert abs(clock["offset_ms"] - HOUR_MS) < OFFSET_SLACK_MS, (s.name, clock)
         iat, host_now = fresh_iat(brokers[auth])
         assert abs(iat - (host_now + 3600)) < IAT_SLACK_S
         assert "following certd's control messages" in auth.stderr()
@@ -231,6 +196,6 @@ def test_split_services_take_the_offset_from_broker_certd(chrony, tmp_path):
         iat, host_now = fresh_iat(brokers[auth])
         assert abs(iat - (host_now + 3600)) < IAT_SLACK_S
     finally:
-        codes = {s.proc.args[0]: s.stop() for s in procs}
+        codes = {s.name: s.stop() for s in procs}
     for name, code in codes.items():
         assert code == 0, "%s exited %r" % (name, code)
