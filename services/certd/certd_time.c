@@ -35,15 +35,17 @@ typedef struct time_state {
     char measured_at[32];/* when, UTC (ISO 8601) */
 } time_state;
 
-/* "3652 days", "2 h 5 min", "1.250 s": an offset for a person. */
+/* "3650 days", "2 h 5 min", "1.250 s": an offset for a person, rounded to
+ * its unit (an hour measured a millisecond short is "1 h 0 min"). */
 static void describe_offset(int64_t ms, char *out, size_t size)
 {
     int64_t a = ms < 0 ? -ms : ms;
+    int64_t minutes = (a + 30000) / 60000;
     const char *sign = ms < 0 ? "-" : "+";
     if (a >= 2 * 86400000LL)
         snprintf(out, size, "%s%lld days", sign, (long long)((a + 43200000) / 86400000));
-    else if (a >= 3600000)
-        snprintf(out, size, "%s%lld h %lld min", sign, (long long)(a / 3600000), (long long)(a % 3600000 / 60000));
+    else if (minutes >= 60)
+        snprintf(out, size, "%s%lld h %lld min", sign, (long long)(minutes / 60), (long long)(minutes % 60));
     else
         snprintf(out, size, "%s%lld.%03lld s", sign, (long long)(a / 1000), (long long)(a % 1000));
 }
