@@ -69,7 +69,7 @@ static const flag_def FLAGS[] = {
     {"max_connections", FLAG_INT, "0", OFF(max_connections), 0, 10000000, "connections one process holds before it answers 503; 0 = as many as it may open files"},
     {"max_connections_per_ip", FLAG_INT, "0", OFF(max_connections_per_ip), 0, 10000000, "connections per client address (per process) before 429; 0 = no limit (many users share an address behind NAT)"},
     {"max_streams_per_user", FLAG_INT, "0", OFF(max_streams_per_user), 0, 10000000, "SSE streams one user may hold open (per process) before 429; 0 = no limit"},
-    {"trusted_proxies", FLAG_STRING, "", OFF(trusted_proxies), 0, 0, "addresses (comma-separated) of gateways whose X-Forwarded-For names the client, for the per-address limits"},
+    {"trusted_proxies", FLAG_STRING, "", OFF(trusted_proxies), 0, 0, "addresses or CIDR ranges (comma-separated) of gateways whose X-Forwarded-For names the client, for the per-address limits"},
 };
 
 #define NFLAGS (sizeof(FLAGS) / sizeof(FLAGS[0]))

@@ -386,10 +386,38 @@ static void sockaddr_text(const struct sockaddr *sa, char *out, size_t size)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)size);
 }
 
-/* 1 when `addr` is one of the comma-separated `list`. */
+/* 1 when the address `addr` (text) is `entry`: an address, or a range in
+ * CIDR notation ("172.16.0.0/12", "fd00::/8"), for gateways whose address
+ * is given out at run time (a container's). */
+static int address_matches(const char *entry, size_t len, const char *addr)
+{
+    char text[INET6_ADDRSTRLEN + 8];
+    if (len == 0 || len >= sizeof text)
+        return 0;
+    memcpy(text, entry, len);
+    text[len] = '\0';
+    char *slash = strchr(text, '/');
+    if (slash == NULL)
+        return strcmp(text, addr) == 0;
+    *slash = '\0';
+    char *end;
+    long bits = strtol(slash + 1, &end, 10);
+    unsigned char net[16], a[16];
+    int family = strchr(text, ':') ? AF_INET6 : AF_INET;
+    int size = family == AF_INET6 ? 16 : 4;
+    if (*end != '\0' || end == slash + 1 || bits < 0 || bits > size * 8 || inet_pton(family, text, net) != 1 ||
+        inet_pton(family, addr, a) != 1)
+        return 0;
+    int whole = (int)bits / 8, rest = (int)bits % 8;
+    if (memcmp(net, a, (size_t)whole) != 0)
+        return 0;
+    unsigned char mask = (unsigned char)(0xff << (8 - rest));
+    return rest == 0 || (net[whole] & mask) == (a[whole] & mask);
+}
+
+/* 1 when `addr` is one of the comma-separated `list` (addresses or ranges). */
 static int listed(const char *list, const char *addr)
 {
-    size_t n = strlen(addr);
     for (const char *p = list; p != NULL && *p;) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
@@ -397,7 +425,7 @@ static int listed(const char *list, const char *addr)
             p++, len--;
         while (len > 0 && p[len - 1] == ' ')
             len--;
-        if (len == n && strncmp(p, addr, n) == 0)
+        if (address_matches(p, len, addr))
             return 1;
         p = end ? end + 1 : NULL;
     }

@@ -287,6 +287,21 @@ def test_trusted_proxy_names_the_client(broker_factory):
     assert got == [401, 401, 429], got
 
 
+def test_trusted_proxies_may_be_a_range(broker_factory):
+    """A gateway in a container gets its address at run time: a CIDR range names it."""
+    needs_own_server("starts a server with its own limits")
+    b = broker_factory(["--login_limit_user=0", "--login_limit_ip=2", "--trusted_proxies=10.0.0.1,127.0.0.32/28"],
+                       limits=True)
+    fwd = lambda ip: {"X-Forwarded-For": ip}
+    for peer in ("127.0.0.33", "127.0.0.47"):  # inside the range: each forwarded client has its own count
+        got = [login_from(b, peer, uniq("n"), "whatever-pass", fwd("198.51.100.%s" % peer[-2:]))[0] for _ in range(3)]
+        assert got == [401, 401, 429], (peer, got)
+    # 127.0.0.48 is outside 127.0.0.32/28: its X-Forwarded-For is ignored, the peer is counted.
+    got = [login_from(b, "127.0.0.48", uniq("n"), "whatever-pass", fwd("198.51.100.%d" % i))[0] for i in range(3)]
+    assert got == [401, 401, 429], got
+    assert login_from(b, "127.0.0.48", uniq("n"), "whatever-pass", fwd("198.51.100.99"))[0] == 429
+
+
 def test_wrong_admin_tokens_per_address(broker_factory):
     needs_own_server("starts a server with its own limits")
     b = broker_factory(["--admin_limit_ip=3"], limits=True)
