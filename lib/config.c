@@ -8,6 +8,7 @@
  */
 #include "config.h"
 #include "log.h"
+#include "proto_bus.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -28,6 +29,9 @@ typedef struct flag_def {
 } flag_def;
 
 #define OFF(f) offsetof(broker_config, f)
+/* A number from a header as a default's text. */
+#define TEXT(x) TEXT_OF(x)
+#define TEXT_OF(x) #x
 
 static const flag_def FLAGS[] = {
     {"origin", FLAG_STRING, "*", OFF(origin), 0, 0, "CORS allowed origin (Access-Control-Allow-Origin)"},
@@ -57,6 +61,8 @@ static const flag_def FLAGS[] = {
     {"bus_publish", FLAG_STRING, "", OFF(bus_publish), 0, 0, "ZeroMQ endpoint this service publishes on (split mode; empty: ingest tcp://*:5556, auth tcp://*:5557; the all-in-one uses inproc)"},
     {"bus_control", FLAG_STRING, "", OFF(bus_control), 0, 0, "ZeroMQ endpoint of certd's control messages (network time, certificate renewals) in split mode, e.g. tcp://127.0.0.1:5558; empty: none"},
     {"bus_subscribe", FLAG_STRING, "", OFF(bus_subscribe), 0, 0, "ZeroMQ endpoints (comma-separated) the stream service subscribes to (split mode; empty: tcp://127.0.0.1:5556,tcp://127.0.0.1:5557)"},
+    {"bus_forwarders", FLAG_STRING, "", OFF(bus_forwarders), 0, 0, "bus forwarders (broker-bus), host[:port] comma-separated, port " TEXT(BUS_FORWARDER_PORT) " when left out: publishers connect to each instead of binding --bus_publish, the stream service and the control messages subscribe to each (port + 1) instead of --bus_subscribe and --bus_control; empty: none"},
+    {"bus_forwarder_port", FLAG_INT, TEXT(BUS_FORWARDER_PORT), OFF(bus_forwarder_port), 1, 65534, "broker-bus only: the port its publishers' side (XSUB) listens on, at --bind; its subscribers' side (XPUB) is the next port"},
     {"sse_queue_max", FLAG_INT, "1048576", OFF(sse_queue_max), 4096, 1073741824, "bytes queued for one SSE client before it is disconnected"},
     {"stream_workers", FLAG_INT, "1", OFF(stream_workers), 1, 64, "SSE worker processes sharing the port (SO_REUSEPORT)"},
     {"console", FLAG_BOOL, "true", OFF(console), 0, 0, "serve the web console at /console/ (user service and all-in-one)"},

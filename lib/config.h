@@ -47,6 +47,8 @@ typedef struct broker_config {
     char *bus_publish;  /* ZeroMQ endpoint ingest publishes on (split mode) */
     char *bus_control;  /* ZeroMQ endpoint of certd's control messages (split mode); "" = none */
     char *bus_subscribe;/* ZeroMQ endpoint(s) stream subscribes to (split mode) */
+    char *bus_forwarders;   /* comma-separated host[:port] of bus forwarders; "" = none */
+    long bus_forwarder_port;/* broker-bus: its publishers' side; subscribers' side is the next port */
     long sse_queue_max; /* bytes queued for one SSE client before it is dropped */
     long stream_workers;/* stream processes (all-in-one: 1) */
     int console;        /* serve the web console at /console/ */

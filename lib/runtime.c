@@ -88,9 +88,23 @@ static void publish_user_change(broker_runtime *rt, const char *username, int re
     bus_publish_user(rt->bus, username, revoked);
 }
 
+/* With --bus_forwarders a split service connects to every forwarder rather
+ * than binding its own endpoint (inproc stays in-process). */
 int runtime_open_bus(broker_runtime *rt, const char *endpoint)
 {
-    rt->bus = bus_pub_open(endpoint);
+    if (rt->cfg.bus_forwarders[0] != '\0' && strncmp(endpoint, "inproc://", 9) != 0) {
+        char *forwarders = NULL;
+        if (bus_forwarder_endpoints(rt->cfg.bus_forwarders, &forwarders, NULL) != 0)
+            return -1;
+        rt->bus = bus_pub_connect(forwarders);
+        if (rt->bus != NULL)
+            log_info("publishing to the bus forwarders %s", forwarders);
+        free(forwarders);
+    } else {
+        rt->bus = bus_pub_open(endpoint);
+        if (rt->bus != NULL && strncmp(endpoint, "inproc://", 9) != 0)
+            log_info("publishing on %s", endpoint);
+    }
     if (rt->bus == NULL)
         return -1;
     rt->user_changed = publish_user_change;
@@ -225,16 +239,34 @@ static void control_close(void *arg)
     bus_sub_close(arg);
 }
 
-static int follow_control(door *d, const char *endpoint)
+/* certd's control messages come from --bus_control, or through the bus
+ * forwarders when there are some (certd publishes to them like any other
+ * publisher).  Nothing to follow when neither is set. */
+static int follow_control(door *d, const broker_config *cfg)
 {
-    bus_sub *sub = bus_sub_open(endpoint);
-    if (sub == NULL)
-        return -1;
-    if (door_watch(d, bus_sub_fd(sub), on_control, sub) != 0 || door_on_shutdown(d, NULL, control_close, sub) != 0) {
-        bus_sub_close(sub);
+    char *forwarded = NULL;
+    const char *endpoints = cfg->bus_control;
+    int options = BUS_SUB_CONTROL;
+    if (cfg->bus_forwarders[0] != '\0') {
+        if (bus_forwarder_endpoints(cfg->bus_forwarders, NULL, &forwarded) != 0)
+            return -1;
+        endpoints = forwarded;
+        options |= BUS_SUB_REDUNDANT;
+    }
+    if (endpoints[0] == '\0')
+        return 0;
+    bus_sub *sub = bus_sub_open(endpoints, options);
+    if (sub == NULL) {
+        free(forwarded);
         return -1;
     }
-    log_info("following certd's control messages on %s", endpoint);
+    if (door_watch(d, bus_sub_fd(sub), on_control, sub) != 0 || door_on_shutdown(d, NULL, control_close, sub) != 0) {
+        bus_sub_close(sub);
+        free(forwarded);
+        return -1;
+    }
+    log_info("following certd's control messages on %s", endpoints);
+    free(forwarded);
     return 0;
 }
 
@@ -246,7 +278,7 @@ int runtime_serve(broker_runtime *rt, http_server *http, size_t conn_extra, int 
     door *d = door_new(&rt->cfg, http, conn_extra, reuse_port);
     if (d == NULL)
         return -1;
-    if ((rt->cfg.bus_control[0] != '\0' && follow_control(d, rt->cfg.bus_control) != 0) ||
+    if ((!rt->control_source && follow_control(d, &rt->cfg) != 0) ||
         (attach != NULL && attach(d, rt, arg) != 0) || door_start(d) != 0) {
         door_free(d);
         return -1;
@@ -271,7 +303,6 @@ int runtime_serve_http(int argc, char **argv, const char *service, const char *d
     const char *bus = rt.cfg.bus_publish[0] ? rt.cfg.bus_publish : default_bus;
     int status = 1;
     if (runtime_open_bus(&rt, bus) == 0 && http_server_init(&http, &rt.cfg) == 0) {
-        log_info("%s: publishing on %s", service, bus);
         if (health_add_routes(&http, &rt) == 0 && add_routes(&http, &rt) == 0 &&
             runtime_serve(&rt, &http, 0, 0, NULL, NULL, service) == 0)
             status = 0;

@@ -38,6 +38,9 @@ struct broker_runtime {
      * else a static reason. */
     const char *(*ready_check)(broker_runtime *rt, void *arg);
     void *ready_check_arg;
+    /* This process is where control messages come from (certd): it does
+     * not follow them. */
+    int control_source;
 };
 
 /* Returns 0 when running; 1 when --help was printed; -1 on a start-up error

@@ -35,6 +35,18 @@
  * A split deployment binds each publisher on tcp (ingest on tcp port 5556,
  * auth on 5557, certd on 5558); every stream process connects to ingest and
  * auth (--bus_subscribe) and every service to certd (--bus_control).
+ *
+ * With bus forwarders (--bus_forwarders, the broker-bus service), no service
+ * binds or knows another: each forwarder binds an XSUB socket on
+ * BUS_FORWARDER_PORT (its publishers' side) and an XPUB socket on the next
+ * port (its subscribers' side).  Every publisher (ingest, auth, certd)
+ * connects to the publishers' side of every forwarder, every subscriber
+ * (stream, and every service for certd's control messages) to the
+ * subscribers' side of every forwarder.  So ingest and stream may each be
+ * replicated, and two forwarders leave no single point of failure: a
+ * subscriber gets each message once per forwarder up, drops events it already
+ * has by their seq, and takes user, clock and certificate messages twice,
+ * which changes nothing since each says a state.
  */
 #ifndef BROKER_PROTO_BUS_H
 #define BROKER_PROTO_BUS_H
@@ -44,6 +56,9 @@
 #define BUS_TOPIC_CLOCK "ctl/clock/"
 #define BUS_TOPIC_CERT "ctl/cert/"
 #define BUS_INPROC_ENDPOINT "inproc://broker-bus"
+/* A bus forwarder's publishers' side (XSUB); its subscribers' side (XPUB) is
+ * the next port. */
+#define BUS_FORWARDER_PORT 5559
 #define BUS_EVENT_HEADER_LEN 16
 #define BUS_EVENT_NAME_MAX 256
 #define BUS_CLOCK_REASON_MAX 511

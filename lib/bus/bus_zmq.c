@@ -1,10 +1,11 @@
 /*
  * bus_zmq.c - the bus on libzmq PUB/SUB.
  *
- * High-water marks are raised from ZeroMQ's default of 1,000 messages: a
- * burst of inserts must not be dropped at the publisher just because a
- * subscriber is busy for a moment.  Whatever is still dropped shows up as a
- * sequence gap at the subscriber, which refills it from the store.
+ * High-water marks are raised from ZeroMQ's default (BUS_HWM, bus.h).  A
+ * publisher binds its PUB socket, or connects it to every bus forwarder
+ * (bus_forwarder.c), which then each carry the same messages: a subscriber
+ * of several forwarders takes the first copy of each and its sequence drops
+ * the others.
  */
 #include "bus.h"
 #include "proto_bus.h"
@@ -18,7 +19,6 @@
 #include <string.h>
 #include <zmq.h>
 
-#define BUS_HWM 200000
 #define SUB_FRAMES 4
 
 static void *context;
@@ -46,11 +46,13 @@ struct bus_sub {
     int endpoints;
     int connected;
     int inproc_only;
+    int redundant; /* BUS_SUB_REDUNDANT */
     zmq_msg_t frames[SUB_FRAMES];
     int nframes;
 };
 
-bus_pub *bus_pub_open(const char *endpoint)
+/* A PUB socket with the bus's queue and linger, not bound or connected yet. */
+static bus_pub *pub_new(void)
 {
     bus_pub *p = calloc(1, sizeof *p);
     int hwm = BUS_HWM, linger = 1000;
@@ -59,18 +61,63 @@ bus_pub *bus_pub_open(const char *endpoint)
     p->sock = zmq_socket(bus_context(), ZMQ_PUB);
     if (p->sock == NULL)
         goto fail;
-    zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_bind(p->sock, endpoint) != 0) {
-        log_error("bus: cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+    if (zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger) != 0)
         goto fail;
-    }
-    pthread_mutex_init(&p->lock, NULL);
+    if (pthread_mutex_init(&p->lock, NULL) != 0)
+        goto fail;
     return p;
 fail:
+    log_error("bus: cannot make a publisher: %s", zmq_strerror(zmq_errno()));
     if (p && p->sock)
         zmq_close(p->sock);
     free(p);
+    return NULL;
+}
+
+bus_pub *bus_pub_open(const char *endpoint)
+{
+    bus_pub *p = pub_new();
+    if (p == NULL)
+        return NULL;
+    if (zmq_bind(p->sock, endpoint) != 0) {
+        log_error("bus: cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        bus_pub_close(p);
+        return NULL;
+    }
+    return p;
+}
+
+bus_pub *bus_pub_connect(const char *endpoints)
+{
+    bus_pub *p = pub_new();
+    char *list = strdup(endpoints ? endpoints : ""), *save = NULL;
+    /* Queue only for forwarders that are connected: one that is down would
+     * otherwise hold up to BUS_HWM stale messages and hand them over when it
+     * comes back, long after the other forwarder delivered them. */
+    int immediate = 1, n = 0;
+    if (p == NULL || list == NULL || zmq_setsockopt(p->sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate) != 0)
+        goto fail;
+    for (char *ep = strtok_r(list, ",", &save); ep != NULL; ep = strtok_r(NULL, ",", &save)) {
+        while (*ep == ' ')
+            ep++;
+        if (*ep == '\0')
+            continue;
+        if (zmq_connect(p->sock, ep) != 0) {
+            log_error("bus: cannot connect to %s: %s", ep, zmq_strerror(zmq_errno()));
+            goto fail;
+        }
+        n++;
+    }
+    if (n == 0) {
+        log_error("bus: no forwarder to publish to");
+        goto fail;
+    }
+    free(list);
+    return p;
+fail:
+    free(list);
+    bus_pub_close(p);
     return NULL;
 }
 
@@ -136,7 +183,19 @@ int bus_publish_cert(bus_pub *p, const char *cert_path)
     return send_frames(p, bufs, lens, 2);
 }
 
-bus_sub *bus_sub_open(const char *endpoints)
+/* What a subscriber asks of its publishers (a prefix match on the topic):
+ * certd's messages only, or events and user changes. */
+static int sub_topics(void *sock, int control)
+{
+    static const char *const control_topics[] = {BUS_TOPIC_CLOCK, BUS_TOPIC_CERT, NULL};
+    static const char *const stream_topics[] = {BUS_TOPIC_EVENT, BUS_TOPIC_USER, NULL};
+    for (const char *const *t = control ? control_topics : stream_topics; *t != NULL; t++)
+        if (zmq_setsockopt(sock, ZMQ_SUBSCRIBE, *t, strlen(*t)) != 0)
+            return -1;
+    return 0;
+}
+
+bus_sub *bus_sub_open(const char *endpoints, int options)
 {
     static atomic_int monitor_seq;
     bus_sub *s = calloc(1, sizeof *s);
@@ -148,10 +207,11 @@ bus_sub *bus_sub_open(const char *endpoints)
     s->sock = zmq_socket(bus_context(), ZMQ_SUB);
     if (s->sock == NULL)
         goto fail;
-    zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, BUS_TOPIC_EVENT, strlen(BUS_TOPIC_EVENT));
-    zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, "ctl/", 4);
+    s->redundant = (options & BUS_SUB_REDUNDANT) != 0;
+    if (zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        sub_topics(s->sock, (options & BUS_SUB_CONTROL) != 0) != 0)
+        goto fail;
     snprintf(monitor_ep, sizeof monitor_ep, "inproc://bus-monitor-%d", atomic_fetch_add(&monitor_seq, 1));
     if (zmq_socket_monitor(s->sock, monitor_ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0)
         goto fail;
@@ -229,7 +289,7 @@ int bus_sub_ready(bus_sub *s)
         else if (id == ZMQ_EVENT_DISCONNECTED && s->connected > 0)
             s->connected--;
     }
-    return s->connected >= s->endpoints;
+    return s->redundant ? s->connected > 0 : s->connected >= s->endpoints;
 }
 
 static int frame_is(const zmq_msg_t *m, const char *prefix)

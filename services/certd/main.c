@@ -12,8 +12,6 @@
 #include "certd.h"
 #include "log.h"
 
-#include <stdlib.h>
-#include <string.h>
 
 #define DEFAULT_BUS "tcp://*:5558"
 
@@ -32,12 +30,12 @@ int main(int argc, char **argv)
     certd_options options = {.manage_certificates = rt.cfg.secure && rt.cfg.auto_cert};
     rt.cfg.secure = 0;
     rt.cfg.http_port = 0;
-    rt.cfg.bus_control[0] = '\0'; /* it is the source of control messages */
+    rt.control_source = 1; /* it does not follow its own messages */
     const char *bus = rt.cfg.bus_publish[0] ? rt.cfg.bus_publish : DEFAULT_BUS;
     int status = 1;
     if (runtime_open_bus(&rt, bus) == 0 && http_server_init(&http, &rt.cfg) == 0) {
-        log_info("broker-certd: publishing on %s%s", bus,
-                 options.manage_certificates ? "; managing the certificate by ACME" : "; network time only");
+        log_info("broker-certd: %s", options.manage_certificates ? "network time, and the certificate by ACME"
+                                                                 : "network time only");
         options.publish = rt.bus;
         if (health_add_routes(&http, &rt) == 0 && runtime_serve(&rt, &http, 0, 0, attach, &options, "broker-certd") == 0)
             status = 0;

@@ -9,7 +9,6 @@
  * POST /insert, /healthz, /readyz and /metrics.
  */
 #include "ingest.h"
-#include "log.h"
 
 #define DEFAULT_BUS "tcp://*:5556"
 
@@ -29,7 +28,6 @@ int main(int argc, char **argv)
     const char *bus = rt.cfg.bus_publish[0] ? rt.cfg.bus_publish : DEFAULT_BUS;
     int status = 1;
     if (runtime_open_bus(&rt, bus) == 0 && http_server_init(&http, &rt.cfg) == 0) {
-        log_info("broker-ingest: publishing on %s", bus);
         if (health_add_routes(&http, &rt) == 0 && ingest_add_routes(&http, &rt) == 0 &&
             runtime_serve(&rt, &http, 0, 0, attach, NULL, "broker-ingest") == 0)
             status = 0;

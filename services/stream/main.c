@@ -8,7 +8,12 @@
  * connections among them) and each subscribe to the whole bus.  The parent
  * only supervises: it restarts a worker that dies and stops them all on
  * SIGTERM/SIGINT.
+ *
+ * It subscribes to --bus_subscribe (ingest and auth), or with
+ * --bus_forwarders to every forwarder instead, which each carry the whole
+ * bus: ready then once one of them is connected.
  */
+#include "bus.h"
 #include "log.h"
 #include "stream.h"
 
@@ -39,7 +44,14 @@ static int worker_main(int argc, char **argv, int index)
     if (rc != 0)
         return rc > 0 ? 0 : 2;
     const char *bus = rt.cfg.bus_subscribe[0] ? rt.cfg.bus_subscribe : DEFAULT_SUBSCRIBE;
+    char *forwarded = NULL; /* the forwarders' subscribers' sides, in place of --bus_subscribe */
     int status = 1;
+    if (rt.cfg.bus_forwarders[0] != '\0' && bus_forwarder_endpoints(rt.cfg.bus_forwarders, NULL, &forwarded) != 0) {
+        runtime_close(&rt);
+        return 2;
+    }
+    if (forwarded != NULL)
+        bus = forwarded;
     if (http_server_init(&http, &rt.cfg) == 0) {
         log_info("%s: subscribing to %s", name, bus);
         if (health_add_routes(&http, &rt) == 0 && stream_add_routes(&http, &rt) == 0 &&
@@ -47,6 +59,7 @@ static int worker_main(int argc, char **argv, int index)
             status = 0;
         http_server_stop(&http);
     }
+    free(forwarded);
     runtime_close(&rt);
     return status;
 }
