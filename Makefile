@@ -3,6 +3,7 @@
 #                (embedded store at ./db, port 8080; pass flags with ARGS="--port 9000")
 #   make test    install, build (plain and ASan+UBSan) and run every test
 #   make run-split  the split deployment on loopback (gateway on 8080)
+#   make images  the docker images of the compose deployment, also offline (scripts/images.sh)
 #   make bench   run the benchmarks against Nchan and Mercure (bench/README.md)
 #   make soak    ~12 minutes of steady mixed load on one broker (bench/soak.md)
 
@@ -11,7 +12,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 ARGS       ?=
 
-.PHONY: all deps build build-asan run run-split test bench soak clean
+.PHONY: all deps build build-asan run run-split images test bench soak clean
 
 all: build
 
@@ -33,6 +34,9 @@ run: build
 run-split: build
 	@scripts/deps.sh split
 	scripts/run-split.sh $(ARGS)
+
+images: build
+	@scripts/images.sh
 
 test:
 	@scripts/deps.sh test

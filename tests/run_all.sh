@@ -207,6 +207,31 @@ fi
 note "MongoDB faults: the server stopped and restarted while inserts flow"
 BROKER_BIN=$ROOT/build/broker run_pytest "mongodb: faults" mongo-faults tests/mongo
 
+note "docker-compose: the split deployment on the real Docker engine (images, scale, faults)"
+if docker info >/dev/null 2>&1; then
+  if scripts/images.sh >"$WORK/images.log" 2>&1; then
+    grep -E 'MB|images: (base|made|imported)' "$WORK/images.log" | tail -8
+    compose_env=$WORK/compose.env
+    rm -f "$compose_env"
+    # Whatever happens, the deployment and its volumes go away.
+    trap '$PY tests/compose/deployment.py down "$compose_env" >/dev/null 2>&1' EXIT
+    if $PY tests/compose/deployment.py up "$compose_env"; then
+      eval "$($PY -c 'import json,sys; d=json.load(open(sys.argv[1])); print("compose_url=%s compose_admin=%s compose_jwt=%s" % (d["base_url"], d["admin_token"], d["jwt_secret"]))' "$compose_env")"
+      BROKER_TEST_COMPOSE=1 BROKER_TEST_BASE_URL=$compose_url BROKER_TEST_ADMIN_TOKEN=$compose_admin \
+        BROKER_TEST_JWT_SECRET=$compose_jwt run_pytest "compose: black-box via gateway" compose-blackbox tests/blackbox
+      BROKER_COMPOSE_ENV=$compose_env run_pytest "compose: scale and faults" compose tests/compose
+    else
+      record "compose: up" 0 1
+    fi
+    $PY tests/compose/deployment.py down "$compose_env"
+    trap - EXIT
+  else
+    tail -30 "$WORK/images.log"; record "compose: images" 0 1
+  fi
+else
+  echo "compose: no Docker engine answers on this machine: not run (nothing counted as passed)"
+fi
+
 note "results"
 printf '%s\n' "${report[@]}"
 echo "summary: $passed passed, $failed failed"
