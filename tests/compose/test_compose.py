@@ -220,11 +220,11 @@ def test_a_stream_replica_killed_while_events_flow_costs_its_clients_nothing(dep
         dep.wait_healthy(timeout=90)
 
 
-@pytest.mark.parametrize("forwarder", ["bus", "bus2"])
-def test_a_bus_forwarder_killed_loses_nothing(dep, forwarder):
+def test_a_bus_forwarder_killed_loses_nothing(dep):
+    # Either will do: they are alike (tests/split/test_forwarders.py kills each in turn).
     tenant = Tenant(dep)
     subs = start_subscribers(dep, tenant, 6, 60)
-    victim = dep.containers(forwarder)[0]
+    victim = dep.containers("bus")[0]
     try:
         result = {}
         t = threading.Thread(target=lambda: result.update(zip(("ids", "failures"), insert_for(tenant, 5))))
