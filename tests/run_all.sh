@@ -18,6 +18,7 @@ failed=0
 # its own).
 NO_LIMITS="--login_limit_user=0 --login_limit_ip=0 --admin_limit_ip=0"
 report=()
+FAILED_LIST=$WORK/failed.txt
 
 note() { printf '\n=== %s\n' "$*"; }
 # A base port whose next 12 ports are free, below the kernel's ephemeral range
@@ -66,7 +67,7 @@ run_pytest() { # name junit-name pytest-args...
   $PY -m pytest -q -p no:cacheprovider --junitxml="$xml" "$@" 2>&1 | tail -25
   if [ ! -s "$xml" ]; then record "$name" 0 1; return; fi
   local counts
-  counts=$($PY - "$xml" <<'PYEOF'
+  counts=$($PY - "$xml" "$FAILED_LIST" <<'PYEOF'
 import sys, xml.etree.ElementTree as ET
 r = ET.parse(sys.argv[1]).getroot()
 suites = [r] if r.tag == "testsuite" else list(r)
@@ -74,6 +75,13 @@ t = sum(int(s.get("tests", 0)) for s in suites)
 f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
 sk = sum(int(s.get("skipped", 0)) for s in suites)
 print(t - f - sk, f, sk)
+# What failed, a line each, for the results at the end (a CI log may keep only its tail).
+with open(sys.argv[2], "a") as out:
+    for case in r.iter("testcase"):
+        for bad in list(case.findall("failure")) + list(case.findall("error")):
+            msg = (bad.get("message") or bad.text or "").strip().splitlines()
+            out.write("  %s::%s: %s\n" % (case.get("classname", ""), case.get("name", ""),
+                                          (msg[0] if msg else "")[:200]))
 PYEOF
 )
   read -r p f s <<<"$counts"
@@ -249,5 +257,6 @@ fi
 
 note "results"
 printf '%s\n' "${report[@]}"
+if [ -s "$FAILED_LIST" ]; then echo "failed tests:"; cat "$FAILED_LIST"; fi
 echo "summary: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -12,9 +12,10 @@
  *   - A tenant's sequence is allocated BY the event insert itself: an event is
  *     inserted at (the tenant's highest stored seq) + 1, and the unique index
  *     events(tenant, seq) makes exactly one of two racing writers win.  The
- *     loser (only ever another process, see below) knows that seq is stored
- *     now, so it probes seq + 1, re-reading the max every few conflicts and
- *     giving up (STORE_UNAVAILABLE) after INSERT_CONFLICT_TIMEOUT_US.  Events
+ *     loser (only ever another process, see below) reads the max once (its
+ *     cached seq was behind), then, racing, knows that seq is stored and
+ *     probes seq + 1, re-reading the max every few conflicts and giving up
+ *     (STORE_UNAVAILABLE) after INSERT_CONFLICT_TIMEOUT_US.  Events
  *     are never deleted, so the stored seqs of a tenant are always exactly
  *     1..max: no hole even if a process dies at any point, no counter that
  *     can drift from the events, and "the tenant's max seq" is simply the

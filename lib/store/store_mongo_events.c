@@ -187,12 +187,14 @@ static store_status event_insert_one(store *base, const char *tenant, const char
             seq = max + 1;
         }
         /* The hint first: a reader must never find this event above it.
-         * After a conflict, raise it a few seqs ahead so that the probes
-         * that follow are one round trip each, not two: otherwise the
-         * process that won keeps winning, one write ahead of us in the
-         * server's queue. */
+         * After a second conflict (writers racing now), raise it a few seqs
+         * ahead so that the probes that follow are one round trip each, not
+         * two: otherwise the process that won keeps winning, one write ahead
+         * of us in the server's queue.  A hint left above its event costs
+         * every snapshot a lookup for that name until the name is written
+         * again, so the first retry raises it exactly. */
         if (seq > hint_floor) {
-            hint_floor = conflicts ? seq + PROBE_LOOKAHEAD - 1 : seq;
+            hint_floor = conflicts > 1 ? seq + PROBE_LOOKAHEAD - 1 : seq;
             int created = 0;
             ret = latest_raise(latest, tenant, event, hint_floor, &created);
             if (ret == STORE_OK && created && max_names > 0)
@@ -203,13 +205,18 @@ static store_status event_insert_one(store *base, const char *tenant, const char
         ret = event_put(events, tenant, event, data, ts_ms, seq, &taken);
         if (ret != STORE_OK || !taken)
             break;
-        /* Another process stored `seq`, so seq + 1 has no hole below it:
-         * probe it at once.  Every few conflicts read the max again (a
-         * cached seq may be far behind), after a short random backoff. */
+        /* Another process stored `seq`.  The first time, the cached seq is
+         * behind by however many events other processes stored since this
+         * one last wrote (replicas behind a balancer take turns): read the
+         * max.  After that it is a race, and seq + 1 has no hole below it:
+         * probe it at once, reading the max again every few conflicts after
+         * a short random backoff. */
         ret = STORE_UNAVAILABLE;
         if (bson_get_monotonic_time() > deadline)
             break;
-        if (++conflicts % CONFLICTS_BEFORE_REREAD == 0) {
+        if (++conflicts == 1) {
+            seq = 0;
+        } else if (conflicts % CONFLICTS_BEFORE_REREAD == 0) {
             seq = 0;
             conflict_backoff(conflicts / CONFLICTS_BEFORE_REREAD);
         } else {
