@@ -230,7 +230,7 @@ fi
 note "MongoDB faults: the server stopped and restarted while inserts flow"
 BROKER_BIN=$ROOT/build/broker run_pytest "mongodb: faults" mongo-faults tests/mongo
 
-note "docker-compose: the split deployment on the real Docker engine (images, scale, faults)"
+note "docker-compose: the split deployment on the real Docker engine (images, scale, faults, HTTPS with Pebble)"
 if [ $have_docker = 1 ]; then
   if scripts/images.sh >"$WORK/images.log" 2>&1; then
     grep -E 'MB|images: (base|made|imported)' "$WORK/images.log" | tail -8
@@ -242,7 +242,7 @@ if [ $have_docker = 1 ]; then
       eval "$($PY -c 'import json,sys; d=json.load(open(sys.argv[1])); print("compose_url=%s compose_admin=%s compose_jwt=%s" % (d["base_url"], d["admin_token"], d["jwt_secret"]))' "$compose_env")"
       BROKER_TEST_COMPOSE=1 BROKER_TEST_BASE_URL=$compose_url BROKER_TEST_ADMIN_TOKEN=$compose_admin \
         BROKER_TEST_JWT_SECRET=$compose_jwt run_pytest "compose: black-box via gateway" compose-blackbox tests/blackbox
-      BROKER_COMPOSE_ENV=$compose_env run_pytest "compose: scale and faults" compose tests/compose
+      BROKER_COMPOSE_ENV=$compose_env run_pytest "compose: scale, faults, https" compose tests/compose
     else
       record "compose: up" 0 1
     fi

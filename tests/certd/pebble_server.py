@@ -63,9 +63,9 @@ def _openssl(args, cwd):
     subprocess.run(["openssl"] + args, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def make_directory_tls(workdir):
-    """A CA and a certificate for 127.0.0.1/localhost signed by it, for the directory's HTTPS.
-    Returns (ca_pem, cert_pem, key_pem) paths."""
+def make_directory_tls(workdir, san="DNS:localhost,IP:127.0.0.1"):
+    """A CA and a certificate for `san` (default: 127.0.0.1 and localhost) signed by it, for the directory's
+    HTTPS. Returns (ca_pem, cert_pem, key_pem) paths."""
     ca_key, ca_pem = os.path.join(workdir, "dir-ca.key"), os.path.join(workdir, "dir-ca.pem")
     key, csr, pem = (os.path.join(workdir, n) for n in ("dir.key", "dir.csr", "dir.pem"))
     ext = os.path.join(workdir, "dir.ext")
@@ -74,7 +74,7 @@ def make_directory_tls(workdir):
     _openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
               "-keyout", key, "-out", csr, "-subj", "/CN=localhost"], workdir)
     with open(ext, "w") as f:
-        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\n" % san +
                 "extendedKeyUsage=serverAuth\n")
     _openssl(["x509", "-req", "-in", csr, "-CA", ca_pem, "-CAkey", ca_key, "-CAcreateserial",
               "-out", pem, "-days", "2", "-extfile", ext], workdir)
