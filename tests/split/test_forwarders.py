@@ -12,7 +12,6 @@ Binaries: BROKER_BIN's folder (default <repo>/build/broker), which holds the spl
 Every process stopped with SIGTERM must exit 0 (built with -DBROKER_SANITIZE=ON and run with
 ASAN_OPTIONS=detect_leaks=1: no leak either).
 """
-import json
 import os
 import signal
 import socket
@@ -24,6 +23,8 @@ import uuid
 
 import pytest
 import requests
+
+from split_stream import Stream
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN_DIR = os.path.dirname(os.environ.get("BROKER_BIN", os.path.join(REPO, "build", "broker")))
@@ -149,69 +150,6 @@ def connected_to(service, port):
             if state == "01" and inode in inodes and int(remote.split(":")[1], 16) == port:
                 return True
     return False
-
-
-class Stream:
-    """A raw-socket SSE reader with bounded waits."""
-
-    def __init__(self, port, headers):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        lines = "".join("%s: %s\r\n" % kv for kv in headers.items())
-        self.sock.sendall(("GET /sse HTTP/1.1\r\nHost: x\r\n%s\r\n" % lines).encode())
-        self.buf = b""
-        head = self._read_until(b"\r\n\r\n", 5)
-        self.status = int(head.split(b" ")[1])
-
-    def _read_until(self, marker, timeout):
-        deadline = time.monotonic() + timeout
-        while marker not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no %r within %ss" % (marker, timeout))
-            self.sock.settimeout(left)
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("stream closed")
-            self.buf += chunk
-        part, self.buf = self.buf.split(marker, 1)
-        return part
-
-    def next_event(self, timeout=5):
-        while True:
-            block = self._read_until(b"\n\n", timeout).decode()
-            fields = {}
-            for line in block.split("\n"):
-                if line.startswith(":") or not line:
-                    continue
-                k, _, v = line.partition(": ")
-                fields[k] = v
-            if "id" in fields:
-                return int(fields["id"]), fields["event"], json.loads(fields["data"])
-
-    def events(self, count, timeout=10):
-        return [self.next_event(timeout) for _ in range(count)]
-
-    def nothing_more(self, wait):
-        """No further event within `wait` seconds (keep-alive comments aside)."""
-        try:
-            self.next_event(wait)
-        except (TimeoutError, socket.timeout):
-            return True
-        return False
-
-    def closed_within(self, timeout):
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                self.sock.settimeout(max(0.05, deadline - time.monotonic()))
-                if not self.sock.recv(65536):
-                    return True
-        except (ConnectionResetError, socket.timeout):
-            return time.monotonic() < deadline
-        return False
-
-    def close(self):
-        self.sock.close()
 
 
 class Deployment:

@@ -6,14 +6,13 @@ BROKER_SPLIT_GATEWAY (http://127.0.0.1:PORT), BROKER_SPLIT_STREAMS
 (comma-separated ports of the two stream processes) and BROKER_SPLIT_INGEST
 (broker-ingest's own port).
 """
-import json
 import os
-import socket
-import time
 import uuid
 
 import pytest
 import requests
+
+from split_stream import Stream
 
 GATEWAY = os.environ.get("BROKER_SPLIT_GATEWAY")
 STREAMS = [int(p) for p in os.environ.get("BROKER_SPLIT_STREAMS", "").split(",") if p]
@@ -22,58 +21,6 @@ ADMIN = os.environ.get("BROKER_SPLIT_ADMIN_TOKEN", "letmein")
 
 pytestmark = pytest.mark.skipif(not GATEWAY or len(STREAMS) < 2,
                                 reason="no split deployment (BROKER_SPLIT_GATEWAY/BROKER_SPLIT_STREAMS unset)")
-
-
-class Stream:
-    """A raw-socket SSE reader with bounded waits."""
-
-    def __init__(self, port, headers):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.sock.sendall(f"GET /sse HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
-        self.buf = b""
-        head = self._read_until(b"\r\n\r\n", 5)
-        self.status = int(head.split(b" ")[1])
-
-    def _read_until(self, marker, timeout):
-        deadline = time.monotonic() + timeout
-        while marker not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no {marker!r} within {timeout}s")
-            self.sock.settimeout(left)
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("stream closed")
-            self.buf += chunk
-        part, self.buf = self.buf.split(marker, 1)
-        return part
-
-    def next_event(self, timeout=5):
-        while True:
-            block = self._read_until(b"\n\n", timeout).decode()
-            fields = {}
-            for line in block.split("\n"):
-                if line.startswith(":") or not line:
-                    continue
-                k, _, v = line.partition(": ")
-                fields[k] = v
-            if "id" in fields:
-                return int(fields["id"]), fields["event"], json.loads(fields["data"])
-
-    def closed_within(self, timeout):
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                self.sock.settimeout(max(0.05, deadline - time.monotonic()))
-                if not self.sock.recv(65536):
-                    return True
-        except (ConnectionResetError, socket.timeout):
-            return time.monotonic() < deadline
-        return False
-
-    def close(self):
-        self.sock.close()
 
 
 def make_user(tenant):
