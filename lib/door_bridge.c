@@ -51,8 +51,9 @@ struct door_bridge {
     int to_eof;  /* an answer without a length: it ends when libmicrohttpd closes */
     int no_body; /* an answer to HEAD */
     int parked;  /* between requests, on the door's list of parked pairs */
+    int dead;    /* closed: freed at the end of the turn (bridge_reap) */
     int64_t parked_at;
-    door_bridge *park_prev, *park_next; /* that list, oldest first */
+    door_bridge *park_prev, *park_next; /* that list, oldest first; the dead ones' list after */
 };
 
 static void park_unlink(door *d, door_bridge *b)
@@ -117,15 +118,34 @@ static void queue_remove(door *d, door_conn *c)
     d->nqueued--;
 }
 
+/* Closes a pair.  Its memory waits for the end of the turn: an event for it
+ * may still be waiting in the batch epoll_wait returned (a parked pair is
+ * closed to make room for another client's request, and libmicrohttpd may
+ * have spoken on it meanwhile), and that event must find it marked dead,
+ * not freed. */
 static void bridge_free(door_bridge *b)
 {
     door *d = conn_door(b->c);
     park_unlink(d, b);
     close(b->fd); /* libmicrohttpd sees the end of the connection and lets its thread go */
+    b->fd = -1;
     b->c->io->bridge = NULL;
+    b->c = NULL;
     free(b->head);
-    free(b);
+    b->head = NULL;
+    b->dead = 1;
+    b->park_next = d->dead_bridges;
+    d->dead_bridges = b;
     d->bridges--;
+}
+
+void bridge_reap(door *d)
+{
+    while (d->dead_bridges != NULL) {
+        door_bridge *b = d->dead_bridges;
+        d->dead_bridges = b->park_next;
+        free(b);
+    }
 }
 
 static void bridge_pump(door_bridge *b);
@@ -390,7 +410,7 @@ static void bridge_pump(door_bridge *b)
 void bridge_event(door_bridge *b, uint32_t events)
 {
     (void)events;
-    if (b->c->closing)
+    if (b->dead || b->c->closing)
         return;
     if (b->parked) { /* libmicrohttpd closed an idle pair (its timeout), or spoke out of turn */
         door *d = conn_door(b->c);

@@ -117,7 +117,7 @@ typedef struct door_hook {
 
 typedef struct door_tls door_tls;
 
-#define DOOR_MAX_ROUTES 16
+#define DOOR_MAX_ROUTES 32
 #define DOOR_MAX_WATCHES 8
 #define DOOR_MAX_TIMERS 8
 #define DOOR_MAX_HOOKS 8
@@ -163,6 +163,7 @@ struct door {
     size_t bridges, bridges_max;
     door_conn *queued, **queued_tail; /* waiting for a slot, oldest first */
     door_bridge *parked, *parked_tail;  /* pairs between their client's requests, oldest first */
+    door_bridge *dead_bridges;          /* closed this turn: freed at its end */
     size_t nqueued, queued_max;
 
     door_tls *tls; /* NULL without --secure */
@@ -205,6 +206,7 @@ void bridge_event(door_bridge *b, uint32_t events);
 void bridge_client_drained(door_conn *c); /* the client took the relayed bytes: read more */
 void bridge_close(door_conn *c);          /* the client is gone, or goes elsewhere: its pair closes */
 void bridge_expire_queued(door *d, int64_t now);
+void bridge_reap(door *d);                /* frees the pairs closed this turn */
 
 /* door_tls.c */
 door_tls *door_tls_new(const broker_config *cfg);
