@@ -183,31 +183,41 @@ static authn_result password_matches(const authn *a, const char *username, const
 }
 
 
-/* password_matches() behind the user's bucket of failed attempts: a token is
- * taken first and given back when the password was right. */
+/* password_matches() behind the buckets of failed attempts of the client's
+ * address and of the user: it runs while both have a token, and a wrong
+ * password takes one of each (ratelimit.h: a right one takes nothing). */
 static authn_result password_matches_limited(const authn *a, const char *username, const char *password,
-                                             store_user *user, const char **why)
+                                             const char *address, store_user *user, const char **why)
 {
-    size_t len = strlen(username);
-    long wait = ratelimit_take(a->failed_by_user, username, len);
+    size_t len = strlen(username), alen = address != NULL ? strlen(address) : 0;
+    long wait = address != NULL ? ratelimit_check(a->failed_by_address, address, alen) : 0;
     if (wait > 0) {
+        retry_after_s = wait;
+        *why = "too many failed attempts from this address: try again later (Retry-After)";
+        return AUTHN_LIMITED;
+    }
+    if ((wait = ratelimit_check(a->failed_by_user, username, len)) > 0) {
         retry_after_s = wait;
         *why = "too many failed attempts for this user: try again later (Retry-After)";
         return AUTHN_LIMITED;
     }
     authn_result r = password_matches(a, username, password, user, why);
-    if (r == AUTHN_OK || r == AUTHN_FAULT)
-        ratelimit_refund(a->failed_by_user, username, len);
+    if (r == AUTHN_DENIED) {
+        ratelimit_fail(a->failed_by_user, username, len);
+        if (address != NULL)
+            ratelimit_fail(a->failed_by_address, address, alen);
+    }
     return r;
 }
 
-authn_result authn_password(const authn *a, const char *username, const char *password, store_user *user_out,
-                            const char **why)
+authn_result authn_password(const authn *a, const char *username, const char *password, const char *address,
+                            store_user *user_out, const char **why)
 {
-    return counted(password_matches_limited(a, username, password, user_out, why), FAIL_PASSWORD);
+    return counted(password_matches_limited(a, username, password, address, user_out, why), FAIL_PASSWORD);
 }
 
-static authn_result check_basic(const authn *a, const char *b64, authn_identity *out, const char **why)
+static authn_result check_basic(const authn *a, const char *b64, const char *address, authn_identity *out,
+                                const char **why)
 {
     unsigned char decoded[BASIC_MAX];
     size_t len = 0, b64len = strlen(b64);
@@ -234,7 +244,7 @@ static authn_result check_basic(const authn *a, const char *b64, authn_identity 
             store_user_clear(&user);
         /* Not remembered (or unknown, or revoked): the full check, at the same
          * cost and with the same answers as a login. */
-        r = password_matches_limited(a, username, password, &user, why);
+        r = password_matches_limited(a, username, password, address, &user, why);
         if (r == AUTHN_OK) {
             credcache_remember(a->basic_cache, username, password, user.password_hash);
             identity_set(out, &user);
@@ -246,13 +256,13 @@ static authn_result check_basic(const authn *a, const char *b64, authn_identity 
 }
 
 static authn_result check_header(const authn *a, const char *authorization, const char *access_token,
-                                 authn_identity *out, const char **why)
+                                 const char *address, authn_identity *out, const char **why)
 {
     if (authorization != NULL && authorization[0] != '\0') {
         if (strncasecmp(authorization, "Bearer ", 7) == 0)
             return counted(check_bearer(a, authorization + 7 + strspn(authorization + 7, " "), out, why), FAIL_JWT);
         if (strncasecmp(authorization, "Basic ", 6) == 0)
-            return counted(check_basic(a, authorization + 6 + strspn(authorization + 6, " "), out, why), FAIL_BASIC);
+            return counted(check_basic(a, authorization + 6 + strspn(authorization + 6, " "), address, out, why), FAIL_BASIC);
         *why = "unsupported Authorization scheme: use Bearer <jwt> or Basic";
         return counted(AUTHN_DENIED, FAIL_MISSING);
     }
@@ -265,12 +275,12 @@ static authn_result check_header(const authn *a, const char *authorization, cons
 /* Every path reads credentials here, whatever its HTTP parser left around
  * them: a header value's trailing spaces and tabs are not part of it
  * (RFC 9110, 5.5), and some parsers keep them. */
-authn_result authn_check(const authn *a, const char *authorization, const char *access_token, authn_identity *out,
-                         const char **why)
+authn_result authn_check(const authn *a, const char *authorization, const char *access_token, const char *address,
+                         authn_identity *out, const char **why)
 {
     size_t len = authorization != NULL ? strlen(authorization) : 0;
     if (len == 0 || (authorization[len - 1] != ' ' && authorization[len - 1] != '\t'))
-        return check_header(a, authorization, access_token, out, why);
+        return check_header(a, authorization, access_token, address, out, why);
     while (len > 0 && (authorization[len - 1] == ' ' || authorization[len - 1] == '\t'))
         len--;
     char *trimmed = strndup(authorization, len);
@@ -278,7 +288,7 @@ authn_result authn_check(const authn *a, const char *authorization, const char *
         *why = "the server is out of memory";
         return AUTHN_FAULT;
     }
-    authn_result r = check_header(a, trimmed, access_token, out, why);
+    authn_result r = check_header(a, trimmed, access_token, address, out, why);
     free(trimmed);
     return r;
 }

@@ -20,10 +20,11 @@ typedef struct authn {
     store *store;
     const char *jwt_secret;
     credcache *basic_cache;
-    /* Failed password checks per username (logins and first Basic checks);
-     * NULL = no limit.  A user whose bucket is empty gets AUTHN_LIMITED
+    /* Failed password checks per username and per client address (logins,
+     * and Basic credentials the cache does not know); NULL = no limit.  An
+     * attempt whose user's or address's bucket is empty gets AUTHN_LIMITED
      * without an Argon2id verification. */
-    ratelimit *failed_by_user;
+    ratelimit *failed_by_user, *failed_by_address;
 } authn;
 
 typedef struct authn_identity {
@@ -50,13 +51,14 @@ struct _u_response;
 int authn_reply_refusal(struct _u_response *resp, authn_result r, const char *why);
 
 /* `authorization` is the Authorization header (may be NULL); `access_token`
- * the query parameter (NULL where not accepted). */
-authn_result authn_check(const authn *a, const char *authorization, const char *access_token, authn_identity *out,
-                         const char **why);
+ * the query parameter (NULL where not accepted); `address` the client's
+ * (http_client_address; NULL: not limited by address). */
+authn_result authn_check(const authn *a, const char *authorization, const char *access_token, const char *address,
+                         authn_identity *out, const char **why);
 
 /* Checks username/password against the store (Argon2, no cache): for /login. */
-authn_result authn_password(const authn *a, const char *username, const char *password, store_user *user_out,
-                            const char **why);
+authn_result authn_password(const authn *a, const char *username, const char *password, const char *address,
+                            store_user *user_out, const char **why);
 
 /* broker_auth_failures_total: registers every kind at start, so that a
  * dashboard sees zeros rather than no series; the admin endpoints count a

@@ -68,7 +68,7 @@ static const flag_def FLAGS[] = {
     {"console", FLAG_BOOL, "true", OFF(console), 0, 0, "serve the web console at /console/ (user service and all-in-one)"},
     {"log_format", FLAG_STRING, "text", OFF(log_format), 0, 0, "text (one line per message) or json (one JSON object per line)"},
     {"login_limit_user", FLAG_INT, "10", OFF(login_limit_user), 0, 1000000, "failed password checks a minute per username (logins, first Basic checks) before 429; 0 = no limit"},
-    {"login_limit_ip", FLAG_INT, "30", OFF(login_limit_ip), 0, 1000000, "failed logins a minute per client address before 429; 0 = no limit"},
+    {"login_limit_ip", FLAG_INT, "30", OFF(login_limit_ip), 0, 1000000, "failed password checks a minute per client address (logins, first Basic checks) before 429; 0 = no limit"},
     {"admin_limit_ip", FLAG_INT, "10", OFF(admin_limit_ip), 0, 1000000, "wrong admin_tokens a minute per client address before 429; 0 = no limit"},
     {"max_event_bytes", FLAG_INT, "65536", OFF(max_event_bytes), 16, 1073741824, "largest event data in bytes (compact JSON); larger answers 413. Every subscriber gets the latest event of each name on connect, so this bounds what one name costs them"},
     {"max_event_names", FLAG_INT, "1000", OFF(max_event_names), 0, 100000000, "event names one tenant may have; an insert of a new name past it answers 400 (every new subscriber gets the latest event of each name); 0 = no bound"},

@@ -986,6 +986,16 @@ int door_conn_peer(const door_conn *c, struct sockaddr_storage *addr)
     return getpeername(c->fd, (struct sockaddr *)addr, &alen);
 }
 
+void door_conn_client_address(const door_conn *c, const door_request *req, char *out, size_t size)
+{
+    struct sockaddr_storage peer;
+    size_t xff_len = 0;
+    const char *xff = http_head_header(req->bytes, req->head->len, "X-Forwarded-For", &xff_len);
+    if (door_conn_peer(c, &peer) != 0)
+        peer.ss_family = AF_UNSPEC;
+    http_client_address_of((const struct sockaddr *)&peer, xff, xff_len, conn_door(c)->cfg, out, size);
+}
+
 int door_conn_unread(const door_conn *c)
 {
     return c->unread;
@@ -1092,7 +1102,9 @@ static void on_tick(door *d)
 
 /* Frees the connections scheduled for closing, except those still on a
  * write list (it outlives a turn when the budget runs out): they go at the
- * turn that takes them off it. */
+ * turn that takes them off it.  Nothing the loop dispatches on is freed
+ * before this point of a turn (connections here, relay pairs in
+ * bridge_reap): an event for it may wait later in the same batch. */
 static void close_pending(door *d)
 {
     door_conn *later = NULL;
@@ -1107,6 +1119,7 @@ static void close_pending(door *d)
         conn_destroy(c);
     }
     d->to_close = later;
+    bridge_reap(d);
 }
 
 static void *door_main(void *arg)

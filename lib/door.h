@@ -151,6 +151,9 @@ void door_want_write_idle(door_conn *c);
 int door_conn_drain(door_conn *c);
 /* The client's address. */
 int door_conn_peer(const door_conn *c, struct sockaddr_storage *addr);
+/* The client's address as text, for the per-address limits: the peer's, or
+ * the one a trusted proxy's X-Forwarded-For names (http_client_address). */
+void door_conn_client_address(const door_conn *c, const door_request *req, char *out, size_t size);
 /* Bytes or a hang-up came while the handler had the connection. */
 int door_conn_unread(const door_conn *c);
 

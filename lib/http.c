@@ -298,6 +298,20 @@ int http_server_add_routes(http_server *s, const http_route *routes, void *ctx)
     return 0;
 }
 
+int http_server_add_door_paths(http_server *s, const char *const *paths)
+{
+    for (const char *const *p = paths; *p != NULL; p++) {
+        if (s->nbindings >= HTTP_MAX_ROUTES) {
+            log_error("http: too many routes (HTTP_MAX_ROUTES)");
+            return -1;
+        }
+        s->bindings[s->nbindings++] = (http_binding){.server = s, .path = *p};
+        if (ulfius_add_endpoint_by_val(&s->instance, "OPTIONS", *p, NULL, 0, preflight, NULL) != U_OK)
+            return -1;
+    }
+    return 0;
+}
+
 /* libmicrohttpd's messages, in the service's log.  Its connections are the
  * front door's socket pairs, on which TCP options (cork, no-delay) do not
  * exist: it says so at every answer, and nothing is wrong. */
@@ -362,7 +376,8 @@ void http_server_log_urls(const http_server *s, const char *service)
         int seen = 0;
         for (size_t j = 0; j < i && !seen; j++)
             seen = strcmp(s->bindings[j].path, path) == 0;
-        if (seen || strchr(path, '*') != NULL) /* a wildcard route: its prefix is listed */
+        if (seen || strchr(path, '*') != NULL || s->bindings[i].handler == NULL) /* a wildcard route: its
+                                                                                  * prefix is listed */
             continue;
         int n = snprintf(paths + used, sizeof paths - used, " %s%s", path, strcmp(path, "/console") ? "" : "/");
         if (n < 0 || (size_t)n >= sizeof paths - used)
@@ -432,21 +447,32 @@ static int listed(const char *list, const char *addr)
     return 0;
 }
 
-void http_client_address(const struct _u_request *req, const broker_config *cfg, char *out, size_t size)
+void http_client_address_of(const struct sockaddr *peer, const char *xff, size_t xff_len, const broker_config *cfg,
+                            char *out, size_t size)
 {
-    sockaddr_text(req->client_address, out, size);
-    const char *xff = u_map_get_case(req->map_header, "X-Forwarded-For");
+    sockaddr_text(peer, out, size);
     if (xff == NULL || cfg->trusted_proxies[0] == '\0' || !listed(cfg->trusted_proxies, out))
         return;
-    const char *last = strrchr(xff, ',');
-    last = last ? last + 1 : xff;
-    while (*last == ' ')
+    const char *last = xff;
+    for (size_t i = 0; i < xff_len; i++)
+        if (xff[i] == ',')
+            last = xff + i + 1;
+    const char *end = xff + xff_len;
+    while (last < end && *last == ' ')
         last++;
-    size_t len = strcspn(last, " ");
+    size_t len = 0;
+    while (last + len < end && last[len] != ' ')
+        len++;
     if (len > 0 && len < size) {
         memcpy(out, last, len);
         out[len] = 0;
     }
+}
+
+void http_client_address(const struct _u_request *req, const broker_config *cfg, char *out, size_t size)
+{
+    const char *xff = u_map_get_case(req->map_header, "X-Forwarded-For");
+    http_client_address_of(req->client_address, xff, xff != NULL ? strlen(xff) : 0, cfg, out, size);
 }
 
 int http_reply_limited(struct _u_response *resp, long seconds, const char *message)

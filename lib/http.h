@@ -66,6 +66,10 @@ typedef struct http_server {
 } http_server;
 
 int http_server_init(http_server *s, const broker_config *cfg);
+/* Paths the front door answers itself (the NULL-ended `paths`): the
+ * request/response server knows them only to answer another method with 405
+ * and a CORS preflight with its headers.  Before http_server_start. */
+int http_server_add_door_paths(http_server *s, const char *const *paths);
 /* Adds every route of `routes` (ended by a row with a NULL method); `ctx` is
  * passed to each handler. */
 int http_server_add_routes(http_server *s, const http_route *routes, void *ctx);
@@ -98,6 +102,10 @@ json_t *http_json_parse(const void *body, size_t len, struct _u_response *resp);
  * when the peer is one of --trusted_proxies, the last address of the
  * request's X-Forwarded-For (the one that gateway added). */
 void http_client_address(const struct _u_request *req, const broker_config *cfg, char *out, size_t size);
+/* The same from the peer's address and the X-Forwarded-For value (NULL when
+ * absent; `xff_len` bytes, not terminated), for the door's own handlers. */
+void http_client_address_of(const struct sockaddr *peer, const char *xff, size_t xff_len, const broker_config *cfg,
+                            char *out, size_t size);
 /* Answers 429 with Retry-After: `seconds` and the error `message`. */
 int http_reply_limited(struct _u_response *resp, long seconds, const char *message);
 

@@ -101,7 +101,7 @@ static bucket *bucket_of(ratelimit *rl, uint64_t h, int64_t now)
     return oldest;
 }
 
-long ratelimit_take(ratelimit *rl, const char *key, size_t len)
+long ratelimit_check(ratelimit *rl, const char *key, size_t len)
 {
     if (rl == NULL)
         return 0;
@@ -109,18 +109,14 @@ long ratelimit_take(ratelimit *rl, const char *key, size_t len)
     int64_t now = clock_mono_us();
     pthread_mutex_lock(&rl->lock);
     bucket *b = bucket_of(rl, h, now);
-    long wait = 0;
-    if (b->tokens >= 1.0)
-        b->tokens -= 1.0;
-    else
-        wait = (long)((1.0 - b->tokens) / rl->per_us / 1e6) + 1;
+    long wait = b->tokens >= 1.0 ? 0 : (long)((1.0 - b->tokens) / rl->per_us / 1e6) + 1;
     pthread_mutex_unlock(&rl->lock);
     if (wait > 0)
         atomic_fetch_add(rl->refused, 1);
     return wait;
 }
 
-void ratelimit_refund(ratelimit *rl, const char *key, size_t len)
+void ratelimit_fail(ratelimit *rl, const char *key, size_t len)
 {
     if (rl == NULL)
         return;
@@ -128,6 +124,6 @@ void ratelimit_refund(ratelimit *rl, const char *key, size_t len)
     int64_t now = clock_mono_us();
     pthread_mutex_lock(&rl->lock);
     bucket *b = bucket_of(rl, h, now);
-    b->tokens = b->tokens + 1.0 > rl->cap ? rl->cap : b->tokens + 1.0;
+    b->tokens = b->tokens - 1.0 < -rl->cap ? -rl->cap : b->tokens - 1.0;
     pthread_mutex_unlock(&rl->lock);
 }

@@ -3,10 +3,13 @@
  * credentials.
  *
  * A bucket holds up to `per_minute` tokens and refills at `per_minute` a
- * minute.  An attempt takes a token before it runs (so that a thousand
- * concurrent guesses cannot all slip through one check) and gives it back
- * when it succeeded: only failures drain a bucket, and an honest user who
- * types the right password is never slowed down by it.
+ * minute.  An attempt goes on while its bucket has a token, and only a
+ * failure takes one: an honest user who types the right password is never
+ * refused because other attempts of the same key are under way.  Attempts
+ * that were already running when the bucket ran dry each still take their
+ * token, so the bucket goes into debt (down to minus its size) and a burst
+ * of concurrent failures waits that much longer: the attempts a burst gets
+ * are the bucket's size plus those it had in flight at once.
  *
  * The table is fixed in size (no input can grow it): keys are hashed with a
  * per-process random seed into slots; when the few slots a key may use are
@@ -26,10 +29,10 @@ typedef struct ratelimit ratelimit;
 ratelimit *ratelimit_new(const char *name, long per_minute, size_t slots);
 void ratelimit_free(ratelimit *rl);
 
-/* Takes a token of `key`'s bucket: 0 when the attempt may go on, else the
- * seconds (>= 1) until a token is back. */
-long ratelimit_take(ratelimit *rl, const char *key, size_t len);
-/* Gives back the token of an attempt that succeeded. */
-void ratelimit_refund(ratelimit *rl, const char *key, size_t len);
+/* 0 when `key`'s bucket has a token (the attempt may go on; nothing is
+ * taken), else the seconds (>= 1) until it has one. */
+long ratelimit_check(ratelimit *rl, const char *key, size_t len);
+/* An attempt of `key` failed: takes a token. */
+void ratelimit_fail(ratelimit *rl, const char *key, size_t len);
 
 #endif

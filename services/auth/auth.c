@@ -53,21 +53,21 @@ static int reply_user(struct _u_response *resp, const store_user *u)
 
 static int admin_token_matches(const broker_runtime *rt, json_t *body, struct _u_response *resp);
 
-/* The admin token, behind the per-address bucket of wrong ones: a token of
- * the bucket is taken first and given back when the admin token was right. */
+/* The admin token, behind the per-address bucket of wrong ones (a wrong one
+ * takes a token). */
 static int admin_token_ok(const broker_runtime *rt, const struct _u_request *req, json_t *body,
                           struct _u_response *resp)
 {
     char addr[64];
     http_client_address(req, &rt->cfg, addr, sizeof addr);
-    long wait = ratelimit_take(rt->failed_admin_by_ip, addr, strlen(addr));
+    long wait = ratelimit_check(rt->failed_admin_by_ip, addr, strlen(addr));
     if (wait > 0) {
         http_reply_limited(resp, wait, "too many wrong admin tokens from this address: try again later (Retry-After)");
         return 0;
     }
     int ok = admin_token_matches(rt, body, resp);
-    if (ok)
-        ratelimit_refund(rt->failed_admin_by_ip, addr, strlen(addr));
+    if (!ok)
+        ratelimit_fail(rt->failed_admin_by_ip, addr, strlen(addr));
     return ok;
 }
 
@@ -231,19 +231,10 @@ static int login(const struct _u_request *req, struct _u_response *resp, void *c
         json_decref(body);
         return U_CALLBACK_COMPLETE;
     }
-    /* Failed logins per client address, on top of the user's own bucket
-     * (authn): a token is taken first and given back if the login passed. */
     char addr[64];
     http_client_address(req, &rt->cfg, addr, sizeof addr);
-    long wait = ratelimit_take(rt->failed_logins_by_ip, addr, strlen(addr));
-    if (wait > 0) {
-        json_decref(body);
-        return http_reply_limited(resp, wait, "too many failed logins from this address: try again later (Retry-After)");
-    }
     store_user u;
-    authn_result r = authn_password(&rt->authn, username, password, &u, &why);
-    if (r == AUTHN_OK || r == AUTHN_FAULT) /* a fault is the server's, not a guess */
-        ratelimit_refund(rt->failed_logins_by_ip, addr, strlen(addr));
+    authn_result r = authn_password(&rt->authn, username, password, addr, &u, &why);
     if (r == AUTHN_OK) {
         char *jwt = token_issue(rt->cfg.jwt_secret, u.username, u.tenant_name, u.token_gen, rt->cfg.jwt_expiry);
         ret = jwt ? http_reply_json(resp, 200, json_pack("{s:s}", "jwt", jwt))
@@ -262,7 +253,9 @@ static int verify(const struct _u_request *req, struct _u_response *resp, void *
     broker_runtime *rt = ctx;
     authn_identity who;
     const char *why = NULL;
-    authn_result r = authn_check(&rt->authn, u_map_get_case(req->map_header, "Authorization"), NULL, &who, &why);
+    char addr[64];
+    http_client_address(req, &rt->cfg, addr, sizeof addr);
+    authn_result r = authn_check(&rt->authn, u_map_get_case(req->map_header, "Authorization"), NULL, addr, &who, &why);
     if (r != AUTHN_OK)
         return authn_reply_refusal(resp, r, why);
     return http_reply_json(resp, 200, json_pack("{s:s,s:s}", "username", who.username, "tenant_name", who.tenant));

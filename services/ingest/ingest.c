@@ -56,12 +56,12 @@ static const char *check_event_name(const char *name)
     return NULL;
 }
 
-int ingest_prepare(broker_runtime *rt, const char *authorization, const char *body, size_t len, ingest_item *item,
-                   struct _u_response *resp)
+int ingest_prepare(broker_runtime *rt, const char *authorization, const char *address, const char *body, size_t len,
+                   ingest_item *item, struct _u_response *resp)
 {
     const char *why = NULL;
     authn_identity who;
-    authn_result r = authn_check(&rt->authn, authorization, NULL, &who, &why);
+    authn_result r = authn_check(&rt->authn, authorization, NULL, address, &who, &why);
     if (r != AUTHN_OK) {
         memset(item, 0, sizeof *item);
         authn_reply_refusal(resp, r, why);
@@ -152,7 +152,9 @@ static int insert(const struct _u_request *req, struct _u_response *resp, void *
 {
     broker_runtime *rt = ctx;
     ingest_item item;
-    if (ingest_prepare(rt, u_map_get_case(req->map_header, "Authorization"), req->binary_body,
+    char addr[64];
+    http_client_address(req, &rt->cfg, addr, sizeof addr);
+    if (ingest_prepare(rt, u_map_get_case(req->map_header, "Authorization"), addr, req->binary_body,
                        req->binary_body_length, &item, resp) != 0)
         return U_CALLBACK_COMPLETE;
     ingest_store(rt, &item, 1);
@@ -163,6 +165,8 @@ static int insert(const struct _u_request *req, struct _u_response *resp, void *
                                "tenant '%s' has as many event names as it may (%ld, --max_event_names): "
                                "insert under a name it already has",
                                item.who.tenant, rt->cfg.max_event_names);
+    } else if (item.status == STORE_FULL) {
+        ret = http_reply_error(resp, 507, "the event store's disk is full; the event was not stored");
     } else if (item.status != STORE_OK) {
         ret = http_reply_error(resp, 500, "the event store is unavailable; the event was not stored");
     } else {

@@ -30,10 +30,11 @@ typedef struct ingest_item {
     store_status status;
 } ingest_item;
 
-/* Checks the credentials and the body of an insert.  Returns 0 with *item
- * filled, or -1: then `resp`, unless NULL, holds the error answer. */
-int ingest_prepare(broker_runtime *rt, const char *authorization, const char *body, size_t len, ingest_item *item,
-                   struct _u_response *resp);
+/* Checks the credentials (from the client's `address`) and the body of an
+ * insert.  Returns 0 with *item filled, or -1: then `resp`, unless NULL,
+ * holds the error answer. */
+int ingest_prepare(broker_runtime *rt, const char *authorization, const char *address, const char *body, size_t len,
+                   ingest_item *item, struct _u_response *resp);
 /* The same for a sender whose credentials are already checked: the body only. */
 int ingest_prepare_as(const authn_identity *who, const char *body, size_t len, size_t max_event_bytes, ingest_item *item,
                       struct _u_response *resp);

@@ -70,7 +70,9 @@ static const authn_identity *batch_identity(ingest_queue *q, checked_cred *creds
         if (strcmp(creds[i].authorization, authorization) == 0)
             return &creds[i].who;
     authn_identity who;
-    *result = authn_check(&q->rt->authn, authorization, NULL, &who, why);
+    /* No address: the fast path takes Bearer tokens only (insert_request.h),
+     * which no per-address budget counts. */
+    *result = authn_check(&q->rt->authn, authorization, NULL, NULL, &who, why);
     if (*result != AUTHN_OK)
         return NULL;
     size_t slot = *ncreds < CREDS_MAX ? (*ncreds)++ : CREDS_MAX - 1; /* full: the newest replaces the last */

@@ -28,6 +28,7 @@
 #include "authn.h"
 #include "workq.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +42,7 @@ typedef struct auth_job {
     /* What the check and tenant_subscribe() need of the request: a copy of
      * the whole sse_request would be 8 KB per waiting subscriber. */
     char *authorization, *access_token; /* NULL when absent */
+    char address[64]; /* the client's, for the per-address limit on failed passwords */
     int has_last_event_id;
     uint64_t last_event_id;
     authn_result result;
@@ -64,7 +66,8 @@ static void check_batch(void *arg, workq_item *jobs, size_t n)
             job->result = AUTHN_FAULT;
             continue;
         }
-        job->result = authn_check(&e->rt->authn, job->authorization, job->access_token, &job->who, &job->why);
+        job->result = authn_check(&e->rt->authn, job->authorization, job->access_token, job->address, &job->who,
+                                  &job->why);
         job->retry_after = job->result == AUTHN_LIMITED ? authn_retry_after() : 0;
         tenant_view_clear(&job->view); /* a check made again reads again */
         if (job->result == AUTHN_OK) /* a store fault is answered by tenant_subscribe */
@@ -114,7 +117,7 @@ void stream_auth_stop(stream_engine *e)
     e->auth = NULL;
 }
 
-void stream_auth_submit(stream_engine *e, door_conn *conn, const sse_request *req)
+void stream_auth_submit(stream_engine *e, door_conn *conn, const sse_request *req, const char *address)
 {
     auth_job *job = calloc(1, sizeof *job);
     if (job == NULL || copy_credential(&job->authorization, req->authorization) != 0 ||
@@ -125,6 +128,7 @@ void stream_auth_submit(stream_engine *e, door_conn *conn, const sse_request *re
         return;
     }
     job->owner = conn;
+    snprintf(job->address, sizeof job->address, "%s", address);
     job->has_last_event_id = req->has_last_event_id;
     job->last_event_id = req->last_event_id;
     job->user_changes = e->user_changes;

@@ -74,7 +74,9 @@ static int route_sse(door_conn *conn, const door_request *req, void *arg)
         stream_refuse(e, conn, 503, "the stream service is not connected to the event bus yet; retry", 0);
         return 1;
     }
-    stream_auth_submit(e, conn, &sr);
+    char address[64];
+    door_conn_client_address(conn, req, address, sizeof address);
+    stream_auth_submit(e, conn, &sr, address);
     return 1;
 }
 

@@ -143,7 +143,7 @@ void stream_auth_stop(stream_engine *e);
 /* Has the credentials of a GET /sse checked off the door's thread; the
  * connection is the route's until stream_auth_finish() starts its stream or
  * refuses it. */
-void stream_auth_submit(stream_engine *e, door_conn *conn, const sse_request *req);
+void stream_auth_submit(stream_engine *e, door_conn *conn, const sse_request *req, const char *address);
 void stream_auth_finish(void *engine);
 
 /* stream_client.c */

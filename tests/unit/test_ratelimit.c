@@ -1,8 +1,9 @@
 /*
  * test_ratelimit.c - token buckets for failed credentials: a bucket allows
- * its size and then says how long to wait, a refund gives a token back,
- * keys are independent, the table stays bounded however many keys come,
- * and it refills with time.
+ * its size in failures and then says how long to wait, a check takes
+ * nothing (only failures drain), concurrent failures put it in debt down to
+ * minus its size, keys are independent, the table stays bounded however many
+ * keys come, and it refills with time.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -16,9 +17,13 @@
 #include <string.h>
 #include <unistd.h>
 
+/* An attempt that fails whenever it is let through: what a guesser does. */
 static long take(ratelimit *rl, const char *key)
 {
-    return ratelimit_take(rl, key, strlen(key));
+    long wait = ratelimit_check(rl, key, strlen(key));
+    if (wait == 0)
+        ratelimit_fail(rl, key, strlen(key));
+    return wait;
 }
 
 static void case_bucket(void)
@@ -30,22 +35,41 @@ static void case_bucket(void)
     long wait = take(rl, "alice");
     CHECK(wait >= 1 && wait <= 13); /* 5 a minute: one token back in 12 s */
     CHECK_INT(take(rl, "bob"), 0);  /* another key is untouched */
-    ratelimit_refund(rl, "alice", 5);
-    CHECK_INT(take(rl, "alice"), 0);
-    CHECK(take(rl, "alice") >= 1);
     /* A key is its bytes: "alice\0x" and "alice" differ. */
-    CHECK_INT(ratelimit_take(rl, "alice\0x", 7), 0);
+    CHECK_INT(ratelimit_check(rl, "alice\0x", 7), 0);
     ratelimit_free(rl);
 }
 
-static void case_refund_caps(void)
+static void case_checks_take_nothing(void)
 {
-    ratelimit *rl = ratelimit_new("test_refund", 3, 64);
-    for (int i = 0; i < 10; i++) /* refunds never raise a bucket above its size */
-        ratelimit_refund(rl, "k", 1);
+    /* Successes never drain: a thousand checks that pass leave the bucket full. */
+    ratelimit *rl = ratelimit_new("test_checks", 3, 64);
+    for (int i = 0; i < 1000; i++)
+        CHECK_INT(ratelimit_check(rl, "k", 1), 0);
     for (int i = 0; i < 3; i++)
         CHECK_INT(take(rl, "k"), 0);
     CHECK(take(rl, "k") >= 1);
+    ratelimit_free(rl);
+}
+
+static void case_debt(void)
+{
+    /* 10 attempts let through at once (all checked before any failed) each
+     * take a token when they fail: the bucket of 3 would owe 7, but owes no
+     * more than its size, 3: four tokens to refill at 3 a minute, 80 s. */
+    ratelimit *rl = ratelimit_new("test_debt", 3, 64);
+    for (int i = 0; i < 10; i++)
+        CHECK_INT(ratelimit_check(rl, "k", 1), 0);
+    for (int i = 0; i < 10; i++)
+        ratelimit_fail(rl, "k", 1);
+    long wait = ratelimit_check(rl, "k", 1);
+    CHECK(wait >= 80 && wait <= 81);
+    ratelimit_free(rl);
+    rl = ratelimit_new("test_debt2", 60, 64);
+    for (int i = 0; i < 62; i++)
+        ratelimit_fail(rl, "k", 1);
+    wait = ratelimit_check(rl, "k", 1); /* 60 - 62 = -2: three tokens, 3 s at one a second */
+    CHECK(wait >= 3 && wait <= 4);
     ratelimit_free(rl);
 }
 
@@ -55,7 +79,6 @@ static void case_off(void)
     CHECK(rl == NULL);
     for (int i = 0; i < 100; i++)
         CHECK_INT(take(rl, "anyone"), 0);
-    ratelimit_refund(rl, "anyone", 6);
     ratelimit_free(rl);
 }
 
@@ -107,8 +130,9 @@ static void *hammer(void *arg)
 
 static void case_threads(void)
 {
-    /* 8,000 attempts at once on one key of 100: exactly 100 pass (the refill
-     * in the test's few milliseconds is below one token). */
+    /* 8,000 failing attempts from 8 threads on one key of 100: at most the
+     * bucket's size plus the attempts in flight at once (one a thread) pass
+     * (the refill in the test's few milliseconds is below one token). */
     ratelimit *rl = ratelimit_new("test_threads", 100, 64);
     pthread_t t[THREADS];
     long passed = 0;
@@ -119,7 +143,7 @@ static void case_threads(void)
         pthread_join(t[i], &r);
         passed += (long)r;
     }
-    CHECK(passed >= 100 && passed <= 101);
+    CHECK(passed >= 100 && passed <= 100 + THREADS + 1);
     ratelimit_free(rl);
 }
 
@@ -127,7 +151,8 @@ int main(void)
 {
     log_init("test_ratelimit", "error", NULL);
     RUN_CASE(case_bucket);
-    RUN_CASE(case_refund_caps);
+    RUN_CASE(case_checks_take_nothing);
+    RUN_CASE(case_debt);
     RUN_CASE(case_off);
     RUN_CASE(case_refill);
     RUN_CASE(case_bounded);
