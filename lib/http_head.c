@@ -84,9 +84,25 @@ static http_head_result bad(const char **why, const char *text)
     return HTTP_HEAD_BAD;
 }
 
+/* A whole request line (without its line end) that can be HTTP/1.x: it
+ * ends in " HTTP/1.<digit>" after a method and a target.  An HTTP/0.9 line
+ * ("GET /") has no version, and its client waits for an answer without a
+ * head: it gets a 400 at once rather than the head deadline. */
+static int request_line_versioned(const char *line, size_t len)
+{
+    static const char v[] = " HTTP/1.";
+    size_t vl = sizeof v - 1;
+    if (len < vl + 1 || memcmp(line + len - vl - 1, v, vl) != 0)
+        return 0;
+    char digit = line[len - 1];
+    const char *sp = memchr(line, ' ', len);
+    return digit >= '0' && digit <= '9' && sp != NULL && sp < line + len - vl - 1;
+}
+
 /* Checks the request line as far as it has arrived, so that garbage (binary,
- * TLS sent to a plain port) is refused at its first bytes rather than at the
- * head deadline: 1 plausible so far, 0 bad. */
+ * TLS sent to a plain port, a line with no HTTP/1.x version) is refused at
+ * its first bytes rather than at the head deadline: 1 plausible so far, 0
+ * bad. */
 static int request_line_plausible(const char *buf, size_t len)
 {
     size_t i = 0;
@@ -99,9 +115,9 @@ static int request_line_plausible(const char *buf, size_t len)
     for (i++; i < len; i++) {
         unsigned char ch = (unsigned char)buf[i];
         if (ch == '\n')
-            return 1;
+            return request_line_versioned(buf, i);
         if (ch == '\r')
-            return i + 1 == len || buf[i + 1] == '\n'; /* a CR alone is no line end */
+            return (i + 1 == len || buf[i + 1] == '\n') && request_line_versioned(buf, i);
         if (ch < 0x20 || ch == 0x7f)
             return 0;
     }

@@ -3,6 +3,7 @@
  */
 #include "runtime.h"
 #include "clock.h"
+#include "health.h"
 #include "email.h"
 #include "log.h"
 #include "metrics.h"
@@ -75,7 +76,7 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
         (rt->cfg.admin_limit_ip > 0 && rt->failed_admin_by_ip == NULL) || (rt->cfg.login_limit_user > 0 && by_user == NULL))
         goto fail;
     rt->authn = (authn){.store = rt->store, .jwt_secret = rt->cfg.jwt_secret, .basic_cache = rt->basic_cache,
-                        .failed_by_user = by_user};
+                        .failed_by_user = by_user, .failed_by_address = rt->failed_logins_by_ip};
     return 0;
 fail:
     runtime_close(rt);
@@ -120,7 +121,8 @@ void runtime_close(broker_runtime *rt)
     ratelimit_free(rt->authn.failed_by_user);
     ratelimit_free(rt->failed_logins_by_ip);
     ratelimit_free(rt->failed_admin_by_ip);
-    rt->authn.failed_by_user = rt->failed_logins_by_ip = rt->failed_admin_by_ip = NULL;
+    rt->authn.failed_by_user = rt->authn.failed_by_address = NULL;
+    rt->failed_logins_by_ip = rt->failed_admin_by_ip = NULL;
     if (rt->store != NULL)
         store_close(rt->store);
     rt->store = NULL;
@@ -156,65 +158,6 @@ void runtime_wait_for_signal(void)
         }
     }
     log_info("signal %d: shutting down", sig);
-}
-
-static int healthz(const struct _u_request *req, struct _u_response *resp, void *ctx)
-{
-    (void)req;
-    (void)ctx;
-    return http_reply_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "version", BROKER_VERSION));
-}
-
-/* How this process tells time: ready either way, with the reason when it is
- * not fresh network time. */
-static json_t *clock_json(void)
-{
-    char reason[512];
-    clock_source src = clock_state(reason, sizeof reason);
-    const char *name = src == CLOCK_SOURCE_NETWORK ? "network" : src == CLOCK_SOURCE_KEPT ? "network-kept" : "host";
-    json_t *j = json_pack("{s:s,s:I}", "source", name, "offset_ms", (json_int_t)clock_offset_ms());
-    if (j != NULL && reason[0] != '\0')
-        json_object_set_new(j, "warning", json_string(reason));
-    return j;
-}
-
-static int readyz(const struct _u_request *req, struct _u_response *resp, void *ctx)
-{
-    broker_runtime *rt = ctx;
-    (void)req;
-    if (rt->store != NULL && store_ping(rt->store) != STORE_OK)
-        return http_reply_json(resp, 503, json_pack("{s:s,s:s}", "status", "unavailable", "error", "the store does not answer or cannot write (see the log)"));
-    if (rt->ready_check != NULL) {
-        const char *why = rt->ready_check(rt, rt->ready_check_arg);
-        if (why != NULL)
-            return http_reply_json(resp, 503, json_pack("{s:s,s:s}", "status", "unavailable", "error", why));
-    }
-    return http_reply_json(resp, 200, json_pack("{s:s,s:o}", "status", "ready", "clock", clock_json()));
-}
-
-static int metrics(const struct _u_request *req, struct _u_response *resp, void *ctx)
-{
-    (void)req;
-    (void)ctx;
-    char *text = metrics_render();
-    if (text == NULL)
-        return http_reply_error(resp, 500, "could not render metrics");
-    ulfius_set_string_body_response(resp, 200, text);
-    u_map_put(resp->map_header, "Content-Type", "text/plain; version=0.0.4");
-    free(text);
-    http_count_status(200);
-    return U_CALLBACK_COMPLETE;
-}
-
-int health_add_routes(http_server *s, broker_runtime *rt)
-{
-    static const http_route routes[] = {
-        {"GET", "/healthz", healthz},
-        {"GET", "/readyz", readyz},
-        {"GET", "/metrics", metrics},
-        {NULL, NULL, NULL},
-    };
-    return http_server_add_routes(s, routes, rt);
 }
 
 /* certd's control messages (split mode): the clock offset and renewed
@@ -273,12 +216,12 @@ static int follow_control(door *d, const broker_config *cfg)
 int runtime_serve(broker_runtime *rt, http_server *http, size_t conn_extra, int reuse_port,
                   int (*attach)(door *d, broker_runtime *rt, void *arg), void *arg, const char *service)
 {
-    if (http_server_start(http) != 0)
+    if (http_server_add_door_paths(http, health_paths) != 0 || http_server_start(http) != 0)
         return -1;
     door *d = door_new(&rt->cfg, http, conn_extra, reuse_port);
     if (d == NULL)
         return -1;
-    if ((!rt->control_source && follow_control(d, &rt->cfg) != 0) ||
+    if (health_attach(d, rt) != 0 || (!rt->control_source && follow_control(d, &rt->cfg) != 0) ||
         (attach != NULL && attach(d, rt, arg) != 0) || door_start(d) != 0) {
         door_free(d);
         return -1;
@@ -303,7 +246,7 @@ int runtime_serve_http(int argc, char **argv, const char *service, const char *d
     const char *bus = rt.cfg.bus_publish[0] ? rt.cfg.bus_publish : default_bus;
     int status = 1;
     if (runtime_open_bus(&rt, bus) == 0 && http_server_init(&http, &rt.cfg) == 0) {
-        if (health_add_routes(&http, &rt) == 0 && add_routes(&http, &rt) == 0 &&
+        if (add_routes(&http, &rt) == 0 &&
             runtime_serve(&rt, &http, 0, 0, NULL, NULL, service) == 0)
             status = 0;
         http_server_stop(&http);

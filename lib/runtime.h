@@ -56,9 +56,9 @@ void runtime_close(broker_runtime *rt);
 int runtime_open_bus(broker_runtime *rt, const char *endpoint);
 
 /* Serves the port until SIGTERM/SIGINT: a front door (door.h) on
- * --bind:--port that hands what no route takes to `http` (set up with its
- * routes, not started yet), following certd's control messages on
- * --bus_control when set, with `attach` (NULL: none) plugging the
+ * --bind:--port that answers the health routes itself (health.h) and hands
+ * what no route takes to `http` (set up with its routes, not started yet),
+ * following certd's control messages on --bus_control when set, with `attach` (NULL: none) plugging the
  * process's services into it; `conn_extra` is what they keep per connection
  * (door_new).  reuse_port: several processes share the port.  SIGHUP reloads
  * the TLS certificate.  0, or -1 when it could not start (logged). */
@@ -77,8 +77,5 @@ int runtime_serve_http(int argc, char **argv, const char *service, const char *d
 void runtime_wait_for_signal(void);
 /* What SIGUSR1 does in this process (certd: renew the certificate now). */
 void runtime_on_sigusr1(void (*fn)(void *arg), void *arg);
-
-/* GET /healthz, /readyz and /metrics, for every service's http_server. */
-int health_add_routes(http_server *s, broker_runtime *rt);
 
 #endif

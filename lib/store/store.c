@@ -99,6 +99,8 @@ const char *store_status_text(store_status st)
         return "store unavailable";
     case STORE_LIMIT:
         return "limit reached";
+    case STORE_FULL:
+        return "disk full";
     }
     return "unknown store status";
 }

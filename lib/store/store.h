@@ -25,6 +25,7 @@ typedef enum store_status {
     STORE_CONFLICT = 2,    /* unique constraint: username taken */
     STORE_UNAVAILABLE = 3, /* backend fault; details are logged by the backend */
     STORE_LIMIT = 4,       /* an insert whose event name would pass its tenant's max_names */
+    STORE_FULL = 5,        /* the disk under the store is full: the write was not made */
 } store_status;
 
 /* A user as stored.  `email` and `data` may be NULL; `data` is compact JSON text. */

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -138,6 +139,8 @@ static const char schema_sql[] =
     "  seq INTEGER NOT NULL,"
     "  PRIMARY KEY (tenant, event)) WITHOUT ROWID;";
 
+#define FULL_MARGIN (1024 * 1024) /* free bytes beyond twice a refused batch before the store is ready again */
+
 typedef struct sqlite_conn {
     sqlite3 *db;
     sqlite3_stmt *stmts[STMT_COUNT];
@@ -173,6 +176,10 @@ typedef struct sqlite_store {
      * small write itself so that readiness comes back with the space even
      * when no client writes meanwhile. */
     _Atomic int write_failing;
+    /* The bytes of a batch the disk had no room for (SQLITE_FULL), or 0:
+     * while the disk has not room enough for one as large, ping says
+     * STORE_FULL, even though its own small write would fit. */
+    _Atomic size_t full_need;
 } sqlite_store;
 
 static const store_ops sqlite_ops;
@@ -869,8 +876,18 @@ static store_status check_names(sqlite_conn *c, insert_req *batch, insert_req *r
  * its row, one per tenant and name for the latest pointers (the batch scans
  * are quadratic in its length, which the callers bound: ingest takes 256 at
  * most, and a request thread adds one insert). */
+/* What a batch brings to the file, roughly: its strings. */
+static size_t batch_bytes(const insert_req *batch)
+{
+    size_t n = 0;
+    for (const insert_req *r = batch; r != NULL; r = r->next)
+        n += strlen(r->item->tenant) + strlen(r->item->event) + strlen(r->item->data) + 64;
+    return n;
+}
+
 static void commit_batch(sqlite_store *s, insert_req *batch)
 {
+    int full = 0;
     pthread_mutex_lock(&s->write_lock);
     sqlite_conn *c = s->writer;
     store_status ret = conn_exec(c, STMT_BEGIN_IMMEDIATE, "event insert: begin");
@@ -883,10 +900,20 @@ static void commit_batch(sqlite_store *s, insert_req *batch)
             ret = event_row(c, r);
     if (ret == STORE_OK)
         ret = conn_exec(c, STMT_COMMIT, "event insert: commit");
-    if (ret != STORE_OK)
+    if (ret != STORE_OK) {
+        full = sqlite3_errcode(c->db) == SQLITE_FULL;
         conn_abort(c);
+    }
     pthread_mutex_unlock(&s->write_lock);
     atomic_store(&s->write_failing, ret != STORE_OK);
+    size_t bytes = batch_bytes(batch);
+    if (full) {
+        ret = STORE_FULL;
+        if (bytes > atomic_load(&s->full_need))
+            atomic_store(&s->full_need, bytes);
+    } else if (ret == STORE_OK && bytes >= atomic_load(&s->full_need)) {
+        atomic_store(&s->full_need, 0);
+    }
     for (insert_req *r = batch; r != NULL; r = r->next)
         r->item->status = ret == STORE_OK && r->refused ? STORE_LIMIT : ret;
 }
@@ -1045,9 +1072,27 @@ static store_status probe_write(sqlite_store *s)
     return ret;
 }
 
+/* Whether the disk under the file has room for `need` bytes of events,
+ * with a margin for SQLite's pages and journal. */
+static int room_for(const sqlite_store *s, size_t need)
+{
+    struct statvfs fs;
+    if (statvfs(s->path, &fs) != 0)
+        return 0;
+    return (unsigned long long)fs.f_bavail * fs.f_frsize >= 2ull * need + FULL_MARGIN;
+}
+
 static store_status sqlite_ping(store *base)
 {
     sqlite_store *s = (sqlite_store *)base;
+    size_t need = atomic_load(&s->full_need);
+    if (need > 0) {
+        if (!room_for(s, need))
+            return STORE_FULL;
+        if (probe_write(s) != STORE_OK)
+            return STORE_UNAVAILABLE;
+        atomic_compare_exchange_strong(&s->full_need, &need, 0);
+    }
     if (atomic_load(&s->write_failing) && probe_write(s) != STORE_OK)
         return STORE_UNAVAILABLE;
     sqlite_conn *c = reader_acquire(s);

@@ -34,7 +34,7 @@ int main(int argc, char **argv)
         return rc > 0 ? 0 : 2;
     int status = 1;
     if (runtime_open_bus(&rt, BUS_INPROC_ENDPOINT) == 0 && http_server_init(&http, &rt.cfg) == 0) {
-        if (health_add_routes(&http, &rt) == 0 && auth_add_routes(&http, &rt) == 0 &&
+        if (auth_add_routes(&http, &rt) == 0 &&
             ingest_add_routes(&http, &rt) == 0 && stream_add_routes(&http, &rt) == 0 &&
             runtime_serve(&rt, &http, stream_conn_size(), 0, attach, NULL, "broker") == 0)
             status = 0;

@@ -68,7 +68,7 @@ int main(int argc, char **argv)
                                                       "messages this forwarder received from publishers")};
     if (forwarder != NULL && http_server_init(&http, &rt.cfg) == 0) {
         log_info("broker-bus: publishers connect to %s, subscribers to %s", frontend, backend);
-        if (health_add_routes(&http, &rt) == 0 && runtime_serve(&rt, &http, 0, 0, attach, &m, "broker-bus") == 0)
+        if (runtime_serve(&rt, &http, 0, 0, attach, &m, "broker-bus") == 0)
             status = 0;
         http_server_stop(&http);
     }

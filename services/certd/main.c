@@ -37,7 +37,7 @@ int main(int argc, char **argv)
         log_info("broker-certd: %s", options.manage_certificates ? "network time, and the certificate by ACME"
                                                                  : "network time only");
         options.publish = rt.bus;
-        if (health_add_routes(&http, &rt) == 0 && runtime_serve(&rt, &http, 0, 0, attach, &options, "broker-certd") == 0)
+        if (runtime_serve(&rt, &http, 0, 0, attach, &options, "broker-certd") == 0)
             status = 0;
         http_server_stop(&http);
     }

@@ -28,7 +28,7 @@ int main(int argc, char **argv)
     const char *bus = rt.cfg.bus_publish[0] ? rt.cfg.bus_publish : DEFAULT_BUS;
     int status = 1;
     if (runtime_open_bus(&rt, bus) == 0 && http_server_init(&http, &rt.cfg) == 0) {
-        if (health_add_routes(&http, &rt) == 0 && ingest_add_routes(&http, &rt) == 0 &&
+        if (ingest_add_routes(&http, &rt) == 0 &&
             runtime_serve(&rt, &http, 0, 0, attach, NULL, "broker-ingest") == 0)
             status = 0;
         http_server_stop(&http);

@@ -54,7 +54,7 @@ static int worker_main(int argc, char **argv, int index)
         bus = forwarded;
     if (http_server_init(&http, &rt.cfg) == 0) {
         log_info("%s: subscribing to %s", name, bus);
-        if (health_add_routes(&http, &rt) == 0 && stream_add_routes(&http, &rt) == 0 &&
+        if (stream_add_routes(&http, &rt) == 0 &&
             runtime_serve(&rt, &http, stream_conn_size(), 1, attach, (void *)bus, name) == 0)
             status = 0;
         http_server_stop(&http);

@@ -149,6 +149,8 @@ def test_password_change_voids_earlier_tokens(broker):
 
 
 def test_readyz_says_not_ready_on_a_full_disk_and_recovers(broker_factory, tmp_path):
+    """Issue 23: large inserts fill a small disk; the refused one answers 507 and /readyz 503, even
+    though the store's own small test write still fits; once there is room again, both recover."""
     needs_own_server("puts a server's store on a small file system of its own")
     import os
     import subprocess
@@ -168,31 +170,28 @@ def test_readyz_says_not_ready_on_a_full_disk_and_recovers(broker_factory, tmp_p
         jwt = b.login(u.username, u.password)
         assert_ok(b.post("/insert", {"event": "before", "data": 1}, headers=bearer_header(jwt)))
         assert assert_ok(b.get("/readyz"))["status"] == "ready"
-        # Fill the file system, then insert until the store refuses (bounded).
-        filler = mnt / "filler"
-        fd = os.open(str(filler), os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            for _ in range(4096):
-                os.write(fd, b"\0" * 4096)
-        except OSError:
-            pass  # full: what this test wants
-        finally:
-            os.close(fd)
+        # Insert 60 KB events until the store refuses one (bounded: 3 MiB hold about 50).
         refused = None
-        for i in range(500):
-            r = b.post("/insert", {"event": "fill", "data": "x" * 2000}, headers=bearer_header(jwt))
+        for i in range(200):
+            r = b.post("/insert", {"event": "fill%d" % (i % 4), "data": "x" * 60000}, headers=bearer_header(jwt))
             if r.status_code != 200:
                 refused = r
                 break
-        assert refused is not None and refused.status_code == 500, "no insert was refused on a full disk"
-        body = b.get("/readyz")
-        assert body.status_code == 503 and "write" in body.json()["error"], body.text
+        assert refused is not None, "no insert was refused on a full disk"
+        body = assert_error(refused, 507)
+        assert "full" in body["error"], body
+        deadline = time.monotonic() + 5
+        while b.get("/readyz").status_code != 503 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ready = b.get("/readyz")
+        assert ready.status_code == 503 and "full" in ready.json()["error"], ready.text
         assert_ok(b.get("/healthz"))  # alive, just not ready
-        os.unlink(filler)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
         deadline = time.monotonic() + 10
         while b.get("/readyz").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert assert_ok(b.get("/readyz"))["status"] == "ready"
+        assert_ok(b.post("/insert", {"event": "fill0", "data": "x" * 60000}, headers=bearer_header(jwt)))
         assert_ok(b.post("/insert", {"event": "after", "data": 2}, headers=bearer_header(jwt)))
     finally:
         if b is not None:
@@ -339,9 +338,122 @@ def test_password_flood_is_refused_while_another_user_logs_in(broker_factory):
     assert honest_logins == [200] * 5, honest_logins
     assert set(codes) <= {401, 429} and codes.count(429) >= 250, \
         "the flood was not limited: %d x 401, %d x 429" % (codes.count(401), codes.count(429))
-    # What keeps the honest user fast: the flood ran at most a bucket's worth of Argon2id.
+    # What keeps the honest user fast: the flood ran at most a bucket's worth of Argon2id, plus
+    # the guesses already under way when it ran dry (a check takes no token: ratelimit.h).
     flood_cost = metric(b, VERIFY_METRIC) - v0 - 5
-    assert flood_cost <= 30, "the flood ran %d Argon2id verifications" % flood_cost
+    assert flood_cost <= 10 + 32, "the flood ran %d Argon2id verifications" % flood_cost
+
+
+def verify_basic_from(broker, source, username, password, conn=None):
+    """GET /verify with Basic credentials from a 127.0.0.x source address, on `conn` (kept alive)
+    or a new connection; returns (status, connection)."""
+    import base64
+    import http.client
+    u = urllib.parse.urlsplit(broker.base_url)
+    if conn is None:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10, source_address=(source, 0))
+    cred = base64.b64encode(("%s:%s" % (username, password)).encode()).decode()
+    conn.request("GET", "/verify", headers={"Authorization": "Basic " + cred})
+    r = conn.getresponse()
+    r.read()
+    return r.status, conn
+
+
+def test_basic_guesses_over_many_usernames_meet_the_address_budget(broker_factory):
+    """Issue 23: Basic credentials count against the per-address budget of failed password checks
+    like logins do, so spraying one password over 1,000 usernames from one address runs no more
+    Argon2id than that budget (plus the guesses in flight at once); an honest Basic user whose
+    credentials the cache knows stays fast, even from that address."""
+    needs_own_server("starts a server with its own limits")
+    import concurrent.futures
+    b = broker_factory(["--login_limit_user=0", "--login_limit_ip=20"], limits=True)
+    honest = b.create_user()
+    status, conn = verify_basic_from(b, "127.0.0.41", honest.username, honest.password)
+    assert status == 200
+    v0 = metric(b, VERIFY_METRIC)
+    workers = 8
+
+    def spray(k):
+        conn, codes = None, []
+        for i in range(k, 1000, workers):
+            code, conn = verify_basic_from(b, "127.0.0.41", "sprayed-%d" % i, "Winter2026!", conn)
+            codes.append(code)
+        conn.close()
+        return codes
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        codes = sum(pool.map(spray, range(workers)), [])
+    assert set(codes) <= {401, 429} and codes.count(429) >= 900, \
+        "spraying was not limited: %d x 401, %d x 429" % (codes.count(401), codes.count(429))
+    spent = metric(b, VERIFY_METRIC) - v0
+    assert spent <= 20 + workers, "1,000 sprayed Basic guesses ran %d Argon2id verifications" % spent
+    assert metric(b, 'broker_rate_limited_total{limit="login_address"}') >= 900
+    # The honest user, from the same address, on the same keep-alive connection: cached, 200.
+    for _ in range(20):
+        status, conn = verify_basic_from(b, "127.0.0.41", honest.username, honest.password, conn)
+        assert status == 200
+    assert metric(b, VERIFY_METRIC) - v0 == spent, "a cached Basic credential ran Argon2id again"
+    # Another address is not touched.
+    assert verify_basic_from(b, "127.0.0.42", "sprayed-x", "Winter2026!")[0] == 401
+    conn.close()
+
+
+def test_concurrent_right_logins_of_one_user_all_pass(broker_factory):
+    """Issue 23: 40 correct logins of one user at once, with the shipped limits: all 200 (only
+    failures drain a bucket; a check takes nothing)."""
+    needs_own_server("starts a server with the default limits")
+    import concurrent.futures
+    b = broker_factory(limits=True)
+    u = b.create_user()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
+        codes = list(pool.map(lambda _: login_from(b, "127.0.0.43", u.username, u.password)[0], range(40)))
+    assert codes == [200] * 40, codes
+
+
+def test_health_answers_at_once_during_a_login_flood(broker_factory):
+    """Issue 23: /healthz, /readyz, /metrics and / are the front door's own, so they answer within
+    a second while 1,000 logins (each an Argon2id verification) queue for the relay."""
+    needs_own_server("floods a server of its own")
+    import concurrent.futures
+    import threading
+    b = broker_factory()  # no limits: every login costs its Argon2id
+    victim = b.create_user()
+    done = threading.Event()
+    slow = []
+    probes = [0]
+
+    def probe():
+        import requests
+        while not done.is_set():
+            for path in ("/healthz", "/readyz", "/", "/metrics"):
+                t = time.monotonic()
+                try:
+                    r = requests.get(b.base_url + path, timeout=1.0)
+                    ok = r.status_code == 200
+                except requests.RequestException as e:
+                    ok, r = False, e
+                took = time.monotonic() - t
+                probes[0] += 1
+                if not ok or took >= 1.0:
+                    slow.append((path, round(took, 2), getattr(r, "status_code", repr(r))))
+            time.sleep(0.1)
+    def guess(i):
+        import requests
+        try:
+            return b.login_raw(victim.username, "guess-%d" % i).status_code
+        except requests.RequestException:
+            return "timeout"  # a login that waits its turn past the client's 10 s: the flood's own
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=64) as pool:
+            codes = list(pool.map(guess, range(1000)))
+    finally:
+        done.set()
+        prober.join(10)
+    assert set(codes) <= {401, 408, 503, "timeout"} and codes.count(401) >= 100, \
+        {c: codes.count(c) for c in set(codes)}
+    assert probes[0] >= 20, "the prober barely ran (%d probes)" % probes[0]
+    assert not slow, "health answers slower than 1 s or not 200 during the flood: %r" % slow[:10]
 
 
 # ---------------------------------------------------------------- memory bounds

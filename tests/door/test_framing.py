@@ -189,3 +189,20 @@ def test_valid_chunked_insert(door, door_user):
         body = assert_ok_json(c.exchange(request_bytes("POST", "/insert", hdrs,
                                                        chunked(INSERT_BODY, (3,)))))
         assert isinstance(body.get("id"), str) and body["id"].isdigit(), body
+
+
+@pytest.mark.parametrize("line", [b"GET /\r\n", b"GET /healthz\n", b"PRI * HTTP/2.0\r\n",
+                                  b"GET / HTTP/1.x\r\n", b"GET HTTP/1.1\r\n"])
+def test_a_request_line_that_cannot_be_http1_gets_400_at_once(door, line):
+    """Issue 23: an HTTP/0.9 line (no version) or another version's is refused at its line end,
+    not held until the 10 s head deadline."""
+    import time
+    with Conn(door, timeout=5) as c:
+        start = time.monotonic()
+        c.send(line)
+        r = c.read_response(timeout=2)
+        took = time.monotonic() - start
+        body = assert_json_error(r, 400)
+        assert "request line" in body["error"], body
+        assert took < 1.0, "%r over %s answered after %.1f s" % (line, door.mode, took)
+        assert c.wait_closed(CLOSE_WAIT), "the server did not close after its 400"
