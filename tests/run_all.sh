@@ -136,8 +136,8 @@ BROKER_BIN=$ROOT/build/broker run_pytest "js client" jsclient tests/jsclient
 note "web console (headless chromium, selenium)"
 BROKER_BIN=$ROOT/build/broker run_pytest "console (browser)" console tests/console
 
-note "operator files (systemd unit, Grafana dashboard)"
-BROKER_BIN=$ROOT/build/broker run_pytest "ops: systemd + grafana" ops tests/ops
+note "operator files (systemd unit, Grafana dashboard), --secure's ports (network namespace), the docs' flags"
+BROKER_BIN=$ROOT/build/broker run_pytest "ops: deploy files, ports, doc flags" ops tests/ops
 
 note "split deployment on loopback (auth, ingest, 2 x stream, nginx gateway)"
 for attempt in 1 2 3; do   # a port taken between the check and the bind: try another block
