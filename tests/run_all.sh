@@ -130,7 +130,7 @@ BROKER_BROWSER_BASE=http://127.0.0.1:$browser_port BROKER_BROWSER_ADMIN_TOKEN=br
   run_pytest "browser: all-in-one" browser tests/browser
 kill -TERM $browser_pid; wait $browser_pid 2>/dev/null
 
-note "JS client (Node; headless chromium over fetch and over XHR; the React hook) against the all-in-one broker"
+note "JS client (Node; headless chromium over fetch and over XHR; the React hook; the npm package) against the all-in-one broker"
 BROKER_BIN=$ROOT/build/broker run_pytest "js client" jsclient tests/jsclient
 
 note "web console (headless chromium, selenium)"

@@ -30,6 +30,8 @@ FOREIGN = {
     "conns": r"bench/capacity\.py",
     "workers": r"bench/capacity\.py",
     "test": r"\bnode --test\b",
+    "offline": r"\bnpm install\b",
+    "net": r"\bunshare --net\b",
     "now": r"\bsystemctl\b",
     "system": r"\b(groupadd|useradd)\b",
     "gid": r"\b(groupadd|useradd)\b",
