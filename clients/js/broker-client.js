@@ -510,6 +510,7 @@ export class BrokerClient extends EventTargetBase {
     return new Promise((resolve) => {
       const xhr = new XMLHttpRequest();
       let fed = 0; // characters of responseText already given to the parser
+      const startId = this._parser.lastEventId;
       let opened = false;
       let settled = false;
       let idleTimer = null;
@@ -561,8 +562,10 @@ export class BrokerClient extends EventTargetBase {
           this._parser.feed(fresh);
         }
         // An event cut at the bound is dropped by the parser's end() and comes again after
-        // Last-Event-ID, the id of the last whole event.
-        if (!settled && this._readyState !== CLOSED && fed >= this._xhrReopenAfter) finish({ reopen: true });
+        // Last-Event-ID, the id of the last whole event. Only once this request has moved
+        // that id on: a bound smaller than one event must not reopen the same request forever.
+        if (!settled && this._readyState !== CLOSED && fed >= this._xhrReopenAfter &&
+            this._parser.lastEventId !== startId) finish({ reopen: true });
       };
       xhr.onreadystatechange = () => {
         if (xhr.readyState === 2) onHeaders();

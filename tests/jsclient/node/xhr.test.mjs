@@ -136,6 +136,24 @@ test("xhr: past xhrReopenAfter the request is reopened with Last-Event-ID; nothi
   assert.equal(c.readyState, BrokerClient.OPEN);
 });
 
+test("xhr: a bound smaller than one event still moves on: no reopen before a whole event", async () => {
+  useFake();
+  const { log } = make({ xhrReopenAfter: 5 });
+  const x1 = await waitFor("the first request", () => FakeXHR.sent[0]);
+  x1.respond(200);
+  x1.push("retry: 3000\n\nid: 1\nevent: a\ndata: ");
+  x1.push("1\n");
+  assert.equal(FakeXHR.sent.length, 1, "reopened with nothing to resume from");
+  x1.push("\n");
+  const x2 = await waitFor("the reopened request", () => FakeXHR.sent[1]);
+  assert.equal(x2.headers["Last-Event-ID"], "1");
+  x2.respond(200);
+  x2.push(frame("2", "a", "2"));
+  await waitFor("the third request", () => FakeXHR.sent[2]);
+  assert.deepEqual(log.events.map((e) => e[2]), ["1", "2"]);
+  assert.deepEqual(log.errors, []);
+});
+
 test("xhr: a network error or the end of the stream is retried with Last-Event-ID", async () => {
   useFake();
   const { log } = make({ retry: 1, maxRetry: 5 });
