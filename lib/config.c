@@ -38,7 +38,7 @@ static const flag_def FLAGS[] = {
     {"port", FLAG_INT, "8080", OFF(port), 1, 65535, "HTTP(S) port; with --secure and no --port: 443"},
     {"jwt_expiry", FLAG_INT, "86400", OFF(jwt_expiry), 1, 315360000, "seconds a JWT lives"},
     {"jwt_secret", FLAG_STRING, "secret", OFF(jwt_secret), 0, 0, "HS256 key for JWTs"},
-    {"secure", FLAG_BOOL, "false", OFF(secure), 0, 0, "serve HTTPS"},
+    {"secure", FLAG_BOOL, "false", OFF(secure), 0, 0, "serve HTTPS, on 443 unless --port is given, and plain HTTP on --http_port (80) for ACME and a redirect to https"},
     {"auto_cert", FLAG_BOOL, "true", OFF(auto_cert), 0, 0, "with --secure: obtain and renew a certificate by ACME for --domain"},
     {"key_path", FLAG_STRING, "certs/private_key.pem", OFF(key_path), 0, 0, "own TLS key, when --auto_cert=false"},
     {"cert_path", FLAG_STRING, "certs/chain.pem", OFF(cert_path), 0, 0, "own TLS certificate chain, when --auto_cert=false"},
