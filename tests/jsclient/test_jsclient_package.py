@@ -162,6 +162,27 @@ def test_imported_and_used_in_node(installed, broker):
     assert out["reactEntry"].endswith("/node_modules/broker-client/react.js"), out
 
 
+def test_hook_entry_imports_with_the_apps_react(installed):
+    """broker-client/react from the tarball, with the React the application brings (Debian's
+    React 18 here, linked into the project for this test only)."""
+    app, _tgz, _members = installed
+    react = os.path.join(app, "node_modules", "react")
+    assert os.path.isdir("/usr/share/nodejs/react"), "apt-get install node-react"
+    os.symlink("/usr/share/nodejs/react", react)
+    try:
+        with open(os.path.join(app, "hook.mjs"), "w") as f:
+            f.write('import React from "react";\n'
+                    'import useBrokerDefault, { useBroker } from "broker-client/react";\n'
+                    'console.log(JSON.stringify({ react: React.version, hook: typeof useBroker,'
+                    ' same: useBroker === useBrokerDefault }));\n')
+        p = subprocess.run([NODE, "hook.mjs"], cwd=app, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        assert out["react"].startswith("18.") and out["hook"] == "function" and out["same"], out
+    finally:
+        os.unlink(react)
+
+
 def test_imported_and_used_in_a_browser(installed, broker, driver):  # noqa: F811
     app, _tgz, _members = installed
     with open(os.path.join(app, "index.html"), "w") as f:
