@@ -35,10 +35,10 @@ typedef struct flag_def {
 
 static const flag_def FLAGS[] = {
     {"origin", FLAG_STRING, "*", OFF(origin), 0, 0, "CORS allowed origin (Access-Control-Allow-Origin)"},
-    {"port", FLAG_INT, "8080", OFF(port), 1, 65535, "HTTP(S) port"},
+    {"port", FLAG_INT, "8080", OFF(port), 1, 65535, "HTTP(S) port; with --secure and no --port: 443"},
     {"jwt_expiry", FLAG_INT, "86400", OFF(jwt_expiry), 1, 315360000, "seconds a JWT lives"},
     {"jwt_secret", FLAG_STRING, "secret", OFF(jwt_secret), 0, 0, "HS256 key for JWTs"},
-    {"secure", FLAG_BOOL, "false", OFF(secure), 0, 0, "serve HTTPS"},
+    {"secure", FLAG_BOOL, "false", OFF(secure), 0, 0, "serve HTTPS, on 443 unless --port is given, and plain HTTP on --http_port (80) for ACME and a redirect to https"},
     {"auto_cert", FLAG_BOOL, "true", OFF(auto_cert), 0, 0, "with --secure: obtain and renew a certificate by ACME for --domain"},
     {"key_path", FLAG_STRING, "certs/private_key.pem", OFF(key_path), 0, 0, "own TLS key, when --auto_cert=false"},
     {"cert_path", FLAG_STRING, "certs/chain.pem", OFF(cert_path), 0, 0, "own TLS certificate chain, when --auto_cert=false"},
@@ -77,6 +77,8 @@ static const flag_def FLAGS[] = {
     {"max_streams_per_user", FLAG_INT, "0", OFF(max_streams_per_user), 0, 10000000, "SSE streams one user may hold open (per process) before 429; 0 = no limit"},
     {"trusted_proxies", FLAG_STRING, "", OFF(trusted_proxies), 0, 0, "addresses or CIDR ranges (comma-separated) of gateways whose X-Forwarded-For names the client, for the per-address limits"},
 };
+
+#define HTTPS_DEFAULT_PORT 443
 
 #define NFLAGS (sizeof(FLAGS) / sizeof(FLAGS[0]))
 
@@ -221,6 +223,8 @@ int config_load(broker_config *cfg, int argc, char **argv, const char *program)
         const char *v = getenv(env);
         if (v != NULL && flag_set(cfg, &FLAGS[i], v, env) != 0)
             goto fail;
+        if (v != NULL && FLAGS[i].offset == OFF(port))
+            cfg->port_given = 1;
     }
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -259,7 +263,13 @@ int config_load(broker_config *cfg, int argc, char **argv, const char *program)
         }
         if (flag_set(cfg, f, value, "command line") != 0)
             goto fail;
+        if (f->offset == OFF(port))
+            cfg->port_given = 1;
     }
+    /* The original broker's --port was for plain HTTP only: with --secure it
+     * served HTTPS on 443, and its users' command lines count on that. */
+    if (cfg->secure && !cfg->port_given)
+        cfg->port = HTTPS_DEFAULT_PORT;
     if (cfg->secure && cfg->auto_cert && cfg->domain[0] == '\0') {
         fprintf(stderr, "%s: --domain is required with --secure=true and --auto_cert=true\n", program);
         goto fail;
@@ -301,6 +311,14 @@ void config_free(broker_config *cfg)
             *s = NULL;
         }
     }
+}
+
+void config_serve_plain(broker_config *cfg)
+{
+    if (cfg->secure && !cfg->port_given)
+        cfg->port = strtol(flag_find("port", 4)->def, NULL, 10);
+    cfg->secure = 0;
+    cfg->http_port = 0;
 }
 
 void config_warn_insecure(const broker_config *cfg)

@@ -62,6 +62,7 @@ typedef struct broker_config {
     long max_connections;         /* connections a process holds; 0 = its open-file limit */
     long max_connections_per_ip;  /* connections per client address and process; 0 = no limit */
     long max_streams_per_user;    /* SSE streams per user and process; 0 = no limit */
+    int port_given;     /* --port or BROKER_PORT was set: --secure leaves the port alone */
 } broker_config;
 
 /* The release, set by the build (CMakeLists.txt, project VERSION). */
@@ -77,6 +78,11 @@ void config_free(broker_config *cfg);
 
 /* Prints --help for `program` to `out`. */
 void config_print_help(FILE *out, const char *program);
+
+/* For a binary whose own port is plain HTTP whatever --secure says
+ * (broker-certd, broker-bus): turns HTTPS and the --http_port listener off,
+ * and gives back the plain default port when --secure had moved it to 443. */
+void config_serve_plain(broker_config *cfg);
 
 /* Logs loud warnings for insecure defaults (jwt_secret, admin_token). */
 void config_warn_insecure(const broker_config *cfg);

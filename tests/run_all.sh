@@ -130,14 +130,14 @@ BROKER_BROWSER_BASE=http://127.0.0.1:$browser_port BROKER_BROWSER_ADMIN_TOKEN=br
   run_pytest "browser: all-in-one" browser tests/browser
 kill -TERM $browser_pid; wait $browser_pid 2>/dev/null
 
-note "JS client (Node and headless chromium) against the all-in-one broker"
+note "JS client (Node; headless chromium over fetch and over XHR; the React hook; the npm package) against the all-in-one broker"
 BROKER_BIN=$ROOT/build/broker run_pytest "js client" jsclient tests/jsclient
 
 note "web console (headless chromium, selenium)"
 BROKER_BIN=$ROOT/build/broker run_pytest "console (browser)" console tests/console
 
-note "operator files (systemd unit, Grafana dashboard)"
-BROKER_BIN=$ROOT/build/broker run_pytest "ops: systemd + grafana" ops tests/ops
+note "operator files (systemd unit, Grafana dashboard), --secure's ports (network namespace), the docs' flags"
+BROKER_BIN=$ROOT/build/broker run_pytest "ops: deploy files, ports, doc flags" ops tests/ops
 
 note "split deployment on loopback (auth, ingest, 2 x stream, nginx gateway)"
 for attempt in 1 2 3; do   # a port taken between the check and the bind: try another block

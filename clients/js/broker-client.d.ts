@@ -15,6 +15,17 @@ export interface BrokerClientOptions {
   maxRetry?: number;
   /** Reconnect when nothing (not even a keep-alive) arrived for this many ms; 0 (default) = never. */
   idleTimeout?: number;
+  /**
+   * How the stream is read: "fetch" (a ReadableStream body), "xhr" (XMLHttpRequest progress
+   * events, for React Native and browsers whose fetch gives no readable body), or "auto"
+   * (default): fetch where it can stream or when `fetch` is given, XHR otherwise.
+   */
+  transport?: "auto" | "fetch" | "xhr";
+  /**
+   * XHR transport: once its responseText passes this many characters (default 4 MiB), the
+   * request is reopened with Last-Event-ID, so memory stays bounded. Nothing is missed.
+   */
+  xhrReopenAfter?: number;
 }
 
 /** The latest event of one name, as kept in BrokerClient.latest. */
@@ -89,6 +100,8 @@ export class BrokerClient extends EventTarget {
 
   /** The /sse URL given. */
   readonly url: string;
+  /** The transport chosen in the constructor. */
+  readonly transport: "fetch" | "xhr";
   /** The URL without its last path segment "sse", query and fragment; the helpers' base. */
   readonly baseUrl: string;
   /** 0 CONNECTING, 1 OPEN, 2 CLOSED. */

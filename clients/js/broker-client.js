@@ -10,8 +10,13 @@
  * /login, /verify and /insert.
  *
  * Design:
- *  - Streaming with fetch: the response body is read chunk by chunk through its ReadableStream
- *    reader. close() aborts the fetch with an AbortController.
+ *  - Two transports, one parser. With fetch, the response body is read chunk by chunk through
+ *    its ReadableStream reader; close() aborts the fetch with an AbortController. Where fetch
+ *    gives no readable body (React Native, older browsers), XMLHttpRequest streams instead:
+ *    each progress event feeds the parser only the new part of responseText, and since
+ *    responseText keeps everything the request received, the request is reopened with
+ *    Last-Event-ID once it passes xhrReopenAfter characters, so memory stays bounded. The
+ *    transport is chosen once, in the constructor ("auto"), or forced with options.transport.
  *  - Parsing is EventStreamParser, a small state machine following the HTML standard's
  *    "interpreting an event stream": it keeps the unfinished line across chunks and one flag for
  *    a CR that ended the previous chunk (its LF may start the next one), so a stream split
@@ -30,9 +35,37 @@ const CONNECTING = 0;
 const OPEN = 1;
 const CLOSED = 2;
 
+// responseText past this many characters: the XHR transport reopens its request (a few MiB).
+const XHR_REOPEN_AFTER = 4 * 1024 * 1024;
+
 const LF = 10;
 const CR = 13;
 const BOM = 0xfeff;
+
+// React Native has no EventTarget or Event: a small stand-in gives the same listener API.
+class ListenerTarget {
+  constructor() { this._listeners = new Map(); }
+  addEventListener(type, fn) {
+    if (!fn) return;
+    if (!this._listeners.has(type)) this._listeners.set(type, []);
+    const list = this._listeners.get(type);
+    if (list.indexOf(fn) < 0) list.push(fn);
+  }
+  removeEventListener(type, fn) {
+    const list = this._listeners.get(type);
+    if (list && list.indexOf(fn) >= 0) list.splice(list.indexOf(fn), 1);
+  }
+  dispatchEvent(event) {
+    for (const fn of (this._listeners.get(event.type) || []).slice()) {
+      try {
+        if (typeof fn === "function") fn.call(this, event); else fn.handleEvent(event);
+      } catch (err) { reportLater(err); }
+    }
+    return true;
+  }
+}
+const EventTargetBase = typeof EventTarget === "function" ? EventTarget : ListenerTarget;
+const EventBase = typeof Event === "function" ? Event : class { constructor(type) { this.type = type; } };
 
 /** An HTTP or network failure of a helper (login, verify, insert). status 0 = network. */
 export class BrokerError extends Error {
@@ -45,7 +78,7 @@ export class BrokerError extends Error {
 }
 
 /** A server-sent event, shaped like the browser's MessageEvent: data is the raw string. */
-export class BrokerMessageEvent extends Event {
+export class BrokerMessageEvent extends EventBase {
   constructor(type, init) {
     super(type);
     this.data = init.data;
@@ -55,7 +88,7 @@ export class BrokerMessageEvent extends Event {
 }
 
 /** The "error" event: status is the HTTP status (0 = network or end of stream). */
-export class BrokerErrorEvent extends Event {
+export class BrokerErrorEvent extends EventBase {
   constructor(init) {
     super("error");
     this.status = init.status;
@@ -83,8 +116,9 @@ export class EventStreamParser {
   }
 
   _startStream() {
-    // ignoreBOM: the decoder passes U+FEFF through, so exactly one leading BOM is dropped here.
-    this._decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+    // Made at the first chunk of bytes: the XHR transport feeds text, and React Native may
+    // have no TextDecoder.
+    this._decoder = null;
     this._atStart = true;   // no character of this stream seen yet: a BOM may come
     this._afterCR = false;  // the previous chunk ended with CR: skip an LF opening this one
     this._line = "";        // the unfinished line
@@ -96,6 +130,10 @@ export class EventStreamParser {
   }
 
   feed(chunk) {
+    if (typeof chunk !== "string" && this._decoder === null) {
+      // ignoreBOM: the decoder passes U+FEFF through, so exactly one leading BOM is dropped here.
+      this._decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+    }
     const text = typeof chunk === "string" ? chunk : this._decoder.decode(chunk, { stream: true });
     let i = 0;
     const n = text.length;
@@ -187,13 +225,40 @@ export class EventStreamParser {
   }
 }
 
+// The URL resolved against the page, where there is one; as given where URL cannot (React
+// Native's URL implements little).
+function absoluteUrl(url) {
+  try {
+    return new URL(url, typeof location !== "undefined" ? location.href : undefined).href;
+  } catch (_) {
+    return String(url);
+  }
+}
+
 // The sse URL with its last path segment "sse", query and fragment removed.
 function baseFromSseUrl(url) {
-  const u = new URL(url, typeof location !== "undefined" ? location.href : undefined);
-  u.search = "";
-  u.hash = "";
-  u.pathname = u.pathname.replace(/\/sse\/?$/, "");
-  return u.href.replace(/\/+$/, "");
+  return absoluteUrl(url).replace(/[?#].*$/, "").replace(/\/sse\/?$/, "").replace(/\/+$/, "");
+}
+
+function originOf(url) {
+  const m = /^([a-z][a-z0-9+.-]*:\/\/[^/?#]*)/i.exec(absoluteUrl(url));
+  return m ? m[1].toLowerCase() : "";
+}
+
+// Whether fetch can stream a response body here (not in React Native, nor older browsers).
+function fetchCanStream() {
+  return typeof globalThis.fetch === "function" && typeof ReadableStream === "function" &&
+    typeof Response === "function" && "body" in Response.prototype &&
+    typeof ReadableStream.prototype.getReader === "function";
+}
+
+function chooseTransport(opts) {
+  const asked = opts.transport === undefined ? "auto" : opts.transport;
+  if (asked === "fetch" || asked === "xhr") return asked;
+  if (asked !== "auto") throw new TypeError('options.transport: "auto", "fetch" or "xhr", not ' + JSON.stringify(asked));
+  // A fetch of the caller's is the caller's choice; without one, the platform decides.
+  if (opts.fetch || fetchCanStream()) return "fetch";
+  return typeof XMLHttpRequest === "function" ? "xhr" : "fetch";
 }
 
 // options.headers as a plain object; a Headers object or an array of pairs is copied too.
@@ -218,16 +283,20 @@ function reportLater(err) {
   else setTimeout(() => { throw err; }, 0);
 }
 
-// The error text of a failed response: Broker's {"error": "..."} or the start of the body.
-async function errorOf(res) {
-  let text = "";
-  try { text = await res.text(); } catch (_) { /* the body could not be read: status only */ }
+// The error of a failed answer's text: Broker's {"error": "..."} or the start of the body.
+function errorOfText(text, status, statusText) {
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch (_) { body = text; }
   const message = body && typeof body === "object" && typeof body.error === "string"
     ? body.error
-    : (text.slice(0, 200) || res.statusText || "HTTP " + res.status);
+    : (text.slice(0, 200) || statusText || "HTTP " + status);
   return { body, message };
+}
+
+async function errorOf(res) {
+  let text = "";
+  try { text = await res.text(); } catch (_) { /* the body could not be read: status only */ }
+  return errorOfText(text, res.status, res.statusText);
 }
 
 async function requestJson(fetchFn, method, url, headers, payload) {
@@ -256,12 +325,13 @@ async function requestJson(fetchFn, method, url, headers, payload) {
   }
 }
 
-export class BrokerClient extends EventTarget {
+export class BrokerClient extends EventTargetBase {
   /**
    * @param url     the /sse URL (absolute, or relative to the page in a browser)
    * @param options headers, lastEventId, fetch, retry (ms, default 3000), maxRetry (ms, default
    *                30000), idleTimeout (ms, default 0 = off: reconnect when nothing, not even a
-   *                keep-alive, arrived for that long)
+   *                keep-alive, arrived for that long), transport ("auto", "fetch" or "xhr"),
+   *                xhrReopenAfter (characters, default 4 MiB)
    */
   constructor(url, options) {
     super();
@@ -278,6 +348,8 @@ export class BrokerClient extends EventTarget {
       delete this._headers[name];
     }
     this._fetch = opts.fetch || defaultFetch;
+    this.transport = chooseTransport(opts);
+    this._xhrReopenAfter = opts.xhrReopenAfter || XHR_REOPEN_AFTER;
     this._retry = opts.retry === undefined ? 3000 : opts.retry;
     this._maxRetry = opts.maxRetry === undefined ? 30000 : opts.maxRetry;
     this._idleTimeout = opts.idleTimeout || 0;
@@ -364,8 +436,9 @@ export class BrokerClient extends EventTarget {
 
   async _run() {
     while (this._readyState !== CLOSED) {
-      const outcome = await this._connectOnce();
+      const outcome = this.transport === "xhr" ? await this._connectOnceXhr() : await this._connectOnce();
       if (this._readyState === CLOSED) return;
+      if (outcome.reopen) continue; // the XHR transport's bound: no error, no wait
       if (outcome.fatal) {
         this._fail(outcome.status, outcome.message, true, null);
         return;
@@ -407,10 +480,10 @@ export class BrokerClient extends EventTarget {
         try { await res.body.cancel(); } catch (_) { /* nothing to free */ }
         return { status: res.status, message: "not an event stream: " + (ctype || "no Content-Type"), fatal: false };
       }
-      this._origin = new URL(res.url || this.url, typeof location !== "undefined" ? location.href : undefined).origin;
+      this._origin = originOf(res.url || this.url);
       this._readyState = OPEN;
       this._failures = 0;
-      this.dispatchEvent(new Event("open"));
+      this.dispatchEvent(new EventBase("open"));
       const reader = res.body.getReader();
       for (;;) {
         armIdle();
@@ -428,6 +501,97 @@ export class BrokerClient extends EventTarget {
       this._parser.end();
       if (this._abort === ctrl) this._abort = null;
     }
+  }
+
+  // One XMLHttpRequest, from its open to its end, or to the reopen once responseText passed
+  // the bound: {status, message, fatal} as _connectOnce, or {reopen: true}.
+  _connectOnceXhr() {
+    this._readyState = CONNECTING;
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      let fed = 0; // characters of responseText already given to the parser
+      const startId = this._parser.lastEventId;
+      let opened = false;
+      let settled = false;
+      let idleTimer = null;
+      const finish = (outcome) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(idleTimer);
+        xhr.onreadystatechange = xhr.onprogress = xhr.onload = xhr.onerror = xhr.ontimeout = null;
+        if (xhr.readyState !== 4) xhr.abort();
+        this._parser.end();
+        if (this._abort === handle) this._abort = null;
+        resolve(outcome);
+      };
+      const handle = { abort: () => finish({ status: 0, message: "closed", fatal: false }) };
+      this._abort = handle;
+      const armIdle = () => {
+        if (!this._idleTimeout) return;
+        clearTimeout(idleTimer);
+        idleTimer = setTimeout(() => finish({ status: 0, message: "no data for " + this._idleTimeout + " ms", fatal: false }),
+          this._idleTimeout);
+      };
+      const failed = () => {
+        const { message } = errorOfText(xhr.responseText || "", xhr.status, xhr.statusText);
+        return { status: xhr.status, message, fatal: xhr.status === 401 || xhr.status === 403 };
+      };
+      // Headers are in: open the stream, or wait for the whole (small) error body.
+      const onHeaders = () => {
+        if (opened || xhr.status !== 200) return;
+        const ctype = (xhr.getResponseHeader("Content-Type") || "").toLowerCase();
+        if (ctype.split(";")[0].trim() !== "text/event-stream") {
+          finish({ status: xhr.status, message: "not an event stream: " + (ctype || "no Content-Type"), fatal: false });
+          return;
+        }
+        opened = true;
+        this._origin = originOf(xhr.responseURL || this.url);
+        this._readyState = OPEN;
+        this._failures = 0;
+        this.dispatchEvent(new EventBase("open"));
+      };
+      const consume = () => {
+        if (settled) return;
+        if (!opened) onHeaders();
+        if (!opened) return;
+        armIdle();
+        const text = xhr.responseText;
+        if (text.length > fed) {
+          const fresh = text.slice(fed);
+          fed = text.length;
+          this._parser.feed(fresh);
+        }
+        // An event cut at the bound is dropped by the parser's end() and comes again after
+        // Last-Event-ID, the id of the last whole event. Only once this request has moved
+        // that id on: a bound smaller than one event must not reopen the same request forever.
+        if (!settled && this._readyState !== CLOSED && fed >= this._xhrReopenAfter &&
+            this._parser.lastEventId !== startId) finish({ reopen: true });
+      };
+      xhr.onreadystatechange = () => {
+        if (xhr.readyState === 2) onHeaders();
+        else if (xhr.readyState === 3) consume();
+      };
+      xhr.onprogress = consume;
+      xhr.onload = () => {
+        if (xhr.status === 200) {
+          consume();
+          if (!settled) finish({ status: 0, message: "the stream ended", fatal: false });
+        } else {
+          finish(failed());
+        }
+      };
+      xhr.onerror = () => finish({ status: 0, message: "network error", fatal: false });
+      try {
+        xhr.open("GET", this.url, true);
+        const headers = Object.assign({ Accept: "text/event-stream" }, this._headers);
+        if (this._parser.lastEventId) headers["Last-Event-ID"] = this._parser.lastEventId;
+        for (const name of Object.keys(headers)) xhr.setRequestHeader(name, headers[name]);
+        armIdle();
+        xhr.send();
+      } catch (err) {
+        finish({ status: 0, message: "network error: " + (err && err.message ? err.message : String(err)), fatal: false });
+      }
+    });
   }
 }
 

@@ -52,8 +52,7 @@ int main(int argc, char **argv)
     int rc = runtime_open_bare(&rt, argc, argv, "broker-bus");
     if (rc != 0)
         return rc > 0 ? 0 : 2;
-    rt.cfg.secure = 0;
-    rt.cfg.http_port = 0;
+    config_serve_plain(&rt.cfg);
     long port = rt.cfg.bus_forwarder_port;
     int status = 1;
     int n1 = snprintf(frontend, sizeof frontend, "tcp://%s:%ld", rt.cfg.bind, port);

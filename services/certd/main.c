@@ -28,8 +28,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc > 0 ? 0 : 2;
     certd_options options = {.manage_certificates = rt.cfg.secure && rt.cfg.auto_cert};
-    rt.cfg.secure = 0;
-    rt.cfg.http_port = 0;
+    config_serve_plain(&rt.cfg);
     rt.control_source = 1; /* it does not follow its own messages */
     const char *bus = rt.cfg.bus_publish[0] ? rt.cfg.bus_publish : DEFAULT_BUS;
     int status = 1;

@@ -180,8 +180,8 @@ def test_custom_secrets_do_not_warn():
 
 
 def test_secure_refuses_to_start_rather_than_serve_plain_http(tmp_path):
-    """HTTPS is not built yet: asking for it must stop the start with a message
-    naming the flag, never fall back to plain HTTP."""
+    """HTTPS asked for but impossible (no certificate files here): the start must stop with
+    a message naming the flag, never fall back to plain HTTP."""
     r = subprocess.run([BROKER_BIN, "--secure=true", "--auto_cert=false", "--port", "1",
                         "--db", str(tmp_path / "db")], capture_output=True, text=True, timeout=20)
     assert r.returncode != 0

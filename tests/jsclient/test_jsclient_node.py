@@ -1,6 +1,8 @@
 """The JS client (clients/js/broker-client.js) in Node, counted by pytest.
 
-- tests/jsclient/node/parser.test.mjs and client.test.mjs: unit tests, no server.
+- tests/jsclient/node/parser.test.mjs, client.test.mjs and xhr.test.mjs (the XMLHttpRequest
+  transport over a fake one, and the module where React Native lacks globals): unit tests, no
+  server.
 - tests/jsclient/node/broker.test.mjs: against a real broker this module starts, with the users
   it creates (passed to node in BROKER_JS_* variables).
 Each node test is one pytest test here (its name read from the .mjs source); node runs once per
@@ -24,7 +26,7 @@ import jsclient_harness as h
 
 NODE = shutil.which("node")
 NODE_DIR = os.path.join(h.HERE, "node")
-FILES = ["parser.test.mjs", "client.test.mjs", "broker.test.mjs"]
+FILES = ["parser.test.mjs", "client.test.mjs", "xhr.test.mjs", "broker.test.mjs"]
 NEEDS_BROKER = {"broker.test.mjs"}
 DECLARED = {f: h.declared_node_tests(os.path.join(NODE_DIR, f)) for f in FILES}
 CASES = [(f, name) for f in FILES for name in DECLARED[f]]

@@ -334,6 +334,50 @@ static void case_warn_insecure(void)
     config_free(&cfg);
 }
 
+/* The original broker's production line (--secure, no --port) serves HTTPS on
+ * 443 and plain HTTP on 80; a given port, from a flag or the environment, wins. */
+static void case_secure_port(void)
+{
+    broker_config cfg;
+    clear_env();
+    CHECK_INT(LOAD(&cfg, "--secure=true", "--domain=broker.example.com"), 0);
+    CHECK_INT(cfg.port, 443);
+    CHECK_INT(cfg.http_port, -1); /* the door reads -1 as 80 with --secure */
+    CHECK_INT(cfg.port_given, 0);
+    config_free(&cfg);
+    CHECK_INT(LOAD(&cfg, "--secure", "--domain=broker.example.com", "--port", "8443"), 0);
+    CHECK_INT(cfg.port, 8443);
+    config_free(&cfg);
+    CHECK_INT(LOAD(&cfg, "--port=8080", "--secure", "--auto_cert=false"), 0);
+    CHECK_INT(cfg.port, 8080);
+    config_free(&cfg);
+    CHECK_INT(LOAD(&cfg, "--secure=false"), 0);
+    CHECK_INT(cfg.port, 8080);
+    config_free(&cfg);
+    setenv("BROKER_SECURE", "true", 1);
+    setenv("BROKER_AUTO_CERT", "false", 1);
+    CHECK_INT(LOAD(&cfg, "--log_level=info"), 0);
+    CHECK_INT(cfg.port, 443);
+    config_free(&cfg);
+    setenv("BROKER_PORT", "9443", 1);
+    CHECK_INT(LOAD(&cfg, "--log_level=info"), 0);
+    CHECK_INT(cfg.port, 9443);
+    config_free(&cfg);
+    clear_env();
+
+    /* broker-certd and broker-bus serve plain HTTP whatever --secure says. */
+    CHECK_INT(LOAD(&cfg, "--secure", "--domain=broker.example.com"), 0);
+    config_serve_plain(&cfg);
+    CHECK_INT(cfg.secure, 0);
+    CHECK_INT(cfg.port, 8080);
+    CHECK_INT(cfg.http_port, 0);
+    config_free(&cfg);
+    CHECK_INT(LOAD(&cfg, "--secure", "--domain=broker.example.com", "--port=8085"), 0);
+    config_serve_plain(&cfg);
+    CHECK_INT(cfg.port, 8085);
+    config_free(&cfg);
+}
+
 int main(void)
 {
     log_init("test_config", "warning", NULL);
@@ -341,6 +385,7 @@ int main(void)
     RUN_CASE(case_value_forms);
     RUN_CASE(case_bool_forms);
     RUN_CASE(case_env);
+    RUN_CASE(case_secure_port);
     RUN_CASE(case_bad_values);
     RUN_CASE(case_help);
     RUN_CASE(case_warn_insecure);

@@ -3,8 +3,26 @@
 import BrokerClient from "/broker-client.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { events: [], errors: [], opens: 0, fetches: [] };
+const state = { events: [], errors: [], opens: 0, fetches: [], xhrs: [], transport: null };
 let client = null;
+
+// Every XMLHttpRequest the page sends, with the Last-Event-ID it carries (the XHR transport's
+// connection attempts, as state.fetches records the fetch transport's).
+const xhrOpen = XMLHttpRequest.prototype.open;
+const xhrSetHeader = XMLHttpRequest.prototype.setRequestHeader;
+const xhrSend = XMLHttpRequest.prototype.send;
+XMLHttpRequest.prototype.open = function (method, url, ...rest) {
+  this._harness = { url: String(url), lastEventId: null };
+  return xhrOpen.call(this, method, url, ...rest);
+};
+XMLHttpRequest.prototype.setRequestHeader = function (name, value) {
+  if (this._harness && name.toLowerCase() === "last-event-id") this._harness.lastEventId = value;
+  return xhrSetHeader.call(this, name, value);
+};
+XMLHttpRequest.prototype.send = function (...args) {
+  if (this._harness) state.xhrs.push(this._harness.lastEventId);
+  return xhrSend.apply(this, args);
+};
 
 function show() {
   $("state").textContent = client ? ["CONNECTING", "OPEN", "CLOSED"][client.readyState] : "-";
@@ -21,8 +39,11 @@ window.harness = {
       state.fetches.push(init.headers["Last-Event-ID"] || null);
       return fetch(url, init);
     };
+    // A fetch of our own would be the transport's choice: left out where the test is the XHR one.
+    const xhrTest = window.FETCH_STREAMING_DISABLED || (options && options.transport === "xhr");
     client = new BrokerClient(base + "/sse", Object.assign(
-      { headers: { Authorization: "Bearer " + jwt }, fetch: fetchAndRecord }, options || {}));
+      { headers: { Authorization: "Bearer " + jwt } }, xhrTest ? {} : { fetch: fetchAndRecord }, options || {}));
+    state.transport = client.transport;
     client.addEventListener("open", () => { state.opens++; show(); });
     client.addEventListener("error", (e) => {
       state.errors.push({ status: e.status, message: e.message, fatal: e.fatal, readyState: client.readyState });
