@@ -178,18 +178,15 @@ int health_attach(door *d, broker_runtime *rt)
         return -1;
     }
     static const struct {
-        const char *path;
+        const char *method, *path;
         door_route_fn fn;
-        int head;
     } routes[] = {
-        {"/healthz", route_healthz, 1},
-        {"/", route_healthz, 1},
-        {"/readyz", route_readyz, 1},
-        {"/metrics", route_metrics, 0},
+        {"GET", "/healthz", route_healthz}, {"HEAD", "/healthz", route_healthz}, {"GET", "/", route_healthz},
+        {"HEAD", "/", route_healthz},       {"GET", "/readyz", route_readyz},    {"HEAD", "/readyz", route_readyz},
+        {"GET", "/metrics", route_metrics},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (door_route_add(d, "GET", routes[i].path, 0, routes[i].fn, h) != 0 ||
-            (routes[i].head && door_route_add(d, "HEAD", routes[i].path, 0, routes[i].fn, h) != 0)) {
+        if (door_route_add(d, routes[i].method, routes[i].path, 0, routes[i].fn, h) != 0) {
             log_error("health: the front door has no room for its routes");
             return -1;
         }

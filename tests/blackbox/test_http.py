@@ -312,6 +312,26 @@ def test_readyz(broker):
     assert_json_response(r)
 
 
+@pytest.mark.parametrize("path", ["/", "/healthz", "/readyz"])
+def test_health_answers_get_and_head(broker, path):
+    """The original broker's public health check: load balancers probe GET / or HEAD /. HEAD
+    answers the GET's head without its body (here, and through the split and compose gateways)."""
+    g = broker.get(path)
+    body = assert_ok(g)
+    assert body["status"] == ("ready" if path == "/readyz" else "ok"), body
+    h = broker.request("HEAD", path)
+    assert h.status_code == 200, describe(h)
+    assert h.content == b"", "HEAD %s answered a body: %r" % (path, h.content[:200])
+    assert h.headers.get("Content-Type", "").startswith("application/json"), h.headers
+    if path != "/readyz":  # /readyz's clock may change its length between two answers
+        assert int(h.headers.get("Content-Length", "-1")) == len(g.content), (h.headers, len(g.content))
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_root_takes_only_get_and_head(broker, method):
+    assert_error(broker.request(method, "/"), 405)
+
+
 def test_zz_server_still_alive(broker):
     assert broker.alive(), "broker process exited"
     assert assert_ok(broker.get("/healthz"))["status"] == "ok"
