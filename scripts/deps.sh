@@ -12,7 +12,7 @@ pkgs=(cmake make gcc pkg-config libulfius-dev libjwt-dev libjansson-dev libargon
       uuid-dev libssl-dev libcurl4-gnutls-dev)
 case "${1:-}" in
   test) pkgs+=(python3 python3-pytest python3-requests python3-yaml python3-jsonschema clang libclang-rt-14-dev curl nginx-light chromium
-              chromium-driver python3-selenium nodejs systemd prometheus pebble chrony faketime debootstrap) ;;
+              chromium-driver python3-selenium python3-zmq nodejs systemd prometheus pebble chrony faketime debootstrap) ;;
   split) pkgs+=(nginx-light curl) ;;
   bench) pkgs+=(python3 nginx libnginx-mod-nchan wrk curl) ;;
 esac
