@@ -64,7 +64,8 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
     const char *uri = rt->cfg.store[0] ? rt->cfg.store : rt->cfg.db;
     rt->store = store_open(uri);
     if (rt->store == NULL) {
-        log_error("cannot open the store '%s' (--store/--db)", uri);
+        /* A URI may carry a password: never in the log. */
+        log_error("cannot open the store '%s' (--store/--db)", strchr(uri, '@') ? "(a URI with credentials)" : uri);
         goto fail;
     }
     rt->basic_cache = credcache_new(4096, 300);
