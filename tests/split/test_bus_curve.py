@@ -8,19 +8,25 @@ forwarders' publishers' sides sending a forged event, a forged ctl/clock and a f
 Then a trusted key that is not certd's sends a clock, certd's key an absurd clock, and a trusted
 key frames that do not parse.  Last, a key rotation: a stream process restarted with a new key
 pair after its public key joined the allowlist rejoins, and its old key is refused once removed.
+Without the deployment: no clear bus off loopback unless --bus_insecure=true, and broker-keygen's
+files (mode 0600, never overwritten, halves that match).
 
 With BROKER_SPLIT_BUS (the bus ports of scripts/run-split.sh, comma-separated) and
 BROKER_SPLIT_KEYS (its BUS_KEYS folder) it also reads nothing from that deployment's publishers.
 """
 import os
+import signal
+import stat
 import struct
+import subprocess
 import time
 import uuid
 
 import pytest
 import requests
 
-from split_deployment import Deployment, metric, read_keys, status_of, wait_for
+from split_deployment import (BIN_DIR, Deployment, clean_env, free_port, free_port_pair, metric, read_keys, status_of,
+                              wait_for)
 from split_stream import Stream
 
 zmq = pytest.importorskip("zmq", reason="python3-zmq is needed for the outside sockets (scripts/deps.sh test)")
@@ -302,3 +308,63 @@ def test_run_split_publishers_read_nothing_without_keys(ctx):
     assert r.status_code == 200, r.text
     time.sleep(0.5)
     assert drained(subs) == 0
+
+
+def start_briefly(binary, args, workdir, seconds=3):
+    """Runs a split binary for at most `seconds`: (exit code or None if still running, stderr)."""
+    err_path = os.path.join(workdir, os.path.basename(binary) + ".stderr")
+    with open(err_path, "wb") as err:
+        p = subprocess.Popen([binary] + args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                             env=clean_env(), cwd=workdir)
+        try:
+            rc = p.wait(seconds)
+        except subprocess.TimeoutExpired:
+            rc = None
+            p.send_signal(signal.SIGTERM)
+            p.wait(15)
+    with open(err_path, "rb") as f:
+        return rc, f.read().decode("utf-8", "replace")
+
+
+def test_no_clear_bus_off_loopback_unless_insecure(tmp_path):
+    common = ["--bind=127.0.0.1", "--port=%d" % free_port(), "--db=%s" % (tmp_path / "db"), "--ntp_servers="]
+    ingest = os.path.join(BIN_DIR, "broker-ingest")
+    bus = os.path.join(BIN_DIR, "broker-bus")
+    everywhere = "--bus_publish=tcp://0.0.0.0:%d" % free_port()
+    rc, err = start_briefly(ingest, common + [everywhere], str(tmp_path))
+    assert rc not in (None, 0), "broker-ingest published in the clear on every interface:\n" + err
+    assert "--bus_insecure" in err
+    # A forwarder binds --bind: every interface is refused the same way.
+    rc, err = start_briefly(bus, common[1:] + ["--bind=0.0.0.0", "--bus_forwarder_port=%d" % free_port_pair()],
+                            str(tmp_path))
+    assert rc not in (None, 0) and "--bus_insecure" in err, err
+    # Said explicitly, it runs.
+    rc, err = start_briefly(ingest, common + [everywhere, "--bus_insecure=true"], str(tmp_path))
+    assert rc is None, "broker-ingest with --bus_insecure=true did not run:\n" + err
+    # Loopback needs nothing.
+    rc, err = start_briefly(ingest, common + ["--bus_publish=tcp://127.0.0.1:%d" % free_port()], str(tmp_path))
+    assert rc is None, err
+
+
+def test_keygen_writes_a_private_pair_and_never_overwrites(tmp_path):
+    keygen = os.path.join(BIN_DIR, "broker-keygen")
+    path = str(tmp_path / "pair")
+    out = subprocess.run([keygen, path], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    keys = read_keys(path)
+    assert out.stdout.strip() == keys["public-key"] == read_keys(path + ".pub")["public-key"]
+    assert "secret-key" not in read_keys(path + ".pub")
+    assert zmq.curve_public(keys["secret-key"].encode()).decode() == keys["public-key"]
+    before = open(path).read()
+    again = subprocess.run([keygen, path], capture_output=True, text=True)
+    assert again.returncode != 0 and open(path).read() == before
+    # A key pair whose halves do not match is refused at start.
+    bad = str(tmp_path / "bad")
+    with open(bad, "w") as f:
+        f.write('public-key = "%s"\nsecret-key = "%s"\n' % (stranger()[0], keys["secret-key"]))
+    os.chmod(bad, 0o600)
+    rc, err = start_briefly(os.path.join(BIN_DIR, "broker-certd"),
+                            ["--bind=127.0.0.1", "--port=%d" % free_port(), "--ntp_servers=", "--bus_key_file=" + bad,
+                             "--bus_publish=tcp://127.0.0.1:%d" % free_port()], str(tmp_path))
+    assert rc not in (None, 0) and "not the secret key's" in err, err
