@@ -6,7 +6,8 @@ with --bus_forwarders naming both forwarders. Every publisher sends to both forw
 subscriber hears both, so each event reaches a stream process twice while both are up; the
 per-tenant sequence must drop the copy (SSE ids go up by one, never repeat, and no gap is
 "filled" because of a copy). A forwarder killed with SIGKILL while inserts flow costs nothing;
-restarted, it carries the bus again once the other one is gone.
+restarted, it carries the bus again once the other one is gone.  The bus runs with CURVE, every
+process with a key pair of its own (split_deployment.py).
 
 The deployment and its helpers are split_deployment.py's.  Every process stopped with SIGTERM must exit 0 (built with -DBROKER_SANITIZE=ON and run with
 ASAN_OPTIONS=detect_leaks=1: no leak either).
@@ -24,7 +25,7 @@ from split_stream import Stream
 
 @pytest.fixture(scope="module")
 def dep():
-    d = Deployment()
+    d = Deployment(curve=True)  # the bus as a deployment should run it
     try:
         d.wait_ready()
         assert wait_for(lambda: d.wired(0) and d.wired(1), 20), "the services did not connect to both forwarders"
@@ -156,7 +157,7 @@ def test_a_stream_started_with_one_forwarder_down_is_ready(dep):
     if dep.buses[0].alive() and dep.buses[1].alive():
         dep.buses[1].kill()
         dep.dead.append(dep.buses[1])
-    late = Service("broker-stream", dep.common, dep.workdir, "stream-late")
+    late = Service("broker-stream", dep.common + dep.key_flag("stream0"), dep.workdir, "stream-late")
     dep.streams.append(late)
     assert wait_for(lambda: status_of(late.url("/readyz")) == 200 or not late.alive(), 20), late.stderr()[-2000:]
     _, auth = dep.make_user("t" + uuid.uuid4().hex[:8])
