@@ -213,6 +213,16 @@ def test_certds_key_cannot_set_an_offset_beyond_ntp_max_offset(dep, ctx):
     assert "beyond --ntp_max_offset" in dep.auth.stderr()
 
 
+def test_certds_key_cannot_name_a_certificate_outside_certs(dep, ctx):
+    before = metric(dep.auth, "broker_bus_control_dropped_total")
+    certd_keys = key_pair(os.path.join(dep.keys, "certd"))
+    pub = outside(ctx, zmq.PUB, dep.bus_ports[0], certd_keys, public_key(dep.public_key_file("bus0")))
+    send_for([pub], [[b"ctl/cert/", b"/tmp/elsewhere/chain.pem"], [b"ctl/cert/", b"certs/../../etc/chain.pem"]], 2)
+    assert wait_for(lambda: metric(dep.auth, "broker_bus_control_dropped_total") >= before + 2, 5)
+    assert "dropped a certificate renewal naming /tmp/elsewhere/chain.pem" in dep.auth.stderr()
+    assert "reloading" not in dep.auth.stderr()
+
+
 def test_frames_that_do_not_parse_are_dropped_and_counted(dep, ctx):
     before = sum(metric(s, "broker_bus_malformed_total") for s in dep.streams)
     keys = key_pair(os.path.join(dep.keys, "ingest"))
