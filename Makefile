@@ -7,13 +7,14 @@
 #   make bus-keys  CURVE key pairs for the split deployment's bus (scripts/bus-keys.sh; DIR=...)
 #   make bench   run the benchmarks against Nchan and Mercure (bench/README.md)
 #   make soak    ~12 minutes of steady mixed load on one broker (bench/soak.md)
+#   make chaos   ten minutes of random client behaviour against the front door (tests/chaos)
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 ARGS       ?=
 
-.PHONY: all deps build build-asan run run-split images bus-keys test bench soak clean
+.PHONY: all deps build build-asan run run-split images bus-keys test bench soak chaos clean
 
 all: build
 
@@ -53,6 +54,13 @@ bench: build
 soak: build
 	@scripts/deps.sh bench
 	@python3 bench/soak.py
+
+# The chaos test of make test, for ten minutes, on the ASan+UBSan build.
+chaos: build-asan
+	@scripts/deps.sh test
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  BROKER_SANITIZED=1 BROKER_BIN=$(CURDIR)/$(BUILD_ASAN)/broker CHAOS_SECONDS=600 \
+	  /usr/bin/python3 -m pytest -q -s -p no:cacheprovider tests/chaos
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)

@@ -65,6 +65,8 @@ unsigned authn_status(authn_result r)
         return 401;
     case AUTHN_LIMITED:
         return 429;
+    case AUTHN_BUSY:
+        return 503;
     case AUTHN_FAULT:
         break;
     }
@@ -80,6 +82,11 @@ int authn_reply_refusal(struct _u_response *resp, authn_result r, const char *wh
 {
     if (r == AUTHN_LIMITED)
         return http_reply_limited(resp, retry_after_s, why);
+    if (r == AUTHN_BUSY) {
+        if (resp != NULL)
+            u_map_put(resp->map_header, "Retry-After", "1");
+        return http_reply_error(resp, 503, "%s", why);
+    }
     return http_reply_error(resp, authn_status(r), "%s", why);
 }
 
@@ -162,14 +169,20 @@ static authn_result password_matches(const authn *a, const char *username, const
         *why = "the user store is unavailable";
         return AUTHN_FAULT;
     }
+    pthread_once(&dummy_once, dummy_make);
+    int ok = password_verify_bounded(st == STORE_NOT_FOUND ? dummy : user->password_hash, password);
+    if (ok == PASSWORD_BUSY) {
+        if (st == STORE_OK)
+            store_user_clear(user);
+        retry_after_s = 1;
+        *why = "the server is busy checking passwords; retry (Retry-After)";
+        return AUTHN_BUSY;
+    }
     if (st == STORE_NOT_FOUND) {
-        pthread_once(&dummy_once, dummy_make);
-        if (dummy != NULL)
-            (void)password_verify(dummy, password);
         *why = "wrong username or password";
         return AUTHN_DENIED;
     }
-    if (!password_verify(user->password_hash, password)) {
+    if (!ok) {
         store_user_clear(user);
         *why = "wrong username or password";
         return AUTHN_DENIED;

@@ -37,11 +37,12 @@ typedef enum authn_result {
     AUTHN_DENIED = 1, /* answer 401 with *why */
     AUTHN_FAULT = 2,  /* the store failed: answer 500 */
     AUTHN_LIMITED = 3, /* too many failed attempts: answer 429 with Retry-After: authn_retry_after() */
+    AUTHN_BUSY = 4,    /* the password checks are backlogged: answer 503 with Retry-After: 1 */
 } authn_result;
 
-/* The HTTP status of a result: 200, 401, 429 or 500. */
+/* The HTTP status of a result: 200, 401, 429, 503 or 500. */
 unsigned authn_status(authn_result r);
-/* After AUTHN_LIMITED: the seconds until the calling thread's caller may try
+/* After AUTHN_LIMITED or AUTHN_BUSY: the seconds until the calling thread's caller may try
  * again (the Retry-After value). */
 long authn_retry_after(void);
 

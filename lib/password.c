@@ -46,6 +46,7 @@ static struct {
     pthread_mutex_t lock; /* guards the queue and each job's done */
     pthread_cond_t work;
     argon2_job *head, **tail;
+    int waiting; /* jobs on the queue */
     int threads; /* started; 0: compute on the caller's thread */
 } pool = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER};
 
@@ -66,6 +67,7 @@ static void *pool_thread(void *arg)
         while (pool.head == NULL)
             pthread_cond_wait(&pool.work, &pool.lock);
         argon2_job *j = pool.head;
+        pool.waiting--;
         pool.head = j->next;
         if (pool.head == NULL)
             pool.tail = &pool.head;
@@ -98,15 +100,22 @@ static void pool_start(void)
         log_error("password: cannot start the Argon2 threads; hashing on the callers' threads");
 }
 
-static void compute(argon2_job *j)
+/* Runs `j` on the pool and waits for it.  0, or -1 without running it when
+ * `bounded` and the backlog is full. */
+static int compute(argon2_job *j, int bounded)
 {
     pthread_once(&pool.once, pool_start);
     if (pool.threads == 0) {
         run_job(j);
-        return;
+        return 0;
+    }
+    pthread_mutex_lock(&pool.lock);
+    if (bounded && pool.waiting >= PASSWORD_BACKLOG * pool.threads) {
+        pthread_mutex_unlock(&pool.lock);
+        return -1;
     }
     pthread_cond_init(&j->wake, NULL);
-    pthread_mutex_lock(&pool.lock);
+    pool.waiting++;
     *pool.tail = j;
     pool.tail = &j->next;
     pthread_cond_signal(&pool.work);
@@ -114,6 +123,7 @@ static void compute(argon2_job *j)
         pthread_cond_wait(&j->wake, &pool.lock);
     pthread_mutex_unlock(&pool.lock);
     pthread_cond_destroy(&j->wake);
+    return 0;
 }
 
 char *password_hash(const char *password)
@@ -128,7 +138,7 @@ char *password_hash(const char *password)
     if (encoded == NULL)
         return NULL;
     argon2_job j = {.password = password, .salt = salt, .encoded = encoded, .encoded_len = len};
-    compute(&j);
+    compute(&j, 0); /* an admin's request: it waits its turn */
     if (j.rc != ARGON2_OK) {
         log_error("password: argon2id failed: %s", argon2_error_message(j.rc));
         free(encoded);
@@ -153,13 +163,24 @@ void password_metrics_init(void)
     pthread_once(&verifications_once, verifications_register);
 }
 
-int password_verify(const char *encoded, const char *password)
+static int verify(const char *encoded, const char *password, int bounded)
 {
     if (encoded == NULL || password == NULL)
         return 0;
     pthread_once(&verifications_once, verifications_register);
-    atomic_fetch_add(verifications, 1);
     argon2_job j = {.password = password, .encoded = (char *)encoded};
-    compute(&j);
+    if (compute(&j, bounded) != 0)
+        return PASSWORD_BUSY;
+    atomic_fetch_add(verifications, 1);
     return j.rc == ARGON2_OK;
+}
+
+int password_verify(const char *encoded, const char *password)
+{
+    return verify(encoded, password, 0);
+}
+
+int password_verify_bounded(const char *encoded, const char *password)
+{
+    return verify(encoded, password, 1);
 }

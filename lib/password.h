@@ -20,4 +20,13 @@ void password_metrics_init(void);
 /* 1 when `password` matches `encoded`, 0 otherwise (including a malformed hash). */
 int password_verify(const char *encoded, const char *password);
 
+/* The same, or PASSWORD_BUSY without computing anything when the pool has
+ * PASSWORD_BACKLOG verifications per thread waiting already: a flood of
+ * guesses from many addresses then gets quick refusals to retry, and the
+ * verifications that are taken wait well under a second, instead of every
+ * caller waiting behind a queue that only grows. */
+#define PASSWORD_BUSY (-1)
+#define PASSWORD_BACKLOG 32
+int password_verify_bounded(const char *encoded, const char *password);
+
 #endif

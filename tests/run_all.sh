@@ -116,6 +116,9 @@ BROKER_BIN=$ROOT/build/broker run_pytest "front door" door tests/door
 note "TLS: certificates, reload, bad TLS input (ASan+UBSan build)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   BROKER_SANITIZED=1 BROKER_BIN=$ROOT/build-asan/broker run_pytest "tls (asan)" tls tests/tls
+note "front door chaos: a burst past the relay slots, then a minute of random clients, plain and TLS (ASan+UBSan build)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  BROKER_SANITIZED=1 BROKER_BIN=$ROOT/build-asan/broker run_pytest "chaos (asan)" chaos tests/chaos -s
 note "certd: network time from chronyd (faketime), certificates from Pebble (real HTTP-01) (ASan+UBSan build)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   BROKER_SANITIZED=1 BROKER_BIN=$ROOT/build-asan/broker run_pytest "certd (asan)" certd tests/certd

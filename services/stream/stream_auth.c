@@ -46,7 +46,7 @@ typedef struct auth_job {
     int has_last_event_id;
     uint64_t last_event_id;
     authn_result result;
-    long retry_after; /* AUTHN_LIMITED: seconds */
+    long retry_after; /* AUTHN_LIMITED, AUTHN_BUSY: seconds */
     const char *why; /* a static string */
     authn_identity who;
     tenant_view view; /* read once the check passed */
@@ -68,7 +68,7 @@ static void check_batch(void *arg, workq_item *jobs, size_t n)
         }
         job->result = authn_check(&e->rt->authn, job->authorization, job->access_token, job->address, &job->who,
                                   &job->why);
-        job->retry_after = job->result == AUTHN_LIMITED ? authn_retry_after() : 0;
+        job->retry_after = job->result == AUTHN_LIMITED || job->result == AUTHN_BUSY ? authn_retry_after() : 0;
         tenant_view_clear(&job->view); /* a check made again reads again */
         if (job->result == AUTHN_OK) /* a store fault is answered by tenant_subscribe */
             tenant_view_read(e->rt->store, job->who.tenant, job->has_last_event_id, job->last_event_id,

@@ -55,9 +55,9 @@ def target(b):
 
 def report(name, stats):
     d = stats.as_dict()
-    print("%s: %d connections, %d requests, %d answers, connect errors %d, statuses %s, scenarios %s"
-          % (name, d["connections"], d["requests"], d["answers"], d["connect_errors"], d["statuses"],
-             d["by_scenario"]))
+    print("%s: %d connections, %d requests, %d answers, connect errors %d, sends cut %d, statuses %s, "
+          "scenarios %s" % (name, d["connections"], d["requests"], d["answers"], d["connect_errors"],
+                            d["send_failed"], d["statuses"], d["by_scenario"]))
     return d
 
 

@@ -165,6 +165,44 @@ static void case_concurrent_callers(void)
         free(callers[i].hash);
 }
 
+/* A flood of bounded verifications: past the backlog they are refused at
+ * once (PASSWORD_BUSY), the others get their true answer; an unbounded one
+ * always waits its turn. */
+enum { FLOOD = 4 * PASSWORD_BACKLOG * 2 };
+static char *flood_hash;
+static int flood_result[FLOOD];
+
+static void *flood_one(void *arg)
+{
+    int *out = arg;
+    *out = password_verify_bounded(flood_hash, out == &flood_result[0] ? "flood-password" : "a wrong one");
+    return NULL;
+}
+
+static void case_backlog_bounded(void)
+{
+    flood_hash = password_hash("flood-password");
+    CHECK(flood_hash != NULL);
+    pthread_t t[FLOOD];
+    int started = 0;
+    for (int i = 0; i < FLOOD; i++)
+        started += pthread_create(&t[i], NULL, flood_one, &flood_result[i]) == 0;
+    for (int i = 0; i < started; i++)
+        pthread_join(t[i], NULL);
+    int busy = 0, wrong = 0, other = 0;
+    for (int i = 1; i < started; i++) {
+        busy += flood_result[i] == PASSWORD_BUSY;
+        wrong += flood_result[i] == 0;
+        other += flood_result[i] != PASSWORD_BUSY && flood_result[i] != 0;
+    }
+    CHECK(busy > 0);   /* far more at once than the backlog holds */
+    CHECK(wrong > 0);  /* and those taken were computed */
+    CHECK_INT(other, 0);
+    CHECK(flood_result[0] == 1 || flood_result[0] == PASSWORD_BUSY);
+    CHECK_INT(password_verify(flood_hash, "flood-password"), 1);
+    free(flood_hash);
+}
+
 int main(void)
 {
     log_init("test_password", "error", NULL);
@@ -173,6 +211,7 @@ int main(void)
     RUN_CASE(case_verify);
     RUN_CASE(case_unusual_passwords);
     RUN_CASE(case_concurrent_callers);
+    RUN_CASE(case_backlog_bounded);
     log_close();
     return check_summary();
 }
