@@ -376,8 +376,7 @@ void http_server_log_urls(const http_server *s, const char *service)
         int seen = 0;
         for (size_t j = 0; j < i && !seen; j++)
             seen = strcmp(s->bindings[j].path, path) == 0;
-        if (seen || strchr(path, '*') != NULL || s->bindings[i].handler == NULL) /* a wildcard route: its
-                                                                                  * prefix is listed */
+        if (seen || strchr(path, '*') != NULL) /* a wildcard route: its prefix is listed */
             continue;
         int n = snprintf(paths + used, sizeof paths - used, " %s%s", path, strcmp(path, "/console") ? "" : "/");
         if (n < 0 || (size_t)n >= sizeof paths - used)

@@ -585,7 +585,9 @@ def test_login_flood_holds_memory_bounded(broker_factory):
         for s in socks:
             s.close()
     counts = {c: statuses.count(c) for c in set(statuses)}
-    assert counts == {"401": 200}, "200 wrong-password logins answered %r" % counts
+    # Past the backlog of checks waiting (32 per CPU) a login answers 503 at once (password.h).
+    assert set(counts) <= {"401", "503"} and counts.get("401", 0) >= 50, \
+        "200 wrong-password logins answered %r" % counts
     grew = peak_rss_mib(b) - before
     assert grew < 1024, "200 concurrent logins raised the peak resident memory by %d MiB" % grew
     assert_ok(b.post("/login", {"username": u.username, "password": "flood-right-password"}))
