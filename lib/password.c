@@ -37,6 +37,7 @@ typedef struct argon2_job {
     size_t encoded_len;
     int rc; /* libargon2's result */
     int done;
+    int dropped; /* not computed: the process is stopping (password_stop_waiting) */
     pthread_cond_t wake; /* the caller's */
     struct argon2_job *next;
 } argon2_job;
@@ -47,6 +48,7 @@ static struct {
     pthread_cond_t work;
     argon2_job *head, **tail;
     int waiting; /* jobs on the queue */
+    int stopping;
     int threads; /* started; 0: compute on the caller's thread */
 } pool = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER};
 
@@ -110,7 +112,7 @@ static int compute(argon2_job *j, int bounded)
         return 0;
     }
     pthread_mutex_lock(&pool.lock);
-    if (bounded && pool.waiting >= PASSWORD_BACKLOG * pool.threads) {
+    if (pool.stopping || (bounded && pool.waiting >= PASSWORD_BACKLOG * pool.threads)) {
         pthread_mutex_unlock(&pool.lock);
         return -1;
     }
@@ -123,7 +125,23 @@ static int compute(argon2_job *j, int bounded)
         pthread_cond_wait(&j->wake, &pool.lock);
     pthread_mutex_unlock(&pool.lock);
     pthread_cond_destroy(&j->wake);
-    return 0;
+    return j->dropped ? -1 : 0;
+}
+
+void password_stop_waiting(void)
+{
+    pthread_mutex_lock(&pool.lock);
+    pool.stopping = 1;
+    for (argon2_job *j = pool.head, *next; j != NULL; j = next) {
+        next = j->next;
+        j->dropped = 1;
+        j->done = 1;
+        pthread_cond_signal(&j->wake);
+    }
+    pool.head = NULL;
+    pool.tail = &pool.head;
+    pool.waiting = 0;
+    pthread_mutex_unlock(&pool.lock);
 }
 
 char *password_hash(const char *password)
@@ -138,7 +156,10 @@ char *password_hash(const char *password)
     if (encoded == NULL)
         return NULL;
     argon2_job j = {.password = password, .salt = salt, .encoded = encoded, .encoded_len = len};
-    compute(&j, 0); /* an admin's request: it waits its turn */
+    if (compute(&j, 0) != 0) { /* an admin's request waits its turn, unless the process stops */
+        free(encoded);
+        return NULL;
+    }
     if (j.rc != ARGON2_OK) {
         log_error("password: argon2id failed: %s", argon2_error_message(j.rc));
         free(encoded);

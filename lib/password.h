@@ -29,4 +29,10 @@ int password_verify(const char *encoded, const char *password);
 #define PASSWORD_BACKLOG 32
 int password_verify_bounded(const char *encoded, const char *password);
 
+/* The process is stopping: the checks waiting for the pool, and any asked
+ * from now on, end at once (busy; a hash fails), so that the request
+ * threads waiting on them let the server stop without working through a
+ * flood's backlog.  The one running on each pool thread finishes. */
+void password_stop_waiting(void);
+
 #endif

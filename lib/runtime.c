@@ -282,6 +282,7 @@ int runtime_serve(broker_runtime *rt, http_server *http, size_t conn_extra, int 
              rt->store != NULL ? rt->store->ops->name : "none");
     runtime_wait_for_signal();
     door_free(d);
+    password_stop_waiting();
     return 0;
 }
 
