@@ -123,7 +123,6 @@ def tls():
     workdir = tempfile.mkdtemp(prefix="compose-tls-")
     t = TlsDeployment(workdir)
     try:
-        t.dep.make_secrets()
         t.dep.up()
         yield t
     finally:
