@@ -171,6 +171,9 @@ static void on_control(void *arg)
         if (m.kind == BUS_CLOCK) {
             clock_set_state(m.clock_offset_ms, (clock_source)m.clock_source, m.clock_reason);
         } else if (m.kind == BUS_CERT) {
+            /* The path the message names is never read: the reload takes this
+             * process's own --cert_path and --key_path, so a forged message can
+             * at worst make it read its own files again. */
             log_info("certd renewed the certificate: reloading it");
             door_reload_certificates();
         }
