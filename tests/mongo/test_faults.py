@@ -134,7 +134,12 @@ def test_inserts_fail_cleanly_while_mongodb_is_down_and_nothing_answered_is_lost
     assert before > 0, failures[:5]
     r = ferret("stop.sh", deployment["fdir"])
     assert r.returncode == 0, r.stderr
-    time.sleep(3)
+    # An insert under way when the server went waits for the driver's server selection before it
+    # fails: wait for the first failure (bounded), then for readiness to say so.
+    deadline = time.monotonic() + 20
+    while not failures and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
     ready_down = requests.get(base + "/readyz", timeout=15)
     down_failures = len(failures)
     r = ferret("start.sh", deployment["fport"], deployment["fdir"])
