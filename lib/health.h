@@ -17,7 +17,7 @@
 #include "door.h"
 #include "runtime.h"
 
-#define HEALTH_CHECK_MS 500
+#define HEALTH_CHECK_MS 2000
 
 /* The paths health_attach() serves (NULL-ended), for the request/response
  * server's 405 (http_server_add_door_paths). */
