@@ -606,7 +606,7 @@ static void flush_one(door_conn *c)
  * turn, which then does not sleep.  A wide fan-out written in one go held
  * up every request the door answers behind it.  In slices, the next events arrive while the fan-out goes on,
  * and a subscriber not yet written gets them all in the same write
- * (bench/RESULTS.md, "Fifth session"). */
+ * (bench/RESULTS.md, "Write budget"). */
 static void flush_wants(door *d)
 {
     int budget = DOOR_WRITE_BUDGET;

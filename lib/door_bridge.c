@@ -9,7 +9,7 @@
  *
  * A pair is libmicrohttpd's connection, with a thread of its own there: made
  * for each request, it cost a thread's start and end per request, a tenth
- * of the requests a second (bench/RESULTS.md, "Ninth session").  So after
+ * of the requests a second (bench/RESULTS.md, "Relay pairs").  So after
  * an answer the pair is parked with its client's
  * connection and taken again by that client's next relayed request; it is
  * closed when the client goes elsewhere (a stream), after BRIDGE_IDLE_MS

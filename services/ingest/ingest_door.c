@@ -41,7 +41,7 @@ typedef struct ingest_door {
  * the route's until the job is back, so the door neither reads nor writes
  * it meanwhile.  Writing here, the moment the batch is on disk, spares each
  * answer a wake-up of the door's thread and a wait there (bench/RESULTS.md,
- * "Sixth session": faster on a real disk, slower on tmpfs; the durable case
+ * "Insert answers": faster on a real disk, slower on tmpfs; the durable case
  * is the one this path exists for). */
 static void answer_on_queue(ingest_job *job, void *arg)
 {
