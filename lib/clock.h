@@ -9,8 +9,10 @@
 #ifndef BROKER_CLOCK_H
 #define BROKER_CLOCK_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 int64_t clock_now_ms(void);
 int64_t clock_now_s(void);
@@ -37,5 +39,14 @@ clock_source clock_state(char *reason, size_t size);
 /* The host's monotonic clock in microseconds, for measuring durations
  * (never corrected, never set back). */
 int64_t clock_mono_us(void);
+
+/* Timed waits that neither a change of the host clock nor the network
+ * offset can stretch or cut short: clock_cond_init() makes a condition
+ * variable whose pthread_cond_timedwait() deadlines are on CLOCK_MONOTONIC,
+ * and clock_mono_after_ms() gives such a deadline `ms` from now.  (A
+ * variable made with default attributes reads CLOCK_REALTIME, and a
+ * monotonic deadline has then always passed: the wait returns at once.) */
+int clock_cond_init(pthread_cond_t *cond);
+struct timespec clock_mono_after_ms(int64_t ms);
 
 #endif

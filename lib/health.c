@@ -39,11 +39,7 @@ static void *checker(void *arg)
         store_status st = check_store(h->rt);
         pthread_mutex_lock(&h->lock);
         h->store = st;
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += (HEALTH_CHECK_MS % 1000) * 1000000L;
-        until.tv_sec += HEALTH_CHECK_MS / 1000 + until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
+        struct timespec until = clock_mono_after_ms(HEALTH_CHECK_MS);
         while (!h->stop && pthread_cond_timedwait(&h->wake, &h->lock, &until) != ETIMEDOUT)
             ;
     }
@@ -171,7 +167,11 @@ int health_attach(door *d, broker_runtime *rt)
         return -1;
     h->rt = rt;
     pthread_mutex_init(&h->lock, NULL);
-    pthread_cond_init(&h->wake, NULL);
+    if (clock_cond_init(&h->wake) != 0) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+        return -1;
+    }
     h->store = check_store(rt); /* known before the first probe comes */
     if (door_on_shutdown(d, health_stop, health_release, h) != 0) {
         health_release(h);

@@ -3,6 +3,7 @@
  * into the door and stop at the door's shutdown (certd.h).
  */
 #include "certd_internal.h"
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
@@ -12,14 +13,7 @@
 
 int certd_sleep(certd *c, int64_t ms, int renewals)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    struct timespec until = clock_mono_after_ms(ms);
     pthread_mutex_lock(&c->lock);
     while (!atomic_load(&c->stop) && !(renewals && c->renew_now))
         if (pthread_cond_timedwait(&c->wake, &c->lock, &until) == ETIMEDOUT)
@@ -75,11 +69,10 @@ int certd_attach(door *d, broker_runtime *rt, const certd_options *options)
     c->cfg = &rt->cfg;
     c->publish = options->publish;
     c->manage_certificates = options->manage_certificates;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    if (clock_cond_init(&c->wake) != 0) {
+        free(c);
+        return -1;
+    }
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->challenges_lock, NULL);
     c->m_offset_ms = metrics_gauge("broker_clock_offset_milliseconds",

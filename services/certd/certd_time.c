@@ -132,11 +132,12 @@ void *certd_time_main(void *arg)
             publish_state(c);
         }
         now = clock_mono_us() / 1000;
-        int64_t sleep_ms = next_ms - now < REPUBLISH_MS ? next_ms - now : REPUBLISH_MS;
-        if (c->publish == NULL && c->cfg->ntp_servers[0] != '\0')
-            sleep_ms = next_ms - now;
-        else if (c->publish == NULL)
-            sleep_ms = 3600 * 1000;
+        /* Until the next measurement, if there is one; while publishing, no
+         * longer than the next republication. */
+        int ntp_on = c->cfg->ntp_servers[0] != '\0';
+        int64_t sleep_ms = ntp_on ? next_ms - now : 3600 * 1000;
+        if (c->publish != NULL && sleep_ms > REPUBLISH_MS)
+            sleep_ms = REPUBLISH_MS;
         if (certd_sleep(c, sleep_ms > 0 ? sleep_ms : 0, 0))
             return NULL;
     }

@@ -63,10 +63,11 @@ class Service:
 
     def __init__(self, name, args, workdir, tag=None):
         self.name = name
+        self.tag = tag or name
         self.port = free_port()
         self.args = list(args)
         self.workdir = workdir
-        self.stderr_path = os.path.join(workdir, (tag or name) + ".stderr")
+        self.stderr_path = os.path.join(workdir, self.tag + ".stderr")
         binary = os.path.join(BIN_DIR, name)
         if not os.access(binary, os.X_OK):
             pytest.fail("%s not found or not executable (build it, or set BROKER_BIN)" % binary)
@@ -238,6 +239,27 @@ def assert_once_in_order(got, ids, values):
     assert [g[0] for g in got] == ids, "ids differ: %s" % [g[0] for g in got][:50]
     assert all(b == a + 1 for a, b in zip(ids, ids[1:])), "ids of one tenant must go up by one"
     assert [g[2]["n"] for g in got] == values
+
+
+def cpu_seconds(service):
+    """The user and system time the process has used so far."""
+    with open("/proc/%d/stat" % service.proc.pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_processes_sleep(dep):
+    """With nothing to do, no process spins: all together use a small part of one CPU.  (A timed wait
+    that measured a monotonic deadline against the wall clock once woke at once, forever, and
+    every process checked its store without pause.)"""
+    window = 3.0
+    before = {s.tag: cpu_seconds(s) for s in dep.everyone()}
+    time.sleep(window)
+    used = {s.tag: cpu_seconds(s) - before[s.tag] for s in dep.everyone()}
+    # Summed, since processes that spin share the CPUs: on two, seven spinning get under a third each.
+    total = sum(used.values()) / window
+    assert total < 0.5, "busy while idle: %.2f CPUs in all; by process: %s" % (
+        total, {name: round(t / window, 2) for name, t in used.items()})
 
 
 def test_every_event_once_in_order_with_both_forwarders(dep):
