@@ -156,7 +156,7 @@ static int end_of_turn(void *arg)
  * hash bucket modulo --keepalive), so each stream still gets one every
  * --keepalive seconds, written after the live frames (door_want_write_idle):
  * all of them at once held up the live events queued behind them
- * (bench/RESULTS.md, "Write budget").  Slicing by tenant bucket walks each
+ * (bench/RESULTS.md, "Keep-alive round").  Slicing by tenant bucket walks each
  * subscriber once a round. */
 static void on_second(void *arg)
 {

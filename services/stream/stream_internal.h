@@ -52,7 +52,7 @@ typedef enum client_state {
 /* A subscriber that keeps up holds a few frames at a time (events that came
  * between two of its writes, a keep-alive): they live in the client, so
  * fan-out allocates nothing per subscriber (a malloc/free pair per
- * subscriber per event otherwise: bench/RESULTS.md, "Relay pairs"). */
+ * subscriber per event otherwise: bench/RESULTS.md, "The front door and TLS", W2a). */
 #define CLIENT_INLINE_QUEUE 4 /* a power of two */
 
 /* A subscriber: the stream's part of a front-door connection
