@@ -14,7 +14,8 @@ import time
 import pytest
 
 import jsclient_harness as h
-from test_jsclient_browser import PAGE_FILES, Page, driver, page_server, wait_until  # noqa: F401 (fixtures)
+from test_jsclient_browser import (PAGE_FILES, Page, driver, page_server,  # noqa: F401 (fixtures)
+                                  resume_across_a_restart, wait_until)
 
 PAGE_FILES["/xhr.html"] = (os.path.join(h.HERE, "browser", "xhr.html"), "text/html; charset=utf-8")
 
@@ -68,28 +69,7 @@ def test_xhr_chosen_and_streams_snapshot_and_live_events(page, broker):
 
 
 def test_xhr_resumes_after_broker_restart(page, broker):
-    reader = broker.create_user("x-rita", "rita-password", "xrestart")
-    writer_jwt = broker.login(broker.create_user("x-sam", "sam-password", "xrestart"))
-    expected = []
-
-    def insert(name):
-        expected.append((name, {"n": name}, broker.insert(writer_jwt, name, {"n": name})))
-        return expected[-1][2]
-
-    insert("k1")
-    jwt = page.call("harness.login(args[0], args[1], args[2])", broker.base, reader["username"], reader["password"])
-    page.call("harness.start(args[0], args[1], {maxRetry: 1500})", broker.base, jwt)
-    page.wait_event(expected[0][2], "k1 from the snapshot")
-    insert("k2")
-    page.wait_event(insert("k3"), "k3")
-    broker.restart()
-    insert("k4")
-    insert("k5")
-    wait_until(page.d, "the reconnect", lambda: page.state()["opens"] >= 2)
-    page.wait_event(expected[4][2], "k5")
-    page.wait_event(insert("k6"), "k6, live")
-    assert page.events() == expected
-    state = page.state()
+    state, expected = resume_across_a_restart(page, broker, "x")
     assert state["transport"] == "xhr", state
     assert state["xhrs"][0] is None, state
     assert len(state["xhrs"]) >= 2 and all(x == expected[2][2] for x in state["xhrs"][1:]), state
