@@ -4,6 +4,7 @@
 #   make test    install, build (plain and ASan+UBSan) and run every test
 #   make run-split  the split deployment on loopback (gateway on 8080)
 #   make images  the docker images of the compose deployment, also offline (scripts/images.sh)
+#   make bus-keys  CURVE key pairs for the split deployment's bus (scripts/bus-keys.sh; DIR=...)
 #   make bench   run the benchmarks against Nchan and Mercure (bench/README.md)
 #   make soak    ~12 minutes of steady mixed load on one broker (bench/soak.md)
 #   make chaos   ten minutes of random client behaviour against the front door (tests/chaos)
@@ -13,7 +14,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 ARGS       ?=
 
-.PHONY: all deps build build-asan run run-split images test bench soak chaos clean
+.PHONY: all deps build build-asan run run-split images bus-keys test bench soak chaos clean
 
 all: build
 
@@ -38,6 +39,9 @@ run-split: build
 
 images: build
 	@scripts/images.sh
+
+bus-keys: build
+	@scripts/bus-keys.sh $(DIR)
 
 test:
 	@scripts/deps.sh test

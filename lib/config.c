@@ -47,6 +47,10 @@ static const flag_def FLAGS[] = {
     {"db", FLAG_STRING, "db", OFF(db), 0, 0, "the embedded database's path (the default store)"},
     {"domain", FLAG_STRING, "", OFF(domain), 0, 0, "the domain to certify; must resolve to this host"},
     {"admin_token", FLAG_STRING, "letmein", OFF(admin_token), 0, 0, "password for the admin endpoints"},
+    {"admin_token_file", FLAG_STRING, "", OFF(admin_token_file), 0, 0, "a file holding --admin_token (a Docker or Kubernetes secret); replaces --admin_token"},
+    {"jwt_secret_file", FLAG_STRING, "", OFF(jwt_secret_file), 0, 0, "a file holding --jwt_secret; replaces --jwt_secret"},
+    {"store_file", FLAG_STRING, "", OFF(store_file), 0, 0, "a file holding --store (a URI with credentials); replaces --store"},
+    {"store_password_file", FLAG_STRING, "", OFF(store_password_file), 0, 0, "a file holding the password of the user named in the store URI (mongodb://user@host/db): put into the URI at start"},
     {"store", FLAG_STRING, "", OFF(store), 0, 0, "store URI: empty for the embedded store at --db, or mongodb://host:port/db"},
     {"max_body", FLAG_INT, "1048576", OFF(max_body), 64, 1073741824, "largest request body in bytes; larger answers 413"},
     {"keepalive", FLAG_INT, "15", OFF(keepalive), 1, 3600, "seconds between SSE keep-alive comments"},
@@ -58,10 +62,15 @@ static const flag_def FLAGS[] = {
     {"acme_email", FLAG_STRING, "", OFF(acme_email), 0, 0, "contact address of the ACME account (expiry notices); empty: none"},
     {"log_level", FLAG_STRING, "info", OFF(log_level), 0, 0, "error, warning, info or debug"},
     {"bind", FLAG_STRING, "0.0.0.0", OFF(bind), 0, 0, "address to listen on"},
-    {"bus_publish", FLAG_STRING, "", OFF(bus_publish), 0, 0, "ZeroMQ endpoint this service publishes on (split mode; empty: ingest tcp://*:5556, auth tcp://*:5557; the all-in-one uses inproc)"},
+    {"bus_publish", FLAG_STRING, "", OFF(bus_publish), 0, 0, "ZeroMQ endpoint this service binds and publishes on (split mode; empty: ingest tcp://127.0.0.1:5556, auth tcp://127.0.0.1:5557, certd tcp://127.0.0.1:5558; give the address the subscribers reach; the all-in-one uses inproc)"},
     {"bus_control", FLAG_STRING, "", OFF(bus_control), 0, 0, "ZeroMQ endpoint of certd's control messages (network time, certificate renewals) in split mode, e.g. tcp://127.0.0.1:5558; empty: none"},
     {"bus_subscribe", FLAG_STRING, "", OFF(bus_subscribe), 0, 0, "ZeroMQ endpoints (comma-separated) the stream service subscribes to (split mode; empty: tcp://127.0.0.1:5556,tcp://127.0.0.1:5557)"},
     {"bus_forwarders", FLAG_STRING, "", OFF(bus_forwarders), 0, 0, "bus forwarders (broker-bus), host[:port] comma-separated, port " TEXT(BUS_FORWARDER_PORT) " when left out: publishers connect to each instead of binding --bus_publish, the stream service and the control messages subscribe to each (port + 1) instead of --bus_subscribe and --bus_control; empty: none"},
+    {"bus_key_file", FLAG_STRING, "", OFF(bus_key_file), 0, 0, "split mode: this process's CURVE key pair (a file from broker-keygen, mode 0600); every tcp:// bus link is then authenticated and encrypted; empty: the bus in the clear"},
+    {"bus_trusted_keys", FLAG_STRING, "", OFF(bus_trusted_keys), 0, 0, "split mode, with --bus_key_file: a file (one public key a line) or a directory of public key files: the only clients a binding bus socket accepts; re-read at every handshake"},
+    {"bus_server_key", FLAG_STRING, "", OFF(bus_server_key), 0, 0, "split mode, with --bus_key_file: the public key file of the bus servers this process connects to (the forwarders, or --bus_subscribe's publishers): one for all, or comma-separated, one per endpoint in order"},
+    {"bus_certd_key", FLAG_STRING, "", OFF(bus_certd_key), 0, 0, "split mode, with --bus_key_file: certd's public key file: the server of --bus_control, and at a forwarder the only sender of clock and certificate messages"},
+    {"bus_insecure", FLAG_BOOL, "false", OFF(bus_insecure), 0, 0, "allow the bus in the clear (no --bus_key_file) on endpoints other than loopback; anyone who reaches the ports can then read and inject messages"},
     {"bus_forwarder_port", FLAG_INT, TEXT(BUS_FORWARDER_PORT), OFF(bus_forwarder_port), 1, 65534, "broker-bus only: the port its publishers' side (XSUB) listens on, at --bind; its subscribers' side (XPUB) is the next port"},
     {"sse_queue_max", FLAG_INT, "1048576", OFF(sse_queue_max), 4096, 1073741824, "bytes queued for one SSE client before it is disconnected"},
     {"stream_workers", FLAG_INT, "1", OFF(stream_workers), 1, 64, "SSE worker processes sharing the port (SO_REUSEPORT)"},
@@ -195,6 +204,103 @@ static int check_domains(const char *list, const char *program)
     return 0;
 }
 
+/* The contents of a secret file, without one trailing newline (editors and
+ * `echo` add it; a secret with a newline of its own is not one anyone
+ * types).  NULL with the reason on stderr. */
+static char *read_secret(const char *path, const char *flag, const char *program)
+{
+    enum { SECRET_MAX = 65536 };
+    FILE *f = fopen(path, "r");
+    char *text = f ? malloc(SECRET_MAX + 1) : NULL;
+    size_t len = text ? fread(text, 1, SECRET_MAX + 1, f) : 0;
+    int err = f ? ferror(f) : errno;
+    if (f != NULL)
+        fclose(f);
+    if (text == NULL || err) {
+        fprintf(stderr, "%s: cannot read --%s %s: %s\n", program, flag, path, strerror(err ? err : ENOMEM));
+        free(text);
+        return NULL;
+    }
+    if (len > SECRET_MAX) {
+        fprintf(stderr, "%s: --%s %s is larger than %d bytes: not a secret\n", program, flag, path, SECRET_MAX);
+        free(text);
+        return NULL;
+    }
+    if (len > 0 && text[len - 1] == '\n')
+        len--;
+    if (len > 0 && text[len - 1] == '\r')
+        len--;
+    text[len] = '\0';
+    if (len == 0 || memchr(text, '\0', len) != NULL) {
+        fprintf(stderr, "%s: --%s %s is empty or holds a NUL byte\n", program, flag, path);
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* The store URI with the password of --store_password_file after its
+ * user, percent-encoded as URIs want (RFC 3986 unreserved characters stay). */
+static int add_store_password(broker_config *cfg, const char *password, const char *program)
+{
+    const char *scheme = strstr(cfg->store, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    const char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
+    if (at == NULL || (slash != NULL && slash < at) || memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) != NULL) {
+        fprintf(stderr, "%s: --store_password_file needs a store URI that names a user and no password, such as "
+                        "mongodb://broker@mongo:27017/broker?authSource=admin\n", program);
+        return -1;
+    }
+    size_t cap = strlen(cfg->store) + 3 * strlen(password) + 2, n = (size_t)(at - cfg->store);
+    char *uri = malloc(cap);
+    if (uri == NULL)
+        return -1;
+    memcpy(uri, cfg->store, n);
+    uri[n++] = ':';
+    for (const unsigned char *p = (const unsigned char *)password; *p; p++) {
+        if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~')
+            uri[n++] = (char)*p;
+        else
+            n += (size_t)snprintf(uri + n, cap - n, "%%%02X", *p);
+    }
+    snprintf(uri + n, cap - n, "%s", at);
+    free(cfg->store);
+    cfg->store = uri;
+    return 0;
+}
+
+/* Every *_file flag replaces its secret with the file's contents. */
+static int load_secret_files(broker_config *cfg, const char *program)
+{
+    struct {
+        const char *flag;
+        char *path;
+        char **target;
+    } files[] = {
+        {"jwt_secret_file", cfg->jwt_secret_file, &cfg->jwt_secret},
+        {"admin_token_file", cfg->admin_token_file, &cfg->admin_token},
+        {"store_file", cfg->store_file, &cfg->store},
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        if (files[i].path[0] == '\0')
+            continue;
+        char *secret = read_secret(files[i].path, files[i].flag, program);
+        if (secret == NULL)
+            return -1;
+        free(*files[i].target);
+        *files[i].target = secret;
+    }
+    if (cfg->store_password_file[0] != '\0') {
+        char *password = read_secret(cfg->store_password_file, "store_password_file", program);
+        int rc = password ? add_store_password(cfg, password, program) : -1;
+        if (password != NULL)
+            explicit_bzero(password, strlen(password));
+        free(password);
+        return rc;
+    }
+    return 0;
+}
+
 /* With --auto_cert the key and chain are the ones certd keeps under --certs;
  * --key_path and --cert_path are for one's own pair. */
 static int use_acme_paths(broker_config *cfg)
@@ -288,6 +394,8 @@ int config_load(broker_config *cfg, int argc, char **argv, const char *program)
         fprintf(stderr, "%s: invalid value '%s' for --log_format: expected text or json\n", program, cfg->log_format);
         goto fail;
     }
+    if (load_secret_files(cfg, program) != 0)
+        goto fail;
     if (cfg->jwt_secret[0] == '\0') {
         fprintf(stderr, "%s: --jwt_secret must not be empty\n", program);
         goto fail;

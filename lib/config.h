@@ -49,6 +49,16 @@ typedef struct broker_config {
     char *bus_subscribe;/* ZeroMQ endpoint(s) stream subscribes to (split mode) */
     char *bus_forwarders;   /* comma-separated host[:port] of bus forwarders; "" = none */
     long bus_forwarder_port;/* broker-bus: its publishers' side; subscribers' side is the next port */
+    char *bus_key_file;     /* this process's CURVE key pair; "" = the bus in the clear */
+    char *bus_trusted_keys; /* file or directory of the client public keys a binding bus socket accepts */
+    char *bus_server_key;   /* public key file(s) of the bus servers this process connects to */
+    char *bus_certd_key;    /* certd's public key file: the server of --bus_control, the only sender of clock/cert */
+    int bus_insecure;       /* allow the bus in the clear on non-loopback endpoints */
+    /* Secrets from files (Docker/Kubernetes secrets): each replaces its flag's value. */
+    char *jwt_secret_file;
+    char *admin_token_file;
+    char *store_file;
+    char *store_password_file; /* the password of the store URI's user */
     long sse_queue_max; /* bytes queued for one SSE client before it is dropped */
     long stream_workers;/* stream processes (all-in-one: 1) */
     int console;        /* serve the web console at /console/ */

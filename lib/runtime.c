@@ -2,6 +2,7 @@
  * runtime.c - common start-up and shutdown of a service process.
  */
 #include "runtime.h"
+#include "bus_curve.h"
 #include "clock.h"
 #include "health.h"
 #include "email.h"
@@ -44,6 +45,12 @@ int runtime_open_bare(broker_runtime *rt, int argc, char **argv, const char *ser
     }
     /* A peer that closes its socket must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    bus_security_options bus = {.key_file = rt->cfg.bus_key_file, .trusted_keys = rt->cfg.bus_trusted_keys,
+                                .certd_key = rt->cfg.bus_certd_key, .insecure = rt->cfg.bus_insecure};
+    if (bus_security_init(&bus) != 0) {
+        config_free(&rt->cfg);
+        return -1;
+    }
     return 0;
 }
 
@@ -58,7 +65,8 @@ int runtime_open(broker_runtime *rt, int argc, char **argv, const char *service)
     const char *uri = rt->cfg.store[0] ? rt->cfg.store : rt->cfg.db;
     rt->store = store_open(uri);
     if (rt->store == NULL) {
-        log_error("cannot open the store '%s' (--store/--db)", uri);
+        /* A URI may carry a password: never in the log. */
+        log_error("cannot open the store '%s' (--store/--db)", strchr(uri, '@') ? "(a URI with credentials)" : uri);
         goto fail;
     }
     rt->basic_cache = credcache_new(4096, 300);
@@ -97,7 +105,7 @@ int runtime_open_bus(broker_runtime *rt, const char *endpoint)
         char *forwarders = NULL;
         if (bus_forwarder_endpoints(rt->cfg.bus_forwarders, &forwarders, NULL) != 0)
             return -1;
-        rt->bus = bus_pub_connect(forwarders);
+        rt->bus = bus_pub_connect(forwarders, rt->cfg.bus_server_key);
         if (rt->bus != NULL)
             log_info("publishing to the bus forwarders %s", forwarders);
         free(forwarders);
@@ -160,20 +168,53 @@ void runtime_wait_for_signal(void)
     log_info("signal %d: shutting down", sig);
 }
 
+typedef struct control_follower {
+    bus_sub *sub;
+    const broker_config *cfg;
+    metric_value *dropped;
+} control_follower;
+
+/* A ctl/cert may name no path, or one under this process's --certs or its
+ * --cert_path itself: the reload always reads this process's own paths, and
+ * a message naming any other place is not certd's. */
+static int cert_path_ours(const broker_config *cfg, const char *path)
+{
+    size_t n = strlen(cfg->certs);
+    if (path[0] == '\0' || strcmp(path, cfg->cert_path) == 0)
+        return 1;
+    if (strstr(path, "/../") != NULL || strncmp(path, "../", 3) == 0)
+        return 0;
+    return n > 0 && strncmp(path, cfg->certs, n) == 0 && (path[n] == '/' || cfg->certs[n - 1] == '/');
+}
+
 /* certd's control messages (split mode): the clock offset and renewed
- * certificates.  ZMQ_FD is edge-triggered, so every wake-up drains it; the
- * messages are few and small. */
+ * certificates.  Even on an authenticated link they are checked: an offset
+ * certd itself would refuse (--ntp_max_offset) or a certificate path that
+ * is not this process's is dropped and counted.  ZMQ_FD is edge-triggered,
+ * so every wake-up drains it; the messages are few and small. */
 static void on_control(void *arg)
 {
-    bus_sub *sub = arg;
+    control_follower *c = arg;
     bus_msg m;
-    while (bus_sub_recv(sub, &m) > 0) {
+    while (bus_sub_recv(c->sub, &m) > 0) {
         if (m.kind == BUS_CLOCK) {
+            int64_t limit_ms = (int64_t)c->cfg->ntp_max_offset * 1000;
+            if (m.clock_offset_ms > limit_ms || m.clock_offset_ms < -limit_ms) {
+                log_warn("bus: dropped a clock offset of %lld ms: beyond --ntp_max_offset (%ld s)",
+                         (long long)m.clock_offset_ms, c->cfg->ntp_max_offset);
+                atomic_fetch_add(c->dropped, 1);
+                continue;
+            }
             clock_set_state(m.clock_offset_ms, (clock_source)m.clock_source, m.clock_reason);
         } else if (m.kind == BUS_CERT) {
-            /* The path the message names is never read: the reload takes this
-             * process's own --cert_path and --key_path, so a forged message can
-             * at worst make it read its own files again. */
+            /* The reload reads this process's own --cert_path and --key_path,
+             * never the path named; one naming another place is not certd's. */
+            if (!cert_path_ours(c->cfg, m.cert_path)) {
+                log_warn("bus: dropped a certificate renewal naming %s: not under --certs %s", m.cert_path,
+                         c->cfg->certs);
+                atomic_fetch_add(c->dropped, 1);
+                continue;
+            }
             log_info("certd renewed the certificate: reloading it");
             door_reload_certificates();
         }
@@ -182,32 +223,40 @@ static void on_control(void *arg)
 
 static void control_close(void *arg)
 {
-    bus_sub_close(arg);
+    control_follower *c = arg;
+    bus_sub_close(c->sub);
+    free(c);
 }
 
-/* certd's control messages come from --bus_control, or through the bus
- * forwarders when there are some (certd publishes to them like any other
- * publisher).  Nothing to follow when neither is set. */
+/* certd's control messages come from --bus_control (certd's own key is the
+ * server key there), or through the bus forwarders when there are some
+ * (certd publishes to them like any other publisher; they check it is
+ * certd).  Nothing to follow when neither is set. */
 static int follow_control(door *d, const broker_config *cfg)
 {
     char *forwarded = NULL;
-    const char *endpoints = cfg->bus_control;
+    const char *endpoints = cfg->bus_control, *server_key = cfg->bus_certd_key;
     int options = BUS_SUB_CONTROL;
     if (cfg->bus_forwarders[0] != '\0') {
         if (bus_forwarder_endpoints(cfg->bus_forwarders, NULL, &forwarded) != 0)
             return -1;
         endpoints = forwarded;
+        server_key = cfg->bus_server_key;
         options |= BUS_SUB_REDUNDANT;
     }
     if (endpoints[0] == '\0')
         return 0;
-    bus_sub *sub = bus_sub_open(endpoints, options);
-    if (sub == NULL) {
+    control_follower *c = calloc(1, sizeof *c);
+    if (c == NULL || (c->sub = bus_sub_open(endpoints, server_key, options)) == NULL) {
+        free(c);
         free(forwarded);
         return -1;
     }
-    if (door_watch(d, bus_sub_fd(sub), on_control, sub) != 0 || door_on_shutdown(d, NULL, control_close, sub) != 0) {
-        bus_sub_close(sub);
+    c->cfg = cfg;
+    c->dropped = metrics_counter("broker_bus_control_dropped_total",
+                                 "control messages dropped: a clock offset beyond --ntp_max_offset, or a certificate path not under --certs");
+    if (door_watch(d, bus_sub_fd(c->sub), on_control, c) != 0 || door_on_shutdown(d, NULL, control_close, c) != 0) {
+        control_close(c);
         free(forwarded);
         return -1;
     }

@@ -12,8 +12,8 @@ pkgs=(cmake make gcc pkg-config libulfius-dev libjwt-dev libjansson-dev libargon
       uuid-dev libssl-dev libcurl4-gnutls-dev)
 case "${1:-}" in
   test) pkgs+=(python3 python3-pytest python3-requests python3-yaml python3-jsonschema clang libclang-rt-14-dev curl nginx-light chromium
-              chromium-driver python3-selenium nodejs node-react node-react-test-renderer systemd prometheus pebble chrony
-              faketime debootstrap)
+              chromium-driver python3-selenium python3-zmq nodejs node-react node-react-test-renderer systemd
+              prometheus pebble chrony faketime debootstrap)
         # npm (npm pack, the JS client's package test) comes with some nodejs builds and is
         # Debian's own package with Debian's nodejs.
         command -v npm >/dev/null 2>&1 || pkgs+=(npm) ;;

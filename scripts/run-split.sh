@@ -10,6 +10,9 @@
 # (5557), BUS_CERTD_PORT (5558).
 # DB (./db-split) is the shared store.  Runs until Ctrl-C / SIGTERM; with
 # SPLIT_READY_FILE set, writes that file once every service answers /readyz.
+# The bus is CURVE-authenticated and encrypted: a key pair per process
+# (broker-keygen) in BUS_KEYS (default: a fresh folder for this run), every
+# public key in BUS_KEYS/trusted; BUS_CURVE=0 runs the bus in the clear.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BROKER_BUILD:-$ROOT/build}
@@ -36,13 +39,29 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-common=(--db="$DB" --bind=127.0.0.1 --bus_control="tcp://127.0.0.1:$BUS_CERTD_PORT" "$@")
+# One key pair per process; each binding socket trusts every public key of
+# the deployment, each subscriber knows its publishers' public keys.
+key() { :; }
+if [ "${BUS_CURVE:-1}" != 0 ]; then
+  KEYS=${BUS_KEYS:-$RUN/keys}
+  mkdir -p "$KEYS/trusted"
+  for name in certd auth ingest stream1 stream2; do
+    [ -f "$KEYS/$name" ] || "$BIN/broker-keygen" "$KEYS/$name" >/dev/null
+    cp "$KEYS/$name.pub" "$KEYS/trusted/$name.pub"
+  done
+  key() { echo "--bus_key_file=$KEYS/$1"; }
+  common_curve=(--bus_trusted_keys="$KEYS/trusted" --bus_certd_key="$KEYS/trusted/certd.pub")
+  stream_curve=(--bus_server_key="$KEYS/trusted/ingest.pub,$KEYS/trusted/auth.pub")
+else
+  common_curve=() stream_curve=()
+fi
+common=(--db="$DB" --bind=127.0.0.1 --bus_control="tcp://127.0.0.1:$BUS_CERTD_PORT" ${common_curve[@]+"${common_curve[@]}"} "$@")
 bus_sub="tcp://127.0.0.1:$BUS_INGEST_PORT,tcp://127.0.0.1:$BUS_AUTH_PORT"
-"$BIN/broker-certd" "${common[@]}" --port="$CERTD_PORT" --bus_publish="tcp://127.0.0.1:$BUS_CERTD_PORT" & pids+=($!)
-"$BIN/broker-auth" --trusted_proxies=127.0.0.1 "${common[@]}" --port="$AUTH_PORT" --bus_publish="tcp://127.0.0.1:$BUS_AUTH_PORT" & pids+=($!)
-"$BIN/broker-ingest" "${common[@]}" --port="$INGEST_PORT" --bus_publish="tcp://127.0.0.1:$BUS_INGEST_PORT" & pids+=($!)
-"$BIN/broker-stream" "${common[@]}" --port="$STREAM1_PORT" --bus_subscribe="$bus_sub" & pids+=($!)
-"$BIN/broker-stream" "${common[@]}" --port="$STREAM2_PORT" --bus_subscribe="$bus_sub" & pids+=($!)
+"$BIN/broker-certd" $(key certd) "${common[@]}" --port="$CERTD_PORT" --bus_publish="tcp://127.0.0.1:$BUS_CERTD_PORT" & pids+=($!)
+"$BIN/broker-auth" $(key auth) --trusted_proxies=127.0.0.1 "${common[@]}" --port="$AUTH_PORT" --bus_publish="tcp://127.0.0.1:$BUS_AUTH_PORT" & pids+=($!)
+"$BIN/broker-ingest" $(key ingest) "${common[@]}" --port="$INGEST_PORT" --bus_publish="tcp://127.0.0.1:$BUS_INGEST_PORT" & pids+=($!)
+"$BIN/broker-stream" $(key stream1) "${common[@]}" ${stream_curve[@]+"${stream_curve[@]}"} --port="$STREAM1_PORT" --bus_subscribe="$bus_sub" & pids+=($!)
+"$BIN/broker-stream" $(key stream2) "${common[@]}" ${stream_curve[@]+"${stream_curve[@]}"} --port="$STREAM2_PORT" --bus_subscribe="$bus_sub" & pids+=($!)
 
 sed -e "s|@PREFIX@|$RUN|g" -e "s|@LISTEN@|127.0.0.1:$GATEWAY_PORT|" \
     -e "s|@AUTH@|127.0.0.1:$AUTH_PORT|" -e "s|@INGEST@|127.0.0.1:$INGEST_PORT|" -e "s|@CERTD@|127.0.0.1:$CERTD_PORT|" \

@@ -28,6 +28,9 @@
  * subscriber, which refills it from the store. */
 #define BUS_HWM 200000
 
+/* The longest certificate path a ctl/cert message may name. */
+#define BUS_CERT_PATH_MAX 1023
+
 typedef struct bus_pub bus_pub;
 typedef struct bus_sub bus_sub;
 typedef struct bus_forwarder bus_forwarder;
@@ -51,14 +54,18 @@ typedef struct bus_msg {
     int64_t clock_offset_ms; /* BUS_CLOCK */
     char clock_source;       /* BUS_CLOCK: 'N', 'K' or 'H' (clock_source) */
     char clock_reason[BUS_CLOCK_REASON_MAX + 1];
+    char cert_path[BUS_CERT_PATH_MAX + 1]; /* BUS_CERT: "" when it names none */
 } bus_msg;
 
-/* Binds `endpoint`. */
+/* Binds `endpoint` (a CURVE server when bus_security_init() loaded keys:
+ * bus_curve.h). */
 bus_pub *bus_pub_open(const char *endpoint);
 /* Connects to every endpoint of `endpoints` (comma-separated): the
  * publishers' sides of the bus forwarders.  Messages go only to forwarders
- * connected at the time: one that is down gets nothing queued for it. */
-bus_pub *bus_pub_connect(const char *endpoints);
+ * connected at the time: one that is down gets nothing queued for it.
+ * server_keys: with CURVE, the public key files of the servers (one for
+ * all, or one per endpoint in order, comma-separated); else NULL or "". */
+bus_pub *bus_pub_connect(const char *endpoints, const char *server_keys);
 void bus_pub_close(bus_pub *p);
 int bus_publish_event(bus_pub *p, const char *tenant, uint64_t seq, int64_t ts_ms, const char *event,
                       const char *data, size_t data_len);
@@ -80,12 +87,15 @@ enum {
     BUS_SUB_CONTROL = 2,
 };
 
-/* endpoints: one or more, comma-separated; options: BUS_SUB_* or 0. */
-bus_sub *bus_sub_open(const char *endpoints, int options);
+/* endpoints: one or more, comma-separated; server_keys as for
+ * bus_pub_connect(); options: BUS_SUB_* or 0. */
+bus_sub *bus_sub_open(const char *endpoints, const char *server_keys, int options);
 void bus_sub_close(bus_sub *s);
 int bus_sub_fd(bus_sub *s);
 /* 1: *msg filled; 0: nothing pending; -1: error (logged). Malformed messages
- * are skipped and logged. */
+ * (a bad frame count or size, a tenant, event name or username that is not
+ * one, an unknown revoked flag or clock source) are dropped, logged and
+ * counted in broker_bus_malformed_total. */
 int bus_sub_recv(bus_sub *s, bus_msg *msg);
 /* 1 once every endpoint (BUS_SUB_REDUNDANT: any endpoint) has completed its
  * handshake (inproc: at once). */

@@ -13,13 +13,21 @@
  *
  * The proxy runs on a thread of its own with its own ZeroMQ context, steered
  * over an inproc PAIR socket: TERMINATE to stop it, STATISTICS for the
- * metrics.
+ * metrics.  It is a loop of its own rather than zmq_proxy() because, with
+ * CURVE, it checks who sent each control message: a forwarder is where
+ * every publisher's messages meet, and only certd may move the clock or
+ * announce a certificate (the ZAP handler gives each message its sender's
+ * key as the "User-Id" property).
  */
 #include "bus.h"
+#include "bus_curve.h"
 #include "log.h"
+#include "metrics.h"
 #include "proto_bus.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +40,8 @@
  * the publishers' side's messages in, bytes in, messages out, bytes out,
  * then the same of the subscribers' side. */
 #define STATISTICS_FRAMES 8
+/* Frames a forwarded message may have (an event has the most). */
+#define FORWARD_FRAMES_MAX 8
 
 /* ---- the --bus_forwarders list ------------------------------------------ */
 
@@ -139,13 +149,115 @@ struct bus_forwarder {
     void *control;  /* ours */
     pthread_t thread;
     int started;
+    uint64_t received; /* messages from publishers (the proxy's thread only) */
+    int check_senders;  /* CURVE: control messages only from certd's key */
+    char certd_key[BUS_KEY_SIZE];
+    metric_value *forged; /* control messages dropped: not from certd */
 };
+
+/* Whether `first` (a message's first frame, which carries the sender's key
+ * as "User-Id") may pass.  Without CURVE there are no keys to check. */
+static int sender_allowed(bus_forwarder *f, zmq_msg_t *first)
+{
+    if (!f->check_senders || !(zmq_msg_size(first) > 4 && memcmp(zmq_msg_data(first), "ctl/", 4) == 0))
+        return 1;
+    size_t n = zmq_msg_size(first);
+    int control = (n >= strlen(BUS_TOPIC_CLOCK) && !memcmp(zmq_msg_data(first), BUS_TOPIC_CLOCK, strlen(BUS_TOPIC_CLOCK))) ||
+                  (n >= strlen(BUS_TOPIC_CERT) && !memcmp(zmq_msg_data(first), BUS_TOPIC_CERT, strlen(BUS_TOPIC_CERT)));
+    const char *sender = zmq_msg_gets(first, "User-Id");
+    if (!control || (sender != NULL && strcmp(sender, f->certd_key) == 0))
+        return 1;
+    log_warn("bus forwarder: dropped a %.*s message from %s: only certd (--bus_certd_key) sends those",
+             (int)(n < 16 ? n : 16), (const char *)zmq_msg_data(first), sender ? sender : "(no key)");
+    atomic_fetch_add(f->forged, 1);
+    return 0;
+}
+
+/* Moves one whole message from `from` to `to` (publishers' messages are
+ * checked first).  0, or -1 when the context is ending. */
+static int forward_message(bus_forwarder *f, void *from, void *to, int check)
+{
+    zmq_msg_t frames[FORWARD_FRAMES_MAX];
+    int n = 0, more = 1, pass = 1;
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, from, 0) < 0) {
+            zmq_msg_close(&m);
+            for (int i = 0; i < n; i++)
+                zmq_msg_close(&frames[i]);
+            return zmq_errno() == ETERM ? -1 : 0;
+        }
+        more = zmq_msg_more(&m);
+        if (n < FORWARD_FRAMES_MAX)
+            frames[n++] = m;
+        else
+            zmq_msg_close(&m), pass = 0; /* no bus message has so many frames */
+    }
+    if (check) {
+        f->received++;
+        pass = pass && sender_allowed(f, &frames[0]);
+    }
+    for (int i = 0; i < n; i++) {
+        /* A frame that is sent is the socket's; one that is not is ours. */
+        if (!pass || zmq_msg_send(&frames[i], to, i + 1 < n ? ZMQ_SNDMORE : 0) < 0)
+            zmq_msg_close(&frames[i]);
+    }
+    return 0;
+}
+
+/* Forwards what `from` holds, up to a batch, so that a burst costs one poll
+ * rather than one per message while the control pair still gets its turn. */
+static int forward_pending(bus_forwarder *f, void *from, void *to, int check)
+{
+    enum { BATCH = 1000 };
+    for (int i = 0; i < BATCH; i++) {
+        int events = 0;
+        size_t len = sizeof events;
+        if (i > 0 && (zmq_getsockopt(from, ZMQ_EVENTS, &events, &len) != 0 || !(events & ZMQ_POLLIN)))
+            break;
+        if (forward_message(f, from, to, check) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A question on the control pair: 1 to go on, 0 to stop. */
+static int answer_control(bus_forwarder *f)
+{
+    char command[32];
+    int n = zmq_recv(f->steer, command, sizeof command, 0);
+    if (n < 0)
+        return zmq_errno() != ETERM;
+    if (n == 9 && memcmp(command, "TERMINATE", 9) == 0)
+        return 0;
+    if (n == 10 && memcmp(command, "STATISTICS", 10) == 0) {
+        uint64_t values[STATISTICS_FRAMES] = {f->received};
+        for (int i = 0; i < STATISTICS_FRAMES; i++)
+            zmq_send(f->steer, &values[i], sizeof values[i], i + 1 < STATISTICS_FRAMES ? ZMQ_SNDMORE : 0);
+    }
+    return 1;
+}
 
 static void *forward(void *arg)
 {
     bus_forwarder *f = arg;
-    if (zmq_proxy_steerable(f->frontend, f->backend, NULL, f->steer) != 0)
-        log_error("bus forwarder: the proxy stopped: %s", zmq_strerror(zmq_errno()));
+    for (;;) {
+        zmq_pollitem_t items[] = {{f->frontend, 0, ZMQ_POLLIN, 0}, {f->backend, 0, ZMQ_POLLIN, 0},
+                                  {f->steer, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 3, -1) < 0) {
+            if (zmq_errno() == ETERM)
+                break;
+            continue;
+        }
+        if ((items[2].revents & ZMQ_POLLIN) && !answer_control(f))
+            break;
+        if ((items[0].revents & ZMQ_POLLIN) && forward_pending(f, f->frontend, f->backend, 1) != 0)
+            break;
+        /* Subscriptions, the other way. */
+        if ((items[1].revents & ZMQ_POLLIN) && forward_pending(f, f->backend, f->frontend, 0) != 0)
+            break;
+    }
     return NULL;
 }
 
@@ -154,6 +266,10 @@ static void *bound_socket(bus_forwarder *f, int type, const char *endpoint)
 {
     int hwm = BUS_HWM, linger = 0;
     void *sock = zmq_socket(f->context, type);
+    if (sock != NULL && bus_curve_server(f->context, sock, endpoint) != 0) {
+        zmq_close(sock);
+        return NULL;
+    }
     if (sock == NULL || zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger) != 0 || zmq_bind(sock, endpoint) != 0) {
@@ -171,6 +287,16 @@ bus_forwarder *bus_forwarder_start(const char *frontend, const char *backend)
     int timeout = CONTROL_TIMEOUT_MS, linger = 0;
     if (f == NULL || (f->context = zmq_ctx_new()) == NULL)
         goto fail;
+    f->forged = metrics_counter("broker_bus_forged_control_total",
+                                "clock and certificate messages dropped because certd did not send them");
+    if (bus_curve_enabled()) {
+        if (bus_certd_key(f->certd_key) != 0) {
+            log_error("bus forwarder: with CURVE, --bus_certd_key (certd's public key file) says who may send "
+                      "clock and certificate messages");
+            goto fail;
+        }
+        f->check_senders = 1;
+    }
     f->frontend = bound_socket(f, ZMQ_XSUB, frontend);
     f->backend = f->frontend ? bound_socket(f, ZMQ_XPUB, backend) : NULL;
     if (f->backend == NULL)
@@ -228,7 +354,9 @@ void bus_forwarder_stop(bus_forwarder *f)
     for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++)
         if (socks[i] != NULL)
             zmq_close(socks[i]);
-    if (f->context != NULL)
+    if (f->context != NULL) {
         zmq_ctx_term(f->context);
+        bus_zap_stop(f->context);
+    }
     free(f);
 }

@@ -8,8 +8,10 @@
  * the others.
  */
 #include "bus.h"
+#include "bus_curve.h"
 #include "proto_bus.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <endian.h>
 #include <pthread.h>
@@ -24,9 +26,13 @@
 static void *context;
 static pthread_once_t context_once = PTHREAD_ONCE_INIT;
 
+static metric_value *malformed_total;
+
 static void context_create(void)
 {
     context = zmq_ctx_new();
+    malformed_total = metrics_counter("broker_bus_malformed_total",
+                                      "bus messages dropped because they did not parse (or named no valid tenant, event or user)");
 }
 
 static void *bus_context(void)
@@ -80,6 +86,10 @@ bus_pub *bus_pub_open(const char *endpoint)
     bus_pub *p = pub_new();
     if (p == NULL)
         return NULL;
+    if (bus_curve_server(bus_context(), p->sock, endpoint) != 0) {
+        bus_pub_close(p);
+        return NULL;
+    }
     if (zmq_bind(p->sock, endpoint) != 0) {
         log_error("bus: cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
         bus_pub_close(p);
@@ -88,7 +98,7 @@ bus_pub *bus_pub_open(const char *endpoint)
     return p;
 }
 
-bus_pub *bus_pub_connect(const char *endpoints)
+bus_pub *bus_pub_connect(const char *endpoints, const char *server_keys)
 {
     bus_pub *p = pub_new();
     char *list = strdup(endpoints ? endpoints : ""), *save = NULL;
@@ -103,6 +113,10 @@ bus_pub *bus_pub_connect(const char *endpoints)
             ep++;
         if (*ep == '\0')
             continue;
+        char key_file[4096];
+        if (bus_server_key_for(server_keys, n, key_file, sizeof key_file) != 0 ||
+            bus_curve_client(p->sock, ep, key_file) != 0)
+            goto fail;
         if (zmq_connect(p->sock, ep) != 0) {
             log_error("bus: cannot connect to %s: %s", ep, zmq_strerror(zmq_errno()));
             goto fail;
@@ -195,7 +209,7 @@ static int sub_topics(void *sock, int control)
     return 0;
 }
 
-bus_sub *bus_sub_open(const char *endpoints, int options)
+bus_sub *bus_sub_open(const char *endpoints, const char *server_keys, int options)
 {
     static atomic_int monitor_seq;
     bus_sub *s = calloc(1, sizeof *s);
@@ -213,7 +227,9 @@ bus_sub *bus_sub_open(const char *endpoints, int options)
         sub_topics(s->sock, (options & BUS_SUB_CONTROL) != 0) != 0)
         goto fail;
     snprintf(monitor_ep, sizeof monitor_ep, "inproc://bus-monitor-%d", atomic_fetch_add(&monitor_seq, 1));
-    if (zmq_socket_monitor(s->sock, monitor_ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0)
+    if (zmq_socket_monitor(s->sock, monitor_ep,
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0)
         goto fail;
     s->monitor = zmq_socket(bus_context(), ZMQ_PAIR);
     if (s->monitor == NULL || zmq_connect(s->monitor, monitor_ep) != 0)
@@ -224,6 +240,10 @@ bus_sub *bus_sub_open(const char *endpoints, int options)
             ep++;
         if (*ep == '\0')
             continue;
+        char key_file[4096];
+        if (bus_server_key_for(server_keys, s->endpoints, key_file, sizeof key_file) != 0 ||
+            bus_curve_client(s->sock, ep, key_file) != 0)
+            goto fail;
         if (zmq_connect(s->sock, ep) != 0) {
             log_error("bus: cannot connect to %s: %s", ep, zmq_strerror(zmq_errno()));
             goto fail;
@@ -283,6 +303,10 @@ int bus_sub_ready(bus_sub *s)
         zmq_msg_close(&ev);
         zmq_msg_init(&addr);
         zmq_msg_recv(&addr, s->monitor, 0);
+        if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+            log_warn("bus: %.*s refused this process's handshake (is its public key in that side's "
+                     "--bus_trusted_keys, and --bus_server_key the server's?)",
+                     (int)zmq_msg_size(&addr), (const char *)zmq_msg_data(&addr));
         zmq_msg_close(&addr);
         if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
             s->connected++;
@@ -298,13 +322,98 @@ static int frame_is(const zmq_msg_t *m, const char *prefix)
     return zmq_msg_size((zmq_msg_t *)m) >= n && memcmp(zmq_msg_data((zmq_msg_t *)m), prefix, n) == 0;
 }
 
+/* A tenant name as the store accepts it: 1-128 of [A-Za-z0-9_.-]. */
+static int tenant_valid(const char *t, size_t len)
+{
+    if (len == 0 || len > 128)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = t[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Text a peer may put in a name: not empty, no NUL, at most `max` bytes. */
+static int name_valid(const zmq_msg_t *m, size_t max)
+{
+    size_t len = zmq_msg_size((zmq_msg_t *)m);
+    return len > 0 && len <= max && memchr(zmq_msg_data((zmq_msg_t *)m), '\0', len) == NULL;
+}
+
+/* Usernames are 1-128 characters: at most 4 bytes each in UTF-8. */
+#define USERNAME_BYTES_MAX 512
+
+static int parse_event(zmq_msg_t *f, int n, bus_msg *msg)
+{
+    const char *topic = zmq_msg_data(&f[0]);
+    size_t tlen = zmq_msg_size(&f[0]), plen = strlen(BUS_TOPIC_EVENT);
+    uint64_t seq, ts;
+    if (n != 4 || zmq_msg_size(&f[1]) != BUS_EVENT_HEADER_LEN || tlen < plen + 2 || topic[tlen - 1] != '/' ||
+        !tenant_valid(topic + plen, tlen - plen - 1) || !name_valid(&f[2], BUS_EVENT_NAME_MAX) ||
+        zmq_msg_size(&f[3]) == 0)
+        return 0;
+    memcpy(&seq, zmq_msg_data(&f[1]), 8);
+    memcpy(&ts, (char *)zmq_msg_data(&f[1]) + 8, 8);
+    msg->kind = BUS_EVENT;
+    msg->tenant = topic + plen;
+    msg->tenant_len = tlen - plen - 1;
+    msg->seq = be64toh(seq);
+    msg->ts_ms = (int64_t)be64toh(ts);
+    msg->event = zmq_msg_data(&f[2]);
+    msg->event_len = zmq_msg_size(&f[2]);
+    msg->data = zmq_msg_data(&f[3]);
+    msg->data_len = zmq_msg_size(&f[3]);
+    return 1;
+}
+
+static int parse_user(zmq_msg_t *f, int n, bus_msg *msg)
+{
+    if (n != 3 || !name_valid(&f[1], USERNAME_BYTES_MAX) || zmq_msg_size(&f[2]) != 1)
+        return 0;
+    char flag = *(const char *)zmq_msg_data(&f[2]);
+    if (flag != '0' && flag != '1')
+        return 0;
+    msg->kind = BUS_USER;
+    msg->username = zmq_msg_data(&f[1]);
+    msg->username_len = zmq_msg_size(&f[1]);
+    msg->revoked = flag == '1';
+    return 1;
+}
+
+static int parse_clock(zmq_msg_t *f, int n, bus_msg *msg)
+{
+    uint64_t v;
+    if (n != 4 || zmq_msg_size(&f[1]) != 8 || zmq_msg_size(&f[2]) != 1 || zmq_msg_size(&f[3]) > BUS_CLOCK_REASON_MAX)
+        return 0;
+    memcpy(&v, zmq_msg_data(&f[1]), 8);
+    msg->kind = BUS_CLOCK;
+    msg->clock_offset_ms = (int64_t)be64toh(v);
+    msg->clock_source = *(const char *)zmq_msg_data(&f[2]);
+    memcpy(msg->clock_reason, zmq_msg_data(&f[3]), zmq_msg_size(&f[3]));
+    msg->clock_reason[zmq_msg_size(&f[3])] = '\0';
+    return msg->clock_source == 'N' || msg->clock_source == 'K' || msg->clock_source == 'H';
+}
+
+static int parse_cert(zmq_msg_t *f, int n, bus_msg *msg)
+{
+    if (n != 2 || zmq_msg_size(&f[1]) > BUS_CERT_PATH_MAX || memchr(zmq_msg_data(&f[1]), '\0', zmq_msg_size(&f[1])))
+        return 0;
+    msg->kind = BUS_CERT;
+    memcpy(msg->cert_path, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]));
+    msg->cert_path[zmq_msg_size(&f[1])] = '\0';
+    return 1;
+}
+
 int bus_sub_recv(bus_sub *s, bus_msg *msg)
 {
     for (;;) {
         for (int i = 0; i < s->nframes; i++)
             zmq_msg_close(&s->frames[i]);
         s->nframes = 0;
-        int more = 1;
+        int more = 1, extra = 0;
         while (more) {
             zmq_msg_t frame;
             zmq_msg_init(&frame);
@@ -320,54 +429,20 @@ int bus_sub_recv(bus_sub *s, bus_msg *msg)
             if (s->nframes < SUB_FRAMES)
                 s->frames[s->nframes++] = frame;
             else
-                zmq_msg_close(&frame);
+                zmq_msg_close(&frame), extra = 1;
         }
         memset(msg, 0, sizeof *msg);
         zmq_msg_t *f = s->frames;
-        if (frame_is(&f[0], BUS_TOPIC_EVENT) && s->nframes == 4 && zmq_msg_size(&f[1]) == BUS_EVENT_HEADER_LEN) {
-            const char *topic = zmq_msg_data(&f[0]);
-            size_t tlen = zmq_msg_size(&f[0]);
-            uint64_t seq, ts;
-            if (tlen < strlen(BUS_TOPIC_EVENT) + 2 || topic[tlen - 1] != '/')
-                goto malformed;
-            memcpy(&seq, zmq_msg_data(&f[1]), 8);
-            memcpy(&ts, (char *)zmq_msg_data(&f[1]) + 8, 8);
-            msg->kind = BUS_EVENT;
-            msg->tenant = topic + strlen(BUS_TOPIC_EVENT);
-            msg->tenant_len = tlen - strlen(BUS_TOPIC_EVENT) - 1;
-            msg->seq = be64toh(seq);
-            msg->ts_ms = (int64_t)be64toh(ts);
-            msg->event = zmq_msg_data(&f[2]);
-            msg->event_len = zmq_msg_size(&f[2]);
-            msg->data = zmq_msg_data(&f[3]);
-            msg->data_len = zmq_msg_size(&f[3]);
+        int n = extra ? SUB_FRAMES + 1 : s->nframes;
+        if (frame_is(&f[0], BUS_TOPIC_EVENT) ? parse_event(f, n, msg)
+            : frame_is(&f[0], BUS_TOPIC_USER) ? parse_user(f, n, msg)
+            : frame_is(&f[0], BUS_TOPIC_CLOCK) ? parse_clock(f, n, msg)
+            : frame_is(&f[0], BUS_TOPIC_CERT) ? parse_cert(f, n, msg)
+                                              : 0)
             return 1;
-        }
-        if (frame_is(&f[0], BUS_TOPIC_USER) && s->nframes == 3 && zmq_msg_size(&f[2]) == 1) {
-            msg->kind = BUS_USER;
-            msg->username = zmq_msg_data(&f[1]);
-            msg->username_len = zmq_msg_size(&f[1]);
-            msg->revoked = *(const char *)zmq_msg_data(&f[2]) == '1';
-            return 1;
-        }
-        if (frame_is(&f[0], BUS_TOPIC_CLOCK) && s->nframes == 4 && zmq_msg_size(&f[1]) == 8 &&
-            zmq_msg_size(&f[2]) == 1 && zmq_msg_size(&f[3]) <= BUS_CLOCK_REASON_MAX) {
-            uint64_t v;
-            memcpy(&v, zmq_msg_data(&f[1]), 8);
-            msg->kind = BUS_CLOCK;
-            msg->clock_offset_ms = (int64_t)be64toh(v);
-            msg->clock_source = *(const char *)zmq_msg_data(&f[2]);
-            memcpy(msg->clock_reason, zmq_msg_data(&f[3]), zmq_msg_size(&f[3]));
-            msg->clock_reason[zmq_msg_size(&f[3])] = '\0';
-            if (msg->clock_source != 'N' && msg->clock_source != 'K' && msg->clock_source != 'H')
-                goto malformed;
-            return 1;
-        }
-        if (frame_is(&f[0], BUS_TOPIC_CERT) && s->nframes == 2) {
-            msg->kind = BUS_CERT;
-            return 1;
-        }
-    malformed:
-        log_warn("bus: skipped a malformed message (%d frames)", s->nframes);
+        log_warn("bus: dropped a malformed %.*s message (%d frames)", (int)(zmq_msg_size(&f[0]) < 16 ? zmq_msg_size(&f[0]) : 16),
+                 (const char *)zmq_msg_data(&f[0]), n);
+        if (malformed_total != NULL)
+            atomic_fetch_add(malformed_total, 1);
     }
 }

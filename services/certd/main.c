@@ -1,7 +1,7 @@
 /*
  * broker-certd - network time and certificates for a split deployment: it
  * publishes the clock's offset and every renewed certificate on its bus
- * (--bus_publish, default tcp port 5558), which the other services follow
+ * (--bus_publish, default tcp://127.0.0.1:5558), which the other services follow
  * with --bus_control, and keeps the key and chain under --certs, a directory
  * the services with TLS listeners share (a volume).
  *
@@ -13,7 +13,7 @@
 #include "log.h"
 
 
-#define DEFAULT_BUS "tcp://*:5558"
+#define DEFAULT_BUS "tcp://127.0.0.1:5558"
 
 static int attach(door *d, broker_runtime *rt, void *arg)
 {

@@ -1,7 +1,7 @@
 /*
  * broker-ingest - POST /insert on its own (split deployment): stores each
- * event and publishes it on --bus_publish (default: tcp port 5556, all
- * interfaces).
+ * event and publishes it on --bus_publish (default:
+ * tcp://127.0.0.1:5556).
  *
  * The front door takes plain inserts to the ingest queue (checked, stored in
  * batches and answered by its thread: ingest_door.c) and gives every other
@@ -10,7 +10,7 @@
  */
 #include "ingest.h"
 
-#define DEFAULT_BUS "tcp://*:5556"
+#define DEFAULT_BUS "tcp://127.0.0.1:5556"
 
 static int attach(door *d, broker_runtime *rt, void *arg)
 {

@@ -228,7 +228,7 @@ stream_engine *stream_attach(door *d, broker_runtime *rt, const char *bus_endpoi
     }
     /* Bus forwarders each carry every message: one of them is enough to be
      * ready, and the copies the others bring are dropped by seq. */
-    e->bus = bus_sub_open(e->bus_endpoints, rt->cfg.bus_forwarders[0] != '\0' ? BUS_SUB_REDUNDANT : 0);
+    e->bus = bus_sub_open(e->bus_endpoints, rt->cfg.bus_server_key, rt->cfg.bus_forwarders[0] != '\0' ? BUS_SUB_REDUNDANT : 0);
     if (e->bus == NULL) {
         log_error("stream: cannot subscribe to the bus at %s", e->bus_endpoints);
         engine_free(e);

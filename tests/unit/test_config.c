@@ -17,7 +17,8 @@ static const char *const FLAG_ENV[] = {
     "BROKER_AUTO_CERT",   "BROKER_KEY_PATH",    "BROKER_CERT_PATH",    "BROKER_CERTS",         "BROKER_DB",
     "BROKER_DOMAIN",      "BROKER_ADMIN_TOKEN", "BROKER_STORE",        "BROKER_MAX_BODY",      "BROKER_KEEPALIVE",
     "BROKER_NTP_SERVERS", "BROKER_ACME_DIRECTORY", "BROKER_LOG_LEVEL", "BROKER_BIND",          "BROKER_BUS_PUBLISH",
-    "BROKER_BUS_SUBSCRIBE", "BROKER_SSE_QUEUE_MAX", "BROKER_STREAM_WORKERS",
+    "BROKER_BUS_SUBSCRIBE", "BROKER_SSE_QUEUE_MAX", "BROKER_STREAM_WORKERS", "BROKER_JWT_SECRET_FILE",
+    "BROKER_ADMIN_TOKEN_FILE", "BROKER_STORE_FILE", "BROKER_STORE_PASSWORD_FILE",
 };
 
 static void clear_env(void)
@@ -378,6 +379,59 @@ static void case_secure_port(void)
     config_free(&cfg);
 }
 
+/* Writes `text` to a new temporary file; its path (malloc'd). */
+static char *secret_file(const char *text)
+{
+    char *path = strdup("/tmp/broker-test-secret-XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+        fprintf(stderr, "  cannot write a secret file\n");
+        check_case_failures++;
+    }
+    if (fd >= 0)
+        close(fd);
+    return path;
+}
+
+static void case_secret_files(void)
+{
+    broker_config cfg;
+    char *jwt = secret_file("from-a-file\n"), *admin = secret_file("admin from file\r\n"),
+         *store = secret_file("mongodb://u:p@mongo:27017/broker"), *password = secret_file("p@ss:w/rd%\n"),
+         *empty = secret_file("");
+    char arg_jwt[128], arg_admin[128], arg_store[128], arg_password[128], arg_empty[128];
+    snprintf(arg_jwt, sizeof arg_jwt, "--jwt_secret_file=%s", jwt);
+    snprintf(arg_admin, sizeof arg_admin, "--admin_token_file=%s", admin);
+    snprintf(arg_store, sizeof arg_store, "--store_file=%s", store);
+    snprintf(arg_password, sizeof arg_password, "--store_password_file=%s", password);
+    snprintf(arg_empty, sizeof arg_empty, "--jwt_secret_file=%s", empty);
+    clear_env();
+    /* The file replaces the flag's value, whatever the order. */
+    int rc = LOAD(&cfg, arg_jwt, "--jwt_secret=on-the-command-line", arg_admin, arg_store);
+    CHECK_INT(rc, 0);
+    if (rc == 0) {
+        CHECK_STR(cfg.jwt_secret, "from-a-file");
+        CHECK_STR(cfg.admin_token, "admin from file");
+        CHECK_STR(cfg.store, "mongodb://u:p@mongo:27017/broker");
+        config_free(&cfg);
+    }
+    /* The password goes after the URI's user, percent-encoded. */
+    rc = LOAD(&cfg, "--store=mongodb://broker@mongo:27017/broker?authSource=admin&tls=true", arg_password);
+    CHECK_INT(rc, 0);
+    if (rc == 0) {
+        CHECK_STR(cfg.store, "mongodb://broker:p%40ss%3Aw%2Frd%25@mongo:27017/broker?authSource=admin&tls=true");
+        config_free(&cfg);
+    }
+    CHECK_LOAD_FAILS("store_password_file", "--store=mongodb://mongo:27017/broker", arg_password);
+    CHECK_LOAD_FAILS("store_password_file", "--store=mongodb://u:p@mongo:27017/broker", arg_password);
+    CHECK_LOAD_FAILS("jwt_secret_file", arg_empty);
+    CHECK_LOAD_FAILS("admin_token_file", "--admin_token_file=/nonexistent/secret");
+    for (char **p = (char *[]){jwt, admin, store, password, empty, NULL}; *p != NULL; p++) {
+        unlink(*p);
+        free(*p);
+    }
+}
+
 int main(void)
 {
     log_init("test_config", "warning", NULL);
@@ -389,6 +443,7 @@ int main(void)
     RUN_CASE(case_bad_values);
     RUN_CASE(case_help);
     RUN_CASE(case_warn_insecure);
+    RUN_CASE(case_secret_files);
     log_close();
     return check_summary();
 }
