@@ -3,7 +3,10 @@
 #                (embedded store at ./db, port 8080; pass flags with ARGS="--port 9000")
 #   make test    install, build (plain and ASan+UBSan) and run every test
 #   make run-split  the split deployment on loopback (gateway on 8080)
-#   make images  the docker images of the compose deployment, also offline (scripts/images.sh)
+#   make images  the docker images of the compose deployment, also offline (scripts/images.sh),
+#                and its secrets (make secrets)
+#   make secrets the compose deployment's secrets in deploy/secrets/: admin token, JWT secret,
+#                store URI, the bus's CURVE keys (scripts/compose-secrets.sh; DIR=...; kept if present)
 #   make bus-keys  CURVE key pairs for the split deployment's bus (scripts/bus-keys.sh; DIR=...)
 #   make bench   run the benchmarks against Nchan and Mercure (bench/README.md)
 #   make soak    ~12 minutes of steady mixed load on one broker (bench/soak.md)
@@ -14,7 +17,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 ARGS       ?=
 
-.PHONY: all deps build build-asan run run-split images bus-keys test bench soak chaos clean
+.PHONY: all deps build build-asan run run-split images secrets bus-keys test bench soak chaos clean
 
 all: build
 
@@ -37,8 +40,14 @@ run-split: build
 	@scripts/deps.sh split
 	scripts/run-split.sh $(ARGS)
 
+# docker-compose.yml needs its secrets' files to start: made here too, so
+# that `make images` then `docker compose up` gives a CURVE bus.
 images: build
 	@scripts/images.sh
+	@scripts/compose-secrets.sh $(DIR)
+
+secrets: build
+	@scripts/compose-secrets.sh $(DIR)
 
 bus-keys: build
 	@scripts/bus-keys.sh $(DIR)

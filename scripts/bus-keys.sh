@@ -9,9 +9,10 @@
 # for every NAME (default: bus bus2 certd auth ingest stream, the services of
 # docker-compose.yml; replicas of a service share its pair), trusted/ with
 # every NAME.pub, and trusted.keys with every public key.  A pair that
-# exists is kept: run it again after adding a NAME.  For a rotation, move a
-# pair away, run it again, restart that service, then drop the old .pub from
-# trusted/ and trusted.keys.
+# exists is kept: run it again after adding a NAME.  For a rotation: rename
+# trusted/NAME.pub (the old key stays trusted meanwhile), move the pair away,
+# run it again, restart that service, then delete the renamed .pub and run it
+# again (trusted.keys follows trusted/).
 #
 # Env: BROKER_BUILD  binaries [build]
 #      BUS_KEYS_OWNER  uid[:gid] to give the files to (root only), e.g.
@@ -32,7 +33,12 @@ for n in "${names[@]}"; do
   [ -f "$DIR/$n" ] || "$KEYGEN" "$DIR/$n" >/dev/null
   cp "$DIR/$n.pub" "$DIR/trusted/$n.pub"
 done
-cat "$DIR"/trusted/*.pub > "$DIR/trusted.keys.new" && mv "$DIR/trusted.keys.new" "$DIR/trusted.keys"
+# trusted.keys is rewritten in place, not replaced: compose mounts it as a
+# secret, a bind mount of the file's inode, and the forwarders re-read it at
+# every handshake, so a key added or removed reaches them without a restart.
+cat "$DIR"/trusted/*.pub > "$DIR/trusted.keys.new"
+cat "$DIR/trusted.keys.new" > "$DIR/trusted.keys"
+rm -f "$DIR/trusted.keys.new"
 if [ -n "${BUS_KEYS_OWNER:-}" ]; then
   chown -R "$BUS_KEYS_OWNER" "$DIR"
 fi

@@ -139,7 +139,7 @@ BROKER_BIN=$ROOT/build/broker run_pytest "js client" jsclient tests/jsclient
 note "web console (headless chromium, selenium)"
 BROKER_BIN=$ROOT/build/broker run_pytest "console (browser)" console tests/console
 
-note "operator files (systemd unit, Grafana dashboard, compose with CURVE resolved offline), --secure's ports (network namespace), the docs' flags"
+note "operator files (systemd unit, Grafana dashboard, compose with its secrets and CURVE resolved offline), --secure's ports (network namespace), the docs' flags"
 BROKER_BIN=$ROOT/build/broker run_pytest "ops: deploy files, ports, doc flags" ops tests/ops
 
 note "split deployment on loopback (auth, ingest, 2 x stream, nginx gateway)"

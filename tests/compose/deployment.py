@@ -1,5 +1,7 @@
 """The compose deployment under test: docker-compose.yml with deploy/compose.offline.yml, under a
-project name of its own, its one published port on 127.0.0.1, every service healthy.
+project name of its own, its one published port on 127.0.0.1, every service healthy, its secrets
+(the admin token, the JWT secret, the store URI and the bus's CURVE keys) in a folder of its own
+made by scripts/compose-secrets.sh, as an operator's `make secrets` makes deploy/secrets/.
 
     python3 tests/compose/deployment.py up ENV_FILE     brings it up scaled (stream=3, ingest=2),
                                                        waits until every service is healthy, and
@@ -13,9 +15,11 @@ COMPOSE overrides the command."""
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -36,7 +40,8 @@ def compose_command():
 class Deployment:
     """One project: its name, the environment its compose commands get, its public URL."""
 
-    def __init__(self, project, port, admin_token, jwt_secret, files=None, scale=None, extra_env=None):
+    def __init__(self, project, port, admin_token, jwt_secret, files=None, scale=None, extra_env=None,
+                 secrets=None):
         self.project = project
         self.port = int(port)
         self.admin_token = admin_token
@@ -45,25 +50,46 @@ class Deployment:
         self.scale = dict(SCALE if scale is None else scale)
         self.extra_env = dict(extra_env or {})  # on top of env(): an override file's variables
         self.base_url = "http://127.0.0.1:%d" % self.port
+        self.secrets = secrets  # the folder docker-compose.yml's secrets come from (BROKER_SECRETS)
 
     @classmethod
     def load(cls, env_file):
         with open(env_file) as f:
             d = json.load(f)
         return cls(d["project"], d["port"], d["admin_token"], d["jwt_secret"], d.get("files"), d.get("scale"),
-                   d.get("extra_env"))
+                   d.get("extra_env"), d.get("secrets"))
 
     def save(self, env_file):
         with open(env_file, "w") as f:
             json.dump({"project": self.project, "port": self.port, "admin_token": self.admin_token,
                        "jwt_secret": self.jwt_secret, "base_url": self.base_url, "files": self.files,
-                       "scale": self.scale, "extra_env": self.extra_env}, f)
+                       "scale": self.scale, "extra_env": self.extra_env, "secrets": self.secrets}, f)
+
+    def make_secrets(self):
+        """The deployment's secrets folder: the test's admin token and JWT secret (the helper keeps
+        files that exist), the rest made by scripts/compose-secrets.sh as for an operator."""
+        self.secrets = tempfile.mkdtemp(prefix="broker-compose-secrets.")
+        for name, value in (("admin_token", self.admin_token), ("jwt_secret", self.jwt_secret)):
+            with open(os.path.join(self.secrets, name), "w") as f:
+                f.write(value + "\n")
+        env = {k: v for k, v in os.environ.items() if k != "SECRETS_OWNER"}
+        p = subprocess.run([os.path.join(ROOT, "scripts", "compose-secrets.sh"), self.secrets], env=env,
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError("scripts/compose-secrets.sh failed:\n" + p.stderr)
+
+    def bus_key(self, name):
+        """The Z85 public key in the deployment's bus/NAME.pub."""
+        with open(os.path.join(self.secrets, "bus", name + ".pub")) as f:
+            for line in f:
+                if line.startswith("public-key"):
+                    return line.split("=", 1)[1].strip().strip('"')
+        raise RuntimeError("no public key in bus/%s.pub" % name)
 
     def env(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
         env.update({
-            "BROKER_ADMIN_TOKEN": self.admin_token,
-            "BROKER_JWT_SECRET": self.jwt_secret,
+            "BROKER_SECRETS": self.secrets or "",
             "BROKER_PUBLIC_BIND": "127.0.0.1",
             "BROKER_PUBLIC_PORT": str(self.port),
             # Hermetic: no query leaves the machine (network time is tested by tests/certd).
@@ -124,7 +150,10 @@ class Deployment:
         self.wait_healthy(expect=len(services) + sum(n - 1 for n in self.scale.values()))
 
     def down(self):
-        return self.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
+        p = self.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
+        if self.secrets and os.path.basename(self.secrets).startswith("broker-compose-secrets."):
+            shutil.rmtree(self.secrets, ignore_errors=True)
+        return p
 
 
 def free_port():
@@ -142,6 +171,8 @@ def main(argv):
         d = Deployment("brokertest" + uuid.uuid4().hex[:8], free_port(), "adm-" + uuid.uuid4().hex,
                        "jwt-" + uuid.uuid4().hex)
         d.save(env_file)  # first, so that `down` finds the project whatever happens next
+        d.make_secrets()
+        d.save(env_file)  # and its secrets folder, which `down` removes
         t0 = time.monotonic()
         d.up()
         print("compose: %s up and healthy in %.0f s on %s" % (d.project, time.monotonic() - t0, d.base_url))

@@ -123,6 +123,7 @@ def tls():
     workdir = tempfile.mkdtemp(prefix="compose-tls-")
     t = TlsDeployment(workdir)
     try:
+        t.dep.make_secrets()
         t.dep.up()
         yield t
     finally:

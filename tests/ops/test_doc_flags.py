@@ -24,6 +24,8 @@ BINARIES = ["broker", "broker-auth", "broker-ingest", "broker-stream", "broker-c
 # flag -> what must be on its line: the program the flag belongs to.
 FOREIGN = {
     "scale": r"docker compose|docker-compose|`--scale (stream|ingest)=\d",
+    "force-recreate": r"docker compose|docker-compose",
+    "no-deps": r"docker compose|docker-compose",
     "rm": r"docker run",
     "quick": r"bench/run\.sh",
     "tls": r"bench/run\.sh",
