@@ -88,6 +88,7 @@ static struct {
     int count_stale;
     int max_line;
     int quiet;
+    int hist;                 /* --hist: the latency histogram's buckets in the RESULT json */
     int tls;                  /* --tls: HTTPS (only in the -DWITH_TLS build) */
     const char *tls_ca;       /* --tls-ca FILE: verify the server's chain and name */
     char sni[256];            /* --sni NAME: server name sent and verified (default: none) */
@@ -1373,6 +1374,7 @@ static void usage(void)
             "  --ids-csv FILE        write every tracked event id (id,n,t,first,last) to FILE\n"
             "  --max-line N          longest SSE line kept, bytes (default 1048576)\n"
             "  --progress S          progress line on stderr every S seconds (default 1, 0 = off)\n"
+            "  --hist                add the latency histogram (non-empty buckets) to the RESULT json\n"
             "  -q, --quiet           no human summary (CONNECTED and RESULT lines only)\n",
             MAX_HEADERS);
     exit(2);
@@ -1407,6 +1409,8 @@ static void parse_args(int argc, char **argv)
             opt.count_stale = 1;
         else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)
             opt.quiet = 1;
+        else if (strcmp(a, "--hist") == 0)
+            opt.hist = 1;
         else if (strcmp(a, "--tls") == 0)
             opt.tls = 1;
         else if (ARG("--tls-ca"))
@@ -1981,6 +1985,19 @@ int main(int argc, char **argv)
     else
         printf(",\"latency_min_ms\":null,\"latency_p50_ms\":null,\"latency_p90_ms\":null,\"latency_p99_ms\":null"
                ",\"latency_p999_ms\":null,\"latency_max_ms\":null,\"latency_mean_ms\":null");
+    if (opt.hist) {
+        /* [upper edge µs (inclusive; the overflow bucket's is the maximum), count] of every
+         * non-empty bucket: runs of several sseload processes merge into the percentiles one
+         * run would give (the edge of the bucket, capped by latency_max_ms) */
+        printf(",\"latency_hist\":[");
+        for (int i = 0, first = 1; i < H_NB; i++)
+            if (F.lat.b[i]) {
+                int64_t u = i == H_NB - 1 ? F.lat.max : h_upper(i);
+                printf("%s[%" PRId64 ",%" PRIu64 "]", first ? "" : ",", u, F.lat.b[i]);
+                first = 0;
+            }
+        printf("]");
+    }
     printf(",\"first_event_time_us\":%" PRId64 ",\"last_event_time_us\":%" PRId64 ",\"min_t_us\":%" PRId64
            ",\"max_t_us\":%" PRId64 ",\"burst_ms\":%.3f",
            F.first_event_us, F.last_event_us, F.min_t_us, F.max_t_us, burst_ms);
