@@ -80,13 +80,8 @@ long authn_retry_after(void)
 
 int authn_reply_refusal(struct _u_response *resp, authn_result r, const char *why)
 {
-    if (r == AUTHN_LIMITED)
-        return http_reply_limited(resp, retry_after_s, why);
-    if (r == AUTHN_BUSY) {
-        if (resp != NULL)
-            u_map_put(resp->map_header, "Retry-After", "1");
-        return http_reply_error(resp, 503, "%s", why);
-    }
+    if (r == AUTHN_LIMITED || r == AUTHN_BUSY)
+        return http_reply_retry_after(resp, authn_status(r), retry_after_s, why);
     return http_reply_error(resp, authn_status(r), "%s", why);
 }
 

@@ -474,12 +474,12 @@ void http_client_address(const struct _u_request *req, const broker_config *cfg,
     http_client_address_of(req->client_address, xff, xff != NULL ? strlen(xff) : 0, cfg, out, size);
 }
 
-int http_reply_limited(struct _u_response *resp, long seconds, const char *message)
+int http_reply_retry_after(struct _u_response *resp, unsigned status, long seconds, const char *message)
 {
     char value[24];
     if (resp == NULL)
         return U_CALLBACK_COMPLETE;
     snprintf(value, sizeof value, "%ld", seconds > 0 ? seconds : 1);
     u_map_put(resp->map_header, "Retry-After", value);
-    return http_reply_error(resp, 429, "%s", message);
+    return http_reply_error(resp, status, "%s", message);
 }

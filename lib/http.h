@@ -106,8 +106,9 @@ void http_client_address(const struct _u_request *req, const broker_config *cfg,
  * absent; `xff_len` bytes, not terminated), for the door's own handlers. */
 void http_client_address_of(const struct sockaddr *peer, const char *xff, size_t xff_len, const broker_config *cfg,
                             char *out, size_t size);
-/* Answers 429 with Retry-After: `seconds` and the error `message`. */
-int http_reply_limited(struct _u_response *resp, long seconds, const char *message);
+/* Answers `status` (429 for a limit, 503 for a backlog) with Retry-After:
+ * `seconds` (at least 1) and the error `message`. */
+int http_reply_retry_after(struct _u_response *resp, unsigned status, long seconds, const char *message);
 
 /* Counts an answer in broker_http_requests_total (every http_reply_* does). */
 void http_count_status(unsigned status);

@@ -62,7 +62,7 @@ static int admin_token_ok(const broker_runtime *rt, const struct _u_request *req
     http_client_address(req, &rt->cfg, addr, sizeof addr);
     long wait = ratelimit_check(rt->failed_admin_by_ip, addr, strlen(addr));
     if (wait > 0) {
-        http_reply_limited(resp, wait, "too many wrong admin tokens from this address: try again later (Retry-After)");
+        http_reply_retry_after(resp, 429, wait, "too many wrong admin tokens from this address: try again later (Retry-After)");
         return 0;
     }
     int ok = admin_token_matches(rt, body, resp);
