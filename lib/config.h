@@ -47,6 +47,8 @@ typedef struct broker_config {
     char *bus_publish;  /* ZeroMQ endpoint ingest publishes on (split mode) */
     char *bus_control;  /* ZeroMQ endpoint of certd's control messages (split mode); "" = none */
     char *bus_subscribe;/* ZeroMQ endpoint(s) stream subscribes to (split mode) */
+    char *bus_peers;    /* the other stream replicas' --bus_publish, for presence (no forwarders) */
+    char *bus_peer_keys;/* their public key files */
     char *bus_forwarders;   /* comma-separated host[:port] of bus forwarders; "" = none */
     long bus_forwarder_port;/* broker-bus: its publishers' side; subscribers' side is the next port */
     char *bus_key_file;     /* this process's CURVE key pair; "" = the bus in the clear */
@@ -61,6 +63,7 @@ typedef struct broker_config {
     char *store_password_file; /* the password of the store URI's user */
     long sse_queue_max; /* bytes queued for one SSE client before it is dropped */
     long stream_workers;/* stream processes (all-in-one: 1) */
+    int presence;       /* ?presence=true streams and GET /presence */
     int console;        /* serve the web console at /console/ */
     char *log_format;   /* "text" or "json" */
     long login_limit_user;  /* failed password checks a minute per username; 0 = none */

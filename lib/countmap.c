@@ -2,6 +2,7 @@
  * countmap.c - see countmap.h.
  */
 #include "countmap.h"
+#include "hash.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -48,10 +49,7 @@ void countmap_free(countmap *m)
 
 static size_t key_hash(const void *key, size_t len)
 {
-    const unsigned char *p = key;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
+    uint64_t h = hash_fnv1a(key, len);
     return (size_t)(h ^ (h >> 32));
 }
 

@@ -649,6 +649,24 @@ int door_conn_closing(const door_conn *c)
     return c->closing;
 }
 
+void door_conn_answer(door_conn *c, const http_answer *a, int head_only)
+{
+    size_t len = 0;
+    char *bytes = http_answer_write(conn_door(c)->cfg, a, &len);
+    if (bytes == NULL) {
+        door_conn_refuse(c, 503, a->request_id, NULL, "the server is out of memory; retry");
+        return;
+    }
+    if (head_only)
+        len -= a->body_len;
+    http_count_status(a->status);
+    if (door_conn_queue(c, bytes, len) != 0)
+        door_conn_close(c);
+    else
+        door_conn_release(c);
+    free(bytes);
+}
+
 void door_conn_refuse(door_conn *c, unsigned status, const char *request_id, const char *extra, const char *message)
 {
     char id[HTTP_REQUEST_ID_MAX + 1];

@@ -135,6 +135,12 @@ ssize_t door_conn_writev(door_conn *c, const struct iovec *iov, int n);
 /* Copies bytes to write after the handler releases the connection (what
  * door_conn_writev could not write).  0, or -1 when out of memory. */
 int door_conn_queue(door_conn *c, const char *bytes, size_t len);
+/* Writes a whole answer (its head alone when `head_only`: a HEAD request)
+ * and lets the door go on with the connection (door_conn_release); a 503
+ * when out of memory.  For a handler that took the request, on the door's
+ * thread, in the same turn or a later one. */
+struct http_answer;
+void door_conn_answer(door_conn *c, const struct http_answer *a, int head_only);
 /* Writes an error answer (http_answer_error) with Connection: close, and
  * schedules the close.  `extra`: more header lines, or NULL.  An owned
  * connection (refused before it wrote anything) gets its `closed` call first. */

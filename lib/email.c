@@ -6,6 +6,7 @@
  * each at load factor 1/2, and no string is copied.
  */
 #include "email.h"
+#include "hash.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -28,15 +29,9 @@ static regex_t address_re;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_status = -1;
 
-/* FNV-1a over `len` bytes. */
 static uint64_t hash_bytes(const char *s, size_t len)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
+    return hash_fnv1a(s, len);
 }
 
 static size_t line_len(const char *s)

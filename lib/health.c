@@ -72,22 +72,10 @@ static void health_release(void *arg)
 static int answer(const health *h, door_conn *c, const door_request *req, unsigned status,
                   const char *content_type, const char *body, size_t body_len)
 {
+    (void)h;
     http_answer a = {.status = status, .request_id = req->request_id, .content_type = content_type,
                      .body = body, .body_len = body_len, .close = !req->head->keep_alive};
-    size_t len = 0;
-    char *bytes = http_answer_write(&h->rt->cfg, &a, &len);
-    if (bytes == NULL) {
-        door_conn_refuse(c, 503, req->request_id, NULL, "the server is out of memory; retry");
-        return 1;
-    }
-    if (http_head_is(req->head, "HEAD", "", 1))
-        len -= body_len;
-    http_count_status(status);
-    if (door_conn_queue(c, bytes, len) != 0)
-        door_conn_close(c);
-    else
-        door_conn_release(c);
-    free(bytes);
+    door_conn_answer(c, &a, http_head_is(req->head, "HEAD", "", 1));
     return 1;
 }
 

@@ -2,6 +2,7 @@
  * ratelimit.c - see ratelimit.h.
  */
 #include "ratelimit.h"
+#include "hash.h"
 #include "clock.h"
 #include "metrics.h"
 
@@ -69,11 +70,7 @@ void ratelimit_free(ratelimit *rl)
  * keys that share slots on purpose. */
 static uint64_t key_hash(const ratelimit *rl, const char *key, size_t len)
 {
-    uint64_t h = 1469598103934665603ull ^ rl->seed;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)key[i];
-        h *= 1099511628211ull;
-    }
+    uint64_t h = hash_fnv1a_more(HASH_FNV_OFFSET ^ rl->seed, key, len);
     h ^= h >> 29;
     return h ? h : 1;
 }

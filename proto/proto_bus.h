@@ -10,6 +10,7 @@
  *                    that user close, caches drop it.
  *   "ctl/clock/"     the network-corrected clock offset (from certd).
  *   "ctl/cert/"      a certificate was renewed (from certd).
+ *   "pr/"            who is online: a stream replica's streams per user.
  *
  * Frames of an event message:
  *   1. topic          "ev/<tenant>/"
@@ -29,6 +30,17 @@
  *   every few seconds, so that a process that starts later learns it soon.
  * Frames of "ctl/cert/": 2. the certificate's path: certd wrote a new key and
  *   chain there; every TLS listener loads them again.
+ *
+ * Frames of "pr/": 2. header, 17 bytes: the replica's id (uint64, random at
+ *   start), its message number (uint64, counting up from 1; both
+ *   big-endian) and 'F' (its full list: forget what it said before) or 'D'
+ *   (changes only); 3. JSON {"<tenant>": {"<username>": <streams>, ...}, ...},
+ *   a count of 0 in a change meaning the user has none there any more.  A
+ *   replica sends its changes every quarter second and its full list every
+ *   few seconds; one not heard from for longer than a few of those is gone,
+ *   and so are its users.  Only with bus forwarders, which carry it from
+ *   every stream replica to every other; a message that comes twice (once
+ *   per forwarder) or late is known by its number.
  *
  * Endpoints: the all-in-one uses "inproc://broker-bus" (and its certd part
  * sets the clock and reloads certificates in-process: no control messages).
@@ -55,6 +67,8 @@
 #define BUS_TOPIC_USER "ctl/user/"
 #define BUS_TOPIC_CLOCK "ctl/clock/"
 #define BUS_TOPIC_CERT "ctl/cert/"
+#define BUS_TOPIC_PRESENCE "pr/"
+#define BUS_PRESENCE_HEADER_LEN 17
 #define BUS_INPROC_ENDPOINT "inproc://broker-bus"
 /* A bus forwarder's publishers' side (XSUB); its subscribers' side (XPUB) is
  * the next port. */

@@ -7,7 +7,8 @@
 #
 # Ports (env): GATEWAY_PORT (8080), then AUTH_PORT, INGEST_PORT, STREAM1_PORT,
 # STREAM2_PORT, CERTD_PORT (8081..8085), BUS_INGEST_PORT (5556), BUS_AUTH_PORT
-# (5557), BUS_CERTD_PORT (5558).
+# (5557), BUS_CERTD_PORT (5558), BUS_STREAM1_PORT and BUS_STREAM2_PORT (8086,
+# 8087: where each stream process tells the other who is online).
 # DB (./db-split) is the shared store.  Runs until Ctrl-C / SIGTERM; with
 # SPLIT_READY_FILE set, writes that file once every service answers /readyz.
 # The bus is CURVE-authenticated and encrypted: a key pair per process
@@ -25,6 +26,8 @@ CERTD_PORT=${CERTD_PORT:-$((GATEWAY_PORT + 5))}
 BUS_INGEST_PORT=${BUS_INGEST_PORT:-5556}
 BUS_AUTH_PORT=${BUS_AUTH_PORT:-5557}
 BUS_CERTD_PORT=${BUS_CERTD_PORT:-5558}
+BUS_STREAM1_PORT=${BUS_STREAM1_PORT:-$((GATEWAY_PORT + 6))}
+BUS_STREAM2_PORT=${BUS_STREAM2_PORT:-$((GATEWAY_PORT + 7))}
 DB=${DB:-$ROOT/db-split}
 RUN=$(mktemp -d /tmp/broker-split.XXXXXX)
 
@@ -42,6 +45,7 @@ trap stop EXIT INT TERM
 # One key pair per process; each binding socket trusts every public key of
 # the deployment, each subscriber knows its publishers' public keys.
 key() { :; }
+peer_key() { :; }
 if [ "${BUS_CURVE:-1}" != 0 ]; then
   KEYS=${BUS_KEYS:-$RUN/keys}
   mkdir -p "$KEYS/trusted"
@@ -50,6 +54,7 @@ if [ "${BUS_CURVE:-1}" != 0 ]; then
     cp "$KEYS/$name.pub" "$KEYS/trusted/$name.pub"
   done
   key() { echo "--bus_key_file=$KEYS/$1"; }
+  peer_key() { echo "--bus_peer_keys=$KEYS/trusted/$1.pub"; }
   common_curve=(--bus_trusted_keys="$KEYS/trusted" --bus_certd_key="$KEYS/trusted/certd.pub")
   stream_curve=(--bus_server_key="$KEYS/trusted/ingest.pub,$KEYS/trusted/auth.pub")
 else
@@ -60,8 +65,12 @@ bus_sub="tcp://127.0.0.1:$BUS_INGEST_PORT,tcp://127.0.0.1:$BUS_AUTH_PORT"
 "$BIN/broker-certd" $(key certd) "${common[@]}" --port="$CERTD_PORT" --bus_publish="tcp://127.0.0.1:$BUS_CERTD_PORT" & pids+=($!)
 "$BIN/broker-auth" $(key auth) --trusted_proxies=127.0.0.1 "${common[@]}" --port="$AUTH_PORT" --bus_publish="tcp://127.0.0.1:$BUS_AUTH_PORT" & pids+=($!)
 "$BIN/broker-ingest" $(key ingest) "${common[@]}" --port="$INGEST_PORT" --bus_publish="tcp://127.0.0.1:$BUS_INGEST_PORT" & pids+=($!)
-"$BIN/broker-stream" $(key stream1) "${common[@]}" ${stream_curve[@]+"${stream_curve[@]}"} --port="$STREAM1_PORT" --bus_subscribe="$bus_sub" & pids+=($!)
-"$BIN/broker-stream" $(key stream2) "${common[@]}" ${stream_curve[@]+"${stream_curve[@]}"} --port="$STREAM2_PORT" --bus_subscribe="$bus_sub" & pids+=($!)
+# Each stream process binds an endpoint of its own for presence and hears the other's.
+stream1_bus="tcp://127.0.0.1:$BUS_STREAM1_PORT" stream2_bus="tcp://127.0.0.1:$BUS_STREAM2_PORT"
+"$BIN/broker-stream" $(key stream1) "${common[@]}" ${stream_curve[@]+"${stream_curve[@]}"} --port="$STREAM1_PORT" --bus_subscribe="$bus_sub" \
+  --bus_publish="$stream1_bus" --bus_peers="$stream2_bus" $(peer_key stream2) & pids+=($!)
+"$BIN/broker-stream" $(key stream2) "${common[@]}" ${stream_curve[@]+"${stream_curve[@]}"} --port="$STREAM2_PORT" --bus_subscribe="$bus_sub" \
+  --bus_publish="$stream2_bus" --bus_peers="$stream1_bus" $(peer_key stream1) & pids+=($!)
 
 sed -e "s|@PREFIX@|$RUN|g" -e "s|@LISTEN@|127.0.0.1:$GATEWAY_PORT|" \
     -e "s|@AUTH@|127.0.0.1:$AUTH_PORT|" -e "s|@INGEST@|127.0.0.1:$INGEST_PORT|" -e "s|@CERTD@|127.0.0.1:$CERTD_PORT|" \

@@ -35,7 +35,7 @@ typedef struct bus_pub bus_pub;
 typedef struct bus_sub bus_sub;
 typedef struct bus_forwarder bus_forwarder;
 
-typedef enum bus_kind { BUS_EVENT = 1, BUS_USER = 2, BUS_CLOCK = 3, BUS_CERT = 4 } bus_kind;
+typedef enum bus_kind { BUS_EVENT = 1, BUS_USER = 2, BUS_CLOCK = 3, BUS_CERT = 4, BUS_PRESENCE = 5 } bus_kind;
 
 /* A received message; its pointers are valid until the next bus_sub_recv(). */
 typedef struct bus_msg {
@@ -46,8 +46,11 @@ typedef struct bus_msg {
     int64_t ts_ms;
     const char *event;
     size_t event_len;
-    const char *data;
+    const char *data; /* BUS_EVENT, BUS_PRESENCE: not NUL-terminated */
     size_t data_len;
+    uint64_t replica;  /* BUS_PRESENCE: the sender, */
+    uint64_t replica_seq; /* its message number, */
+    int full;             /* and whether it is its whole list */
     const char *username; /* BUS_USER: not NUL-terminated */
     size_t username_len;
     int revoked;
@@ -72,6 +75,7 @@ int bus_publish_event(bus_pub *p, const char *tenant, uint64_t seq, int64_t ts_m
 int bus_publish_user(bus_pub *p, const char *username, int revoked);
 int bus_publish_clock(bus_pub *p, int64_t offset_ms, char source, const char *reason);
 int bus_publish_cert(bus_pub *p, const char *cert_path);
+int bus_publish_presence(bus_pub *p, uint64_t replica, uint64_t seq, int full, const char *json, size_t len);
 
 /* bus_sub_open() options, or-ed. */
 enum {

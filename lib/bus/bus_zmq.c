@@ -197,12 +197,25 @@ int bus_publish_cert(bus_pub *p, const char *cert_path)
     return send_frames(p, bufs, lens, 2);
 }
 
+int bus_publish_presence(bus_pub *p, uint64_t replica, uint64_t seq, int full, const char *json, size_t len)
+{
+    unsigned char header[BUS_PRESENCE_HEADER_LEN];
+    uint64_t r = htobe64(replica), s = htobe64(seq);
+    memcpy(header, &r, 8);
+    memcpy(header + 8, &s, 8);
+    header[16] = full ? 'F' : 'D';
+    const void *bufs[] = {BUS_TOPIC_PRESENCE, header, json};
+    size_t lens[] = {strlen(BUS_TOPIC_PRESENCE), sizeof header, len};
+    return send_frames(p, bufs, lens, 3);
+}
+
 /* What a subscriber asks of its publishers (a prefix match on the topic):
- * certd's messages only, or events and user changes. */
+ * certd's messages only, or events, user changes and the stream replicas'
+ * presence. */
 static int sub_topics(void *sock, int control)
 {
     static const char *const control_topics[] = {BUS_TOPIC_CLOCK, BUS_TOPIC_CERT, NULL};
-    static const char *const stream_topics[] = {BUS_TOPIC_EVENT, BUS_TOPIC_USER, NULL};
+    static const char *const stream_topics[] = {BUS_TOPIC_EVENT, BUS_TOPIC_USER, BUS_TOPIC_PRESENCE, NULL};
     for (const char *const *t = control ? control_topics : stream_topics; *t != NULL; t++)
         if (zmq_setsockopt(sock, ZMQ_SUBSCRIBE, *t, strlen(*t)) != 0)
             return -1;
@@ -407,6 +420,26 @@ static int parse_cert(zmq_msg_t *f, int n, bus_msg *msg)
     return 1;
 }
 
+static int parse_presence(zmq_msg_t *f, int n, bus_msg *msg)
+{
+    if (n != 3 || zmq_msg_size(&f[0]) != strlen(BUS_TOPIC_PRESENCE) ||
+        zmq_msg_size(&f[1]) != BUS_PRESENCE_HEADER_LEN || zmq_msg_size(&f[2]) == 0)
+        return 0;
+    const unsigned char *h = zmq_msg_data(&f[1]);
+    uint64_t r, s;
+    memcpy(&r, h, 8);
+    memcpy(&s, h + 8, 8);
+    if (h[16] != 'F' && h[16] != 'D')
+        return 0;
+    msg->kind = BUS_PRESENCE;
+    msg->replica = be64toh(r);
+    msg->replica_seq = be64toh(s);
+    msg->full = h[16] == 'F';
+    msg->data = zmq_msg_data(&f[2]);
+    msg->data_len = zmq_msg_size(&f[2]);
+    return 1;
+}
+
 int bus_sub_recv(bus_sub *s, bus_msg *msg)
 {
     for (;;) {
@@ -438,6 +471,7 @@ int bus_sub_recv(bus_sub *s, bus_msg *msg)
             : frame_is(&f[0], BUS_TOPIC_USER) ? parse_user(f, n, msg)
             : frame_is(&f[0], BUS_TOPIC_CLOCK) ? parse_clock(f, n, msg)
             : frame_is(&f[0], BUS_TOPIC_CERT) ? parse_cert(f, n, msg)
+            : frame_is(&f[0], BUS_TOPIC_PRESENCE) ? parse_presence(f, n, msg)
                                               : 0)
             return 1;
         log_warn("bus: dropped a malformed %.*s message (%d frames)", (int)(zmq_msg_size(&f[0]) < 16 ? zmq_msg_size(&f[0]) : 16),

@@ -12,6 +12,7 @@
  * stored and sent as compact JSON, which never contains a raw newline.
  */
 #include "ingest.h"
+#include "event_name.h"
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
@@ -45,17 +46,6 @@ void ingest_metrics_init(void)
     pthread_once(&metrics_once, metrics_init);
 }
 
-static const char *check_event_name(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > BUS_EVENT_NAME_MAX)
-        return "event must be 1 to 256 bytes";
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return "event must not contain control characters";
-    return NULL;
-}
-
 int ingest_prepare(broker_runtime *rt, const char *authorization, const char *address, const char *body, size_t len,
                    ingest_item *item, struct _u_response *resp)
 {
@@ -83,7 +73,7 @@ int ingest_prepare_as(const authn_identity *who, const char *body, size_t len, s
     int ret = -1;
     if (http_field_string(obj, "event", 1, &event, resp) != 0) {
         /* answered */
-    } else if ((why = check_event_name(event)) != NULL) {
+    } else if ((why = event_name_check(event, strlen(event))) != NULL) {
         http_reply_error(resp, 400, "%s", why);
     } else if (data == NULL) {
         http_reply_error(resp, 400, "missing field 'data' (any JSON value)");

@@ -19,8 +19,7 @@ static int hexval(int c)
     return -1;
 }
 
-/* Percent-decodes src[0..len) into dst (size cap, NUL-terminated). */
-static int url_decode(const char *src, size_t len, char *dst, size_t cap)
+int sse_url_decode(const char *src, size_t len, char *dst, size_t cap)
 {
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
@@ -80,18 +79,38 @@ static int parse_query(const char *q, size_t len, sse_request *out, uint64_t *qu
         if (eq != NULL) {
             size_t klen = (size_t)(eq - q), vlen = (size_t)(pe - eq - 1);
             if (klen == 12 && memcmp(q, "access_token", 12) == 0) {
-                if (url_decode(eq + 1, vlen, out->access_token, sizeof out->access_token) != 0) {
+                if (sse_url_decode(eq + 1, vlen, out->access_token, sizeof out->access_token) != 0) {
                     *why = "malformed access_token query parameter";
                     return -1;
                 }
             } else if (klen == 13 && memcmp(q, "last_event_id", 13) == 0) {
                 char idbuf[32];
-                if (url_decode(eq + 1, vlen, idbuf, sizeof idbuf) != 0 ||
+                if (sse_url_decode(eq + 1, vlen, idbuf, sizeof idbuf) != 0 ||
                     parse_id(idbuf, strlen(idbuf), query_id) != 0) {
                     *why = "last_event_id must be a decimal event id";
                     return -1;
                 }
                 *has_query_id = 1;
+            } else if (klen == 6 && memcmp(q, "events", 6) == 0) {
+                /* Split and decoded item by item later (a '%2C' is a comma
+                 * inside a name): here only bounded and kept.  A second
+                 * `events` replaces the first, as for the other parameters. */
+                if (vlen > SSE_EVENTS_MAX) {
+                    *why = "events is longer than 4096 bytes";
+                    return -1;
+                }
+                memcpy(out->events, eq + 1, vlen);
+                out->events[vlen] = '\0';
+                out->has_events = 1;
+            } else if (klen == 8 && memcmp(q, "presence", 8) == 0) {
+                if (vlen == 4 && memcmp(eq + 1, "true", 4) == 0)
+                    out->presence = 1;
+                else if (vlen == 5 && memcmp(eq + 1, "false", 5) == 0)
+                    out->presence = 0;
+                else {
+                    *why = "presence must be true or false";
+                    return -1;
+                }
             }
         }
         q = pe + (amp ? 1 : 0);

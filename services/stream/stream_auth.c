@@ -26,6 +26,8 @@
  */
 #include "stream_internal.h"
 #include "authn.h"
+#include "http.h"
+#include "http_answer.h"
 #include "workq.h"
 
 #include <stdio.h>
@@ -39,6 +41,13 @@
 typedef struct auth_job {
     workq_item link; /* first: see workq.h */
     door_conn *owner;
+    /* GET /presence rather than a stream: answered with the tenant's list. */
+    int presence_request;
+    char request_id[HTTP_REQUEST_ID_MAX + 1];
+    int keep_alive, head_only;
+    /* A stream's ?events= (owned, handed to the stream) and ?presence=true. */
+    stream_filter *filter;
+    int wants_presence;
     /* What the check and tenant_subscribe() need of the request: a copy of
      * the whole sse_request would be 8 KB per waiting subscriber. */
     char *authorization, *access_token; /* NULL when absent */
@@ -70,9 +79,9 @@ static void check_batch(void *arg, workq_item *jobs, size_t n)
                                   &job->why);
         job->retry_after = job->result == AUTHN_LIMITED || job->result == AUTHN_BUSY ? authn_retry_after() : 0;
         tenant_view_clear(&job->view); /* a check made again reads again */
-        if (job->result == AUTHN_OK) /* a store fault is answered by tenant_subscribe */
+        if (job->result == AUTHN_OK && !job->presence_request) /* a store fault is answered by tenant_subscribe */
             tenant_view_read(e->rt->store, job->who.tenant, job->has_last_event_id, job->last_event_id,
-                             tenant_page_bytes(e), &job->view);
+                             tenant_page_bytes(e), job->filter, &job->view);
     }
 }
 
@@ -81,6 +90,7 @@ static void check_batch(void *arg, workq_item *jobs, size_t n)
 static void job_free(auth_job *job)
 {
     tenant_view_clear(&job->view);
+    free(job->filter);
     free(job->authorization);
     free(job->access_token);
     free(job);
@@ -117,22 +127,63 @@ void stream_auth_stop(stream_engine *e)
     e->auth = NULL;
 }
 
-void stream_auth_submit(stream_engine *e, door_conn *conn, const sse_request *req, const char *address)
+static auth_job *job_new(stream_engine *e, door_conn *conn, const char *authorization, const char *access_token,
+                         const char *address)
 {
     auth_job *job = calloc(1, sizeof *job);
-    if (job == NULL || copy_credential(&job->authorization, req->authorization) != 0 ||
-        copy_credential(&job->access_token, req->access_token) != 0) {
+    if (job == NULL || copy_credential(&job->authorization, authorization) != 0 ||
+        copy_credential(&job->access_token, access_token) != 0) {
         if (job != NULL)
             job_free(job);
         stream_refuse(e, conn, 503, "out of memory", 0);
-        return;
+        return NULL;
     }
     job->owner = conn;
     snprintf(job->address, sizeof job->address, "%s", address);
+    job->user_changes = e->user_changes;
+    return job;
+}
+
+void stream_auth_submit(stream_engine *e, door_conn *conn, const sse_request *req, const char *address,
+                        stream_filter *filter)
+{
+    auth_job *job = job_new(e, conn, req->authorization, req->access_token, address);
+    if (job == NULL) {
+        free(filter);
+        return;
+    }
     job->has_last_event_id = req->has_last_event_id;
     job->last_event_id = req->last_event_id;
-    job->user_changes = e->user_changes;
+    job->filter = filter;
+    job->wants_presence = req->presence;
     workq_submit(e->auth, &job->link);
+}
+
+void stream_auth_submit_presence(stream_engine *e, door_conn *conn, const char *authorization, const char *address,
+                                 const char *request_id, int keep_alive, int head_only)
+{
+    auth_job *job = job_new(e, conn, authorization, "", address);
+    if (job == NULL)
+        return;
+    job->presence_request = 1;
+    snprintf(job->request_id, sizeof job->request_id, "%s", request_id);
+    job->keep_alive = keep_alive;
+    job->head_only = head_only;
+    workq_submit(e->auth, &job->link);
+}
+
+/* The check of a GET /presence passed: the caller's tenant's list. */
+static void answer_presence(stream_engine *e, door_conn *conn, auth_job *job)
+{
+    char *body = presence_list_json(e, job->who.tenant);
+    if (body == NULL) {
+        stream_refuse(e, conn, 503, "out of memory", 0);
+        return;
+    }
+    http_answer a = {.status = 200, .request_id = job->request_id, .content_type = "application/json",
+                     .body = body, .body_len = strlen(body), .close = !job->keep_alive};
+    door_conn_answer(conn, &a, job->head_only);
+    free(body);
 }
 
 /* The check passed: the stream takes the connection and subscribes it. */
@@ -144,9 +195,16 @@ static void start_stream(stream_engine *e, door_conn *conn, auth_job *job)
     }
     stream_client *c = door_conn_data(conn);
     client_init(c);
-    if ((c->username = strdup(job->who.username)) == NULL) {
+    if ((c->username = strdup(job->who.username)) == NULL ||
+        ((job->filter != NULL || job->wants_presence) && (c->x = calloc(1, sizeof *c->x)) == NULL) ||
+        (job->filter != NULL && (c->x->slots = calloc(job->filter->n, sizeof *c->x->slots)) == NULL)) {
         client_reject(e, c, 503, "out of memory");
         return;
+    }
+    if (c->x != NULL) {
+        c->x->filter = job->filter; /* the stream's now */
+        job->filter = NULL;
+        c->x->wants_presence = (uint8_t)job->wants_presence;
     }
     if (tenant_subscribe(e, c, job->who.tenant, &job->view) == 0 && door_conn_unread(conn))
         stream_read_streaming(e, c); /* what came while it waited: a hang-up closes it */
@@ -168,6 +226,8 @@ void stream_auth_finish(void *engine)
         if (job->result != AUTHN_OK)
             stream_refuse(e, conn, authn_status(job->result), job->why != NULL ? job->why : "not authorized",
                           job->retry_after);
+        else if (job->presence_request)
+            answer_presence(e, conn, job);
         else if (!stream_limits_allow_stream(e, job->who.username))
             stream_refuse(e, conn, 429, "this user has as many streams open as it may (--max_streams_per_user)", 0);
         else

@@ -145,11 +145,12 @@ void client_schedule_close(stream_engine *e, stream_client *c)
 void client_release(stream_engine *e, stream_client *c)
 {
     if (c->state == CLIENT_STREAMING) {
-        tenant_snapshot_free(c);
         stream_limits_stream_closed(e, c);
+        presence_stream_closed(e, c);
         tenant_unsubscribe(e, c);
         atomic_fetch_sub(e->m_clients, 1);
     }
+    client_extra_free(c);
     queue_clear(c);
     free(c->username);
     c->username = NULL;

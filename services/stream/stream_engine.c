@@ -10,6 +10,7 @@
 #include "stream_internal.h"
 #include "authn.h"
 #include "http_answer.h"
+#include "http_head.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -70,13 +71,52 @@ static int route_sse(door_conn *conn, const door_request *req, void *arg)
         stream_refuse(e, conn, 400, why, 0);
         return 1;
     }
+    if (sr.presence && e->presence == NULL) {
+        stream_refuse(e, conn, 400, "presence is turned off on this server (--presence=false)", 0);
+        return 1;
+    }
+    stream_filter *filter = NULL;
+    char bad[256];
+    int parsed = sr.has_events ? stream_filter_parse(sr.events, &filter, bad, sizeof bad) : 0;
+    if (parsed != 0) {
+        stream_refuse(e, conn, parsed == -1 ? 400 : 503, parsed == -1 ? bad : "out of memory", 0);
+        return 1;
+    }
     if (!atomic_load(&e->ready)) {
+        free(filter);
         stream_refuse(e, conn, 503, "the stream service is not connected to the event bus yet; retry", 0);
         return 1;
     }
     char address[64];
     door_conn_client_address(conn, req, address, sizeof address);
-    stream_auth_submit(e, conn, &sr, address);
+    stream_auth_submit(e, conn, &sr, address, filter);
+    return 1;
+}
+
+/* GET /presence: the caller's tenant's users online, once its credentials
+ * pass (checked off the door's thread, as a stream's are). */
+static int route_presence(door_conn *conn, const door_request *req, void *arg)
+{
+    stream_engine *e = arg;
+    if (e->presence == NULL) {
+        stream_refuse(e, conn, 404, "presence is turned off on this server (--presence=false)", 0);
+        return 1;
+    }
+    size_t alen = 0;
+    const char *auth = http_head_header(req->bytes, req->head->len, "Authorization", &alen);
+    char authorization[SSE_TOKEN_MAX + 1] = "";
+    if (auth != NULL) {
+        if (alen > SSE_TOKEN_MAX) {
+            stream_refuse(e, conn, 400, "Authorization header is too long", 0);
+            return 1;
+        }
+        memcpy(authorization, auth, alen);
+        authorization[alen] = '\0';
+    }
+    char address[64];
+    door_conn_client_address(conn, req, address, sizeof address);
+    stream_auth_submit_presence(e, conn, authorization, address, req->request_id, req->head->keep_alive,
+                                http_head_is(req->head, "HEAD", "", 1));
     return 1;
 }
 
@@ -122,6 +162,9 @@ static int drain_bus(stream_engine *e)
         case BUS_USER:
             e->user_changes++;
             tenants_close_user(e, m.username, m.username_len);
+            break;
+        case BUS_PRESENCE:
+            presence_bus_message(e, &m);
             break;
         case BUS_CLOCK:
         case BUS_CERT:
@@ -189,6 +232,7 @@ static void engine_free(void *arg)
         e->rt->ready_check_arg = NULL;
     }
     tenants_free(e);
+    presence_free(e);
     stream_limits_free(e);
     bus_sub_close(e->bus);
     sse_frame_unref(e->preamble);
@@ -240,7 +284,9 @@ stream_engine *stream_attach(door *d, broker_runtime *rt, const char *bus_endpoi
     if (bus_sub_ready(e->bus))
         atomic_store(&e->ready, 1);
     if (stream_auth_start(e) != 0 || door_watch(d, bus_sub_fd(e->bus), on_bus, e) != 0 ||
-        door_route_add(d, "GET", "/sse", 0, route_sse, e) != 0 || door_timer_add(d, 1000, on_second, e) != 0 ||
+        door_route_add(d, "GET", "/sse", 0, route_sse, e) != 0 || door_route_add(d, "GET", "/presence", 0, route_presence, e) != 0 ||
+        door_route_add(d, "HEAD", "/presence", 0, route_presence, e) != 0 || presence_init(e) != 0 ||
+        door_timer_add(d, 1000, on_second, e) != 0 ||
         door_turn_hook_add(d, end_of_turn, e) != 0 || door_on_shutdown(d, engine_stop, engine_free, e) != 0) {
         log_error("stream: cannot plug into the front door");
         stream_auth_stop(e);
@@ -268,5 +314,6 @@ int stream_add_routes(http_server *s, broker_runtime *rt)
         {"GET", "/sse", sse_elsewhere},
         {NULL, NULL, NULL},
     };
-    return http_server_add_routes(s, routes, rt);
+    static const char *const door_paths[] = {"/presence", NULL}; /* answered in the door */
+    return http_server_add_routes(s, routes, rt) == 0 && http_server_add_door_paths(s, door_paths) == 0 ? 0 : -1;
 }

@@ -6,6 +6,8 @@
  *   stream_engine.c   GET /sse in the front door, the bus, keep-alives
  *   stream_auth.c     the credential checks, off the door's thread
  *   stream_limits.c   --max_streams_per_user
+ *   stream_filter.c   ?events= filters and each tenant's index of them
+ *   stream_presence.c who is online: ?presence=true, GET /presence, the replicas' lists
  * Everything here runs on the front door's thread (door.h); nothing is locked.
  */
 #ifndef BROKER_STREAM_INTERNAL_H
@@ -16,6 +18,7 @@
 #include "metrics.h"
 #include "sse_request.h"
 #include "stream.h"
+#include "stream_filter.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -43,6 +46,19 @@ void sse_frame_unref(sse_frame *f);
 /* ---- subscribers ----------------------------------------------------- */
 
 typedef struct stream_tenant stream_tenant;
+typedef struct presence_tenant presence_tenant;
+typedef struct stream_client stream_client;
+
+/* What only some subscribers have: the rest of a large snapshot, a filter,
+ * presence.  Apart, so that a plain subscriber stays as small as it was. */
+typedef struct client_extra {
+    struct snapshot_rest *snapshot; /* what of a large snapshot is still to send; NULL */
+    stream_filter *filter;          /* ?events=; NULL: every event */
+    index_slot *slots;              /* one per filter item: where the tenant's index holds it */
+    uint8_t wants_presence;         /* ?presence=true */
+    presence_tenant *presence;      /* the tenant whose $presence frames it gets, once started */
+    stream_client *pprev, *pnext;   /* that tenant's presence subscribers */
+} client_extra;
 
 typedef enum client_state {
     CLIENT_STARTING, /* owned, not yet subscribed */
@@ -58,7 +74,7 @@ typedef enum client_state {
 /* A subscriber: the stream's part of a front-door connection
  * (door_conn_data), which exists once the stream owns the connection and
  * which the door frees with it. */
-typedef struct stream_client {
+struct stream_client {
     uint8_t state;
     uint8_t replaying; /* catching up from the store; live events wait */
     uint32_t qhead, qlen, qcap; /* ring of frames: `queue`, which is `inline_queue` until it outgrows it */
@@ -70,11 +86,18 @@ typedef struct stream_client {
     sse_frame **queue;
     sse_frame *inline_queue[CLIENT_INLINE_QUEUE];
     uint64_t last_seq; /* highest event id queued for this client */
-    struct snapshot_rest *snapshot; /* what of a large snapshot is still to send; NULL */
+    client_extra *x;   /* NULL for most */
     stream_tenant *tenant;
     struct stream_client *prev, *next; /* the tenant's list */
     char *username;
-} stream_client;
+};
+
+/* A subscriber that asked for some events only: it gets live events through
+ * its tenant's index, not the walk over the tenant's list. */
+static inline int client_filtered(const stream_client *c)
+{
+    return c->x != NULL && c->x->filter != NULL;
+}
 
 static inline door_conn *client_conn(stream_client *c)
 {
@@ -91,8 +114,12 @@ static inline int client_closing(stream_client *c)
 struct stream_tenant {
     char *name;
     uint64_t last_seq;       /* highest event id dispatched from the bus (or read at creation) */
-    stream_client *clients;  /* doubly linked */
+    /* Doubly linked: every subscriber, those without a filter first (an event
+     * walks them up to the first filtered one), the filtered ones after it,
+     * reached through `index`. */
+    stream_client *clients, *tail;
     size_t nclients;
+    filter_index *index;     /* NULL until a filtered subscriber comes */
     stream_tenant *hnext;    /* hash chain */
 };
 
@@ -118,6 +145,7 @@ struct stream_engine {
     sse_frame *keepalive; /* ": keep-alive" */
 
     struct workq *auth;           /* checks the credentials of new subscribers (stream_auth.c) */
+    struct presence *presence;    /* who is online (stream_presence.c); NULL with --presence=false */
     uint64_t user_changes;        /* user messages (revoked, deleted...) taken from the bus */
 
     metric_value *m_clients, *m_delivered, *m_dropped_slow, *m_gaps, *m_rejected;
@@ -143,7 +171,11 @@ void stream_auth_stop(stream_engine *e);
 /* Has the credentials of a GET /sse checked off the door's thread; the
  * connection is the route's until stream_auth_finish() starts its stream or
  * refuses it. */
-void stream_auth_submit(stream_engine *e, door_conn *conn, const sse_request *req, const char *address);
+void stream_auth_submit(stream_engine *e, door_conn *conn, const sse_request *req, const char *address,
+                        stream_filter *filter);
+/* The same for GET /presence, answered with the caller's tenant's list. */
+void stream_auth_submit_presence(stream_engine *e, door_conn *conn, const char *authorization, const char *address,
+                                 const char *request_id, int keep_alive, int head_only);
 void stream_auth_finish(void *engine);
 
 /* stream_client.c */
@@ -186,7 +218,9 @@ typedef struct frame_list {
     sse_frame **items;
     size_t n, cap;
     uint64_t after; /* replay: only ids above this */
-    uint64_t last_seq;
+    const stream_filter *filter; /* only the events it takes; NULL: all */
+    size_t rows;       /* events read, taken or not */
+    uint64_t last_seq; /* the highest id read, taken or not: where a replay goes on */
     size_t bytes, max_bytes;
     int keep_ids;           /* a snapshot: past max_bytes, keep ids in `rest` */
     uint64_t *rest;         /* owned */
@@ -211,7 +245,7 @@ typedef struct tenant_view {
 /* Reads the view, at most about `max_bytes` of frames (the rest of a snapshot
  * as ids); any thread (the store only).  -1 when the store failed. */
 int tenant_view_read(store *s, const char *tenant, int resume, uint64_t last_event_id, size_t max_bytes,
-                     tenant_view *v);
+                     const stream_filter *filter, tenant_view *v);
 /* The most of a snapshot or replay a subscriber's queue holds at a time. */
 size_t tenant_page_bytes(const stream_engine *e);
 void tenant_view_clear(tenant_view *v);
@@ -225,8 +259,29 @@ int stream_limits_allow_stream(stream_engine *e, const char *username);
 void stream_limits_stream_opened(stream_engine *e, stream_client *c);
 void stream_limits_stream_closed(stream_engine *e, stream_client *c);
 
-/* Frees what a subscriber still had of a large snapshot. */
-void tenant_snapshot_free(stream_client *c);
+/* ---- presence (stream_presence.c) ----------------------------------- */
+
+typedef struct presence presence;
+/* With --presence: the tables, the quarter-second tick, and with bus
+ * forwarders a publisher to the other replicas.  0, or -1 (out of memory, no
+ * forwarder to connect to). */
+int presence_init(stream_engine *e);
+void presence_free(stream_engine *e);
+/* c (streaming, with its tenant and username) counts for its user. */
+void presence_stream_opened(stream_engine *e, stream_client *c);
+/* c asked for presence: it gets the tenant's list now (before its snapshot)
+ * and the changes from here on.  -1 when out of memory. */
+int presence_stream_started(stream_engine *e, stream_client *c);
+void presence_stream_closed(stream_engine *e, stream_client *c);
+/* Another replica's list or changes ("pr/" on the bus). */
+void presence_bus_message(stream_engine *e, const bus_msg *m);
+/* GET /presence: {"users":[{"username","connections"}]} for `tenant`,
+ * malloc'd; NULL when out of memory. */
+char *presence_list_json(stream_engine *e, const char *tenant);
+
+/* Frees what a subscriber had of its own: the rest of a large snapshot, its
+ * filter (out of its tenant's index first: tenant_unsubscribe). */
+void client_extra_free(stream_client *c);
 /* Subscribes an authenticated client from its view (which it consumes): the
  * snapshot or the resume, then whatever this process dispatched since the
  * read, then live.  -1 on a store fault (the client has been answered). */

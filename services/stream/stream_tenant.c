@@ -15,9 +15,15 @@
  * replay reaches the tenant's last_seq.  The snapshot and a replay's first
  * page are read by the credential worker with the subscriber's view
  * (tenant_view_read), the later pages of a long replay by the engine.
+ *
+ * A subscriber with a filter (?events=) gets only the events it takes, in
+ * the snapshot, the replay and live; live ones reach it through its tenant's
+ * index (stream_filter.h), so an event costs the subscribers without a
+ * filter and those whose filter takes it, not every filtered subscriber.
  */
 #include "stream_internal.h"
 #include "clock.h"
+#include "hash.h"
 #include "log.h"
 
 #include <stdlib.h>
@@ -42,10 +48,7 @@ size_t tenant_page_bytes(const stream_engine *e)
 
 static size_t name_hash(const char *s, size_t len)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    return (size_t)h;
+    return (size_t)hash_fnv1a(s, len);
 }
 
 stream_tenant *tenant_find(stream_engine *e, const char *name, size_t len)
@@ -98,6 +101,7 @@ static void tenant_remove(stream_engine *e, stream_tenant *t)
         pp = &(*pp)->hnext;
     *pp = t->hnext;
     e->ntenants--;
+    filter_index_free(t->index);
     free(t->name);
     free(t);
 }
@@ -125,8 +129,17 @@ static int collect_event(const store_event *ev, void *arg)
     frame_list *fl = arg;
     if (fl->after != 0 && ev->seq <= fl->after)
         return 0; /* a store that answers a range loosely: never send an id twice */
-    if (fl->max_bytes != 0 && fl->bytes >= fl->max_bytes)
-        return fl->keep_ids ? collect_id(fl, ev->seq) : 1; /* full: a replay page ends here */
+    int full = fl->max_bytes != 0 && fl->bytes >= fl->max_bytes;
+    if (full && !fl->keep_ids)
+        return 1; /* a replay page ends here */
+    /* Read, whether taken or not: a filtered replay goes on past it. */
+    fl->rows++;
+    if (ev->seq > fl->last_seq)
+        fl->last_seq = ev->seq;
+    if (fl->filter != NULL && !stream_filter_match(fl->filter, ev->event, strlen(ev->event)))
+        return 0;
+    if (full)
+        return collect_id(fl, ev->seq); /* a snapshot past its page: the rest as ids */
     if (fl->n == fl->cap) {
         size_t ncap = fl->cap ? fl->cap * 2 : 16;
         sse_frame **ni = realloc(fl->items, ncap * sizeof *ni);
@@ -144,8 +157,6 @@ static int collect_event(const store_event *ev, void *arg)
     }
     fl->items[fl->n++] = f;
     fl->bytes += f->len;
-    if (ev->seq > fl->last_seq)
-        fl->last_seq = ev->seq;
     return 0;
 }
 
@@ -169,12 +180,13 @@ static int count_only(const store_event *ev, void *arg)
 }
 
 int tenant_view_read(store *s, const char *name, int resume, uint64_t last_event_id, size_t max_bytes,
-                     tenant_view *v)
+                     const stream_filter *filter, tenant_view *v)
 {
     memset(v, 0, sizeof *v);
     v->resume = resume;
     v->last_event_id = last_event_id;
     v->frames.max_bytes = max_bytes;
+    v->frames.filter = filter;
     v->frames.keep_ids = !resume;
     store_status st;
     if (resume)
@@ -210,20 +222,31 @@ void tenant_view_clear(tenant_view *v)
     memset(&v->frames, 0, sizeof v->frames);
 }
 
-void tenant_snapshot_free(stream_client *c)
+static void snapshot_free(client_extra *x)
 {
-    if (c->snapshot == NULL)
+    if (x->snapshot == NULL)
         return;
-    free(c->snapshot->ids);
-    free(c->snapshot);
-    c->snapshot = NULL;
+    free(x->snapshot->ids);
+    free(x->snapshot);
+    x->snapshot = NULL;
+}
+
+void client_extra_free(stream_client *c)
+{
+    if (c->x == NULL)
+        return;
+    snapshot_free(c->x);
+    free(c->x->filter);
+    free(c->x->slots);
+    free(c->x);
+    c->x = NULL;
 }
 
 /* Sends what of a large snapshot the queue has room for, one event read by
  * its id at a time.  0 when the snapshot is all queued (or the client closes). */
 static int snapshot_more(stream_engine *e, stream_client *c, size_t budget)
 {
-    snapshot_rest *r = c->snapshot;
+    snapshot_rest *r = c->x->snapshot;
     while (r->next < r->n && !client_closing(c) && c->qbytes <= budget) {
         uint64_t id = r->ids[r->next++];
         frame_list fl = {0};
@@ -240,7 +263,7 @@ static int snapshot_more(stream_engine *e, stream_client *c, size_t budget)
     }
     if (r->next < r->n && !client_closing(c))
         return 1;
-    tenant_snapshot_free(c);
+    snapshot_free(c->x);
     return 0;
 }
 
@@ -264,31 +287,51 @@ int tenant_subscribe(stream_engine *e, stream_client *c, const char *name, tenan
     }
     c->tenant = t;
     c->state = CLIENT_STREAMING;
-    c->snapshot = NULL;
     stream_limits_stream_opened(e, c);
-    c->next = t->clients;
-    c->prev = NULL;
-    if (t->clients)
-        t->clients->prev = c;
-    t->clients = c;
+    if (!client_filtered(c)) { /* the front of the list, where events walk */
+        c->next = t->clients;
+        c->prev = NULL;
+        if (t->clients)
+            t->clients->prev = c;
+        else
+            t->tail = c;
+        t->clients = c;
+    } else {
+        c->prev = t->tail;
+        c->next = NULL;
+        if (t->tail)
+            t->tail->next = c;
+        else
+            t->clients = c;
+        t->tail = c;
+    }
     t->nclients++;
     atomic_fetch_add(e->m_clients, 1);
+    presence_stream_opened(e, c);
+    if (client_filtered(c) && ((t->index == NULL && (t->index = filter_index_new()) == NULL) ||
+                               filter_index_add(t->index, c) != 0)) {
+        tenant_view_clear(v);
+        log_error("stream: out of memory for a filtered stream of tenant %s: closing it", t->name);
+        client_schedule_close(e, c);
+        return 0;
+    }
 
     sse_frame *preamble = stream_preamble(e);
-    if (preamble == NULL || client_enqueue(e, c, preamble, 0) != 0) {
+    if (preamble == NULL || client_enqueue(e, c, preamble, 0) != 0 || presence_stream_started(e, c) != 0) {
         tenant_view_clear(v);
         client_schedule_close(e, c);
         return 0;
     }
-    uint64_t upto = v->frames.last_seq; /* a resume's first page: the last id it holds */
+    uint64_t upto = v->frames.last_seq; /* a resume's first page: the last id it read */
     if (v->frames.nrest > 0) { /* a snapshot larger than a page: the rest as the socket drains */
-        c->snapshot = malloc(sizeof *c->snapshot);
-        if (c->snapshot == NULL) {
+        if (c->x == NULL)
+            c->x = calloc(1, sizeof *c->x);
+        if (c->x == NULL || (c->x->snapshot = malloc(sizeof *c->x->snapshot)) == NULL) {
             tenant_view_clear(v);
             client_schedule_close(e, c);
             return 0;
         }
-        *c->snapshot = (snapshot_rest){.ids = v->frames.rest, .n = v->frames.nrest};
+        *c->x->snapshot = (snapshot_rest){.ids = v->frames.rest, .n = v->frames.nrest};
         v->frames.rest = NULL;
         v->frames.nrest = v->frames.caprest = 0;
     }
@@ -312,12 +355,16 @@ void tenant_unsubscribe(stream_engine *e, stream_client *c)
     stream_tenant *t = c->tenant;
     if (t == NULL)
         return;
+    if (client_filtered(c) && t->index != NULL)
+        filter_index_remove(t->index, c);
     if (c->prev)
         c->prev->next = c->next;
     else
         t->clients = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    else
+        t->tail = c->prev;
     c->tenant = NULL;
     if (--t->nclients == 0)
         tenant_remove(e, t);
@@ -327,7 +374,7 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
 {
     stream_tenant *t = c->tenant;
     size_t budget = replay_budget(e);
-    if (c->snapshot != NULL && snapshot_more(e, c, budget) != 0)
+    if (c->x != NULL && c->x->snapshot != NULL && snapshot_more(e, c, budget) != 0)
         return; /* more when the socket drains */
     while (c->replaying && !client_closing(c) && c->qbytes <= budget) {
         if (c->last_seq >= t->last_seq) {
@@ -341,6 +388,7 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
         fl.after = c->last_seq;
         fl.last_seq = c->last_seq;
         fl.max_bytes = budget;
+        fl.filter = client_filtered(c) ? c->x->filter : NULL;
         atomic_fetch_add(e->m_replay_pages, 1);
         store_status st = store_event_range(e->rt->store, t->name, c->last_seq, t->last_seq, REPLAY_PAGE,
                                             collect_event, &fl);
@@ -350,7 +398,7 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
             client_schedule_close(e, c);
             return;
         }
-        size_t got = fl.n; /* rows that moved the client forward */
+        size_t got = fl.rows; /* rows that moved the client forward, taken or not */
         uint64_t upto = fl.last_seq;
         frames_deliver(e, c, &fl);
         c->last_seq = upto;
@@ -369,14 +417,37 @@ void tenant_replay_more(stream_engine *e, stream_client *c)
     }
 }
 
-/* Queues one frame for every live subscriber of `t` that has not had it. */
-static void dispatch_frame(stream_engine *e, stream_tenant *t, uint64_t seq, sse_frame *f)
+typedef struct delivery {
+    stream_engine *e;
+    sse_frame *f;
+    uint64_t seq;
+} delivery;
+
+/* A filtered subscriber whose filter takes the event (maybe through two of
+ * its items: its last_seq keeps it from getting the event twice). */
+static void deliver_matched(stream_client *c, void *arg)
 {
-    for (stream_client *c = t->clients; c; c = c->next) {
+    delivery *d = arg;
+    if (c->replaying || client_closing(c) || d->seq <= c->last_seq)
+        return;
+    if (client_enqueue(d->e, c, d->f, 1) == 0)
+        c->last_seq = d->seq;
+}
+
+/* Queues one frame for every live subscriber of `t` that takes it and has
+ * not had it: those without a filter, walked, then the index's matches. */
+static void dispatch_frame(stream_engine *e, stream_tenant *t, uint64_t seq, const char *event, size_t event_len,
+                           sse_frame *f)
+{
+    for (stream_client *c = t->clients; c && !client_filtered(c); c = c->next) {
         if (c->replaying || client_closing(c) || seq <= c->last_seq)
             continue;
         if (client_enqueue(e, c, f, 1) == 0)
             c->last_seq = seq;
+    }
+    if (t->index != NULL) {
+        delivery d = {e, f, seq};
+        filter_index_each(t->index, event, event_len, deliver_matched, &d);
     }
 }
 
@@ -394,7 +465,7 @@ static int dispatch_stored(const store_event *ev, void *arg)
         g->failed = 1;
         return 1;
     }
-    dispatch_frame(g->e, g->t, ev->seq, f);
+    dispatch_frame(g->e, g->t, ev->seq, ev->event, strlen(ev->event), f);
     sse_frame_unref(f);
     return 0;
 }
@@ -416,7 +487,7 @@ void tenant_dispatch(stream_engine *e, const bus_msg *m)
         log_error("stream: out of memory for an event of tenant %s", t->name);
         return;
     }
-    dispatch_frame(e, t, m->seq, f);
+    dispatch_frame(e, t, m->seq, m->event, m->event_len, f);
     sse_frame_unref(f);
     t->last_seq = m->seq;
     /* Stamped by the corrected clock of the inserting process (the same
