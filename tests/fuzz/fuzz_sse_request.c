@@ -6,10 +6,13 @@
  * when a documented property breaks: an accepted request whose request line
  * is not GET-like for /sse, an unterminated or over-long field, a value that
  * is not trimmed, a refusal without a reason, a result that changes when
- * bytes are added after the blank line, or two runs that disagree.
+ * bytes are added after the blank line, or two runs that disagree.  An
+ * accepted `events` value goes on to the filter's parser: its items are
+ * bounded names, each taken by the filter, or a refusal with a reason.
  * AddressSanitizer catches any read past the input.
  */
 #include "sse_request.h"
+#include "stream_filter.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +28,28 @@
     } while (0)
 
 static sse_request req, again;
+
+static void check_filter(const char *raw)
+{
+    stream_filter *f = NULL;
+    char why[256] = "";
+    int rc = stream_filter_parse(raw, &f, why, sizeof why);
+    REQUIRE(rc == 0 || rc == -1);
+    if (rc != 0) {
+        REQUIRE(f == NULL && why[0] != '\0');
+        return;
+    }
+    if (f == NULL)
+        return; /* '*': every event */
+    REQUIRE(f->n >= 1 && f->n <= FILTER_ITEMS_MAX);
+    for (uint32_t i = 0; i < f->n; i++) {
+        const filter_item *it = &f->items[i];
+        REQUIRE(strlen(it->name) == it->len && it->len <= 256 && it->name[0] != '$');
+        REQUIRE(it->prefix || it->len > 0);
+        REQUIRE(stream_filter_match(f, it->name, it->len)); /* a name (or prefix) is taken by its item */
+    }
+    free(f);
+}
 
 /* sse_request_parse on an exact-size copy of buf[0..len), so that a read past
  * `len` is an ASan report; checks what holds for every result. */
@@ -62,6 +87,9 @@ static int parse_exact(const char *buf, size_t len, sse_request *out)
     REQUIRE(strchr(out->authorization, '\n') == NULL);
     /* An access token came from a query string. */
     REQUIRE(out->access_token[0] == '\0' || sp[5] == '?');
+    REQUIRE(strlen(out->events) <= SSE_EVENTS_MAX);
+    if (out->has_events)
+        check_filter(out->events);
     free(copy);
     return rc;
 }

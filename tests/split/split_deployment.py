@@ -1,6 +1,6 @@
 """A split deployment of its own on the loopback, for the tests that start and kill processes
-(test_forwarders.py, test_bus_curve.py): two bus forwarders (broker-bus), broker-auth,
-broker-ingest, broker-certd and two broker-stream, all sharing one embedded store, each of the
+(test_forwarders.py, test_bus_curve.py, test_presence.py): two bus forwarders (broker-bus),
+broker-auth, broker-ingest, broker-certd and two broker-stream (or as many as asked), all sharing one embedded store, each of the
 others with --bus_forwarders naming both forwarders.
 
 With curve=True every process has a key pair of its own (broker-keygen) in the deployment's
@@ -166,7 +166,7 @@ def read_keys(path):
 
 
 class Deployment:
-    def __init__(self, curve=False):
+    def __init__(self, curve=False, streams=2):
         self.workdir = tempfile.mkdtemp(prefix="broker-forwarders-")
         self.curve = curve
         self.keys = os.path.join(self.workdir, "keys")
@@ -180,7 +180,7 @@ class Deployment:
                   "--jwt_secret=forwarders-test-secret", "--console=false"]
         if curve:
             os.makedirs(self.trusted)
-            for name in ("bus0", "bus1", "auth", "ingest", "certd", "stream0", "stream1"):
+            for name in ("bus0", "bus1", "auth", "ingest", "certd") + tuple("stream%d" % i for i in range(streams)):
                 self.add_key(name)
             common += ["--bus_trusted_keys=" + self.trusted, "--bus_certd_key=" + self.public_key_file("certd"),
                        "--bus_server_key=%s,%s" % (self.public_key_file("bus0"), self.public_key_file("bus1"))]
@@ -192,7 +192,7 @@ class Deployment:
         self.ingest = Service("broker-ingest", common + self.key_flag("ingest"), self.workdir)
         self.certd = Service("broker-certd", common + self.key_flag("certd") + ["--secure=false"], self.workdir)
         self.streams = [Service("broker-stream", common + self.key_flag("stream%d" % i), self.workdir, "stream%d" % i)
-                        for i in range(2)]
+                        for i in range(streams)]
         self.dead = []  # killed on purpose: no exit status to check
 
     def add_key(self, name):

@@ -9,10 +9,11 @@ import time
 class Stream:
     """A raw-socket SSE reader with bounded waits."""
 
-    def __init__(self, port, headers):
+    def __init__(self, port, headers, path="/sse"):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         lines = "".join("%s: %s\r\n" % kv for kv in headers.items())
-        self.sock.sendall(("GET /sse HTTP/1.1\r\nHost: x\r\n%s\r\n" % lines).encode())
+        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path, lines)).encode())
+        self.presence = []  # $presence frames' data, in order, as next_event() passes them
         self.buf = b""
         head = self._read_until(b"\r\n\r\n", 5)
         self.status = int(head.split(b" ")[1])
@@ -31,17 +32,39 @@ class Stream:
         part, self.buf = self.buf.split(marker, 1)
         return part
 
-    def next_event(self, timeout=5):
+    def _next_block(self, deadline):
+        """The fields of the next frame (comments skipped), by `deadline` (monotonic)."""
         while True:
-            block = self._read_until(b"\n\n", timeout).decode()
+            block = self._read_until(b"\n\n", max(0.001, deadline - time.monotonic())).decode()
             fields = {}
             for line in block.split("\n"):
                 if line.startswith(":") or not line:
                     continue
                 k, _, v = line.partition(": ")
                 fields[k] = v
+            if fields:
+                return fields
+
+    def next_event(self, timeout=5):
+        """The next event with an id; $presence frames on the way are kept in self.presence."""
+        deadline = time.monotonic() + timeout
+        while True:
+            fields = self._next_block(deadline)
             if "id" in fields:
                 return int(fields["id"]), fields["event"], json.loads(fields["data"])
+            if fields.get("event") == "$presence":
+                self.presence.append(json.loads(fields["data"]))
+
+    def next_presence(self, timeout=5):
+        """The next $presence frame's data (an event meanwhile is an error: ask for none)."""
+        deadline = time.monotonic() + timeout
+        while not self.presence:
+            fields = self._next_block(deadline)
+            if "id" in fields:
+                raise AssertionError("an event where a $presence frame was awaited: %r" % (fields,))
+            if fields.get("event") == "$presence":
+                self.presence.append(json.loads(fields["data"]))
+        return self.presence.pop(0)
 
     def events(self, count, timeout=10):
         return [self.next_event(timeout) for _ in range(count)]

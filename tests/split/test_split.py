@@ -7,6 +7,7 @@ BROKER_SPLIT_GATEWAY (http://127.0.0.1:PORT), BROKER_SPLIT_STREAMS
 (broker-ingest's own port).
 """
 import os
+import time
 import uuid
 
 import pytest
@@ -174,3 +175,70 @@ def test_ingest_hands_everything_else_to_its_request_server():
     assert r.status_code == 404 and "error" in r.json()
     r = requests.get(f"{base}/readyz", timeout=5)
     assert r.status_code == 200 and r.json()["status"] == "ready"
+
+
+def test_filtered_clients_resume_through_the_gateway_and_miss_nothing_that_matched():
+    # Clients of three rooms (events=room.N.*) and one of two exact names come and go through
+    # the gateway, which sends each reconnection to either stream process, while inserts of
+    # every room and of other names flow: each gets exactly the events it asked for, each once,
+    # in order.
+    import threading
+
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    _, auth = make_user(tenant)
+    port = int(GATEWAY.rsplit(":", 1)[1])
+    filters = {"/sse?events=room.0.*": lambda n: n.startswith("room.0."),
+               "/sse?events=room.1.*": lambda n: n.startswith("room.1."),
+               "/sse?events=room.2.*,lobby": lambda n: n.startswith("room.2.") or n == "lobby",
+               "/sse?events=lobby,%2Cpost": lambda n: n in ("lobby", ",post")}
+    names = ["room.0.msg", "room.1.msg", "room.2.typing", "room.3.msg", "lobby", ",post", "other"]
+    sent, stop = [], threading.Event()
+
+    def writer():
+        with requests.Session() as session:
+            for i in range(300):
+                if stop.is_set():
+                    return
+                name = names[i % len(names)]
+                r = session.post(f"{GATEWAY}/insert", json={"event": name, "data": i}, headers=auth, timeout=10)
+                assert r.status_code == 200, r.text
+                sent.append((int(r.json()["id"]), name))
+
+    # A first event so that each client has an id to resume from.
+    base = insert(auth, "start", 0)
+    got = {path: [] for path in filters}
+    last = {path: base for path in filters}
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for rnd in range(4):
+            streams = {p: Stream(port, dict(auth, **{"Last-Event-ID": str(last[p])}), p) for p in filters}
+            try:
+                time.sleep(0.3)
+                for p, s in streams.items():
+                    while True:
+                        try:
+                            ev = s.next_event(0.05 if rnd < 3 else 0.5)
+                        except (TimeoutError, OSError):
+                            break
+                        got[p].append((ev[0], ev[1]))
+                        last[p] = ev[0]
+            finally:
+                for s in streams.values():
+                    s.close()
+    finally:
+        stop.set()
+        t.join(60)
+    # What is still to come after the last round: read it with a final resume each.
+    for p in filters:
+        s = Stream(port, dict(auth, **{"Last-Event-ID": str(last[p])}), p)
+        try:
+            want = [(i, n) for i, n in sent if filters[p](n)]
+            while len(got[p]) < len(want):
+                ev = s.next_event(5)
+                got[p].append((ev[0], ev[1]))
+            assert got[p] == want, "%s: missed %s, extra %s" % (
+                p, sorted(set(want) - set(got[p]))[:5], sorted(set(got[p]) - set(want))[:5])
+            assert s.nothing_more(0.3)
+        finally:
+            s.close()

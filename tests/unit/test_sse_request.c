@@ -306,6 +306,36 @@ static void case_parse_large_head(void)
     free(h);
 }
 
+static void case_parse_events_and_presence(void)
+{
+    sse_request r;
+    CHECK_INT(parse("GET /sse?events=a%2Cb,room.*&presence=true HTTP/1.1\r\n\r\n", &r), 0);
+    CHECK_INT(r.has_events, 1);
+    CHECK_STR(r.events, "a%2Cb,room.*"); /* raw: split before it is decoded */
+    CHECK_INT(r.presence, 1);
+    CHECK_INT(parse("GET /sse?events=&presence=false HTTP/1.1\r\n\r\n", &r), 0);
+    CHECK_INT(r.has_events, 1);
+    CHECK_STR(r.events, "");
+    CHECK_INT(r.presence, 0);
+    CHECK_INT(parse("GET /sse HTTP/1.1\r\n\r\n", &r), 0);
+    CHECK_INT(r.has_events, 0);
+    CHECK_INT(r.presence, 0);
+    CHECK_INT(parse("GET /sse?presence=yes HTTP/1.1\r\n\r\n", &r), -1);
+    CHECK_INT(parse("GET /sse?presence HTTP/1.1\r\n\r\n", &r), 0); /* no value: not asked */
+    CHECK_INT(r.presence, 0);
+    /* 4096 bytes of value pass, one more is refused. */
+    char *h = malloc(4200);
+    strcpy(h, "GET /sse?events=");
+    memset(h + strlen(h), 'e', 4096);
+    strcpy(h + 16 + 4096, " HTTP/1.1\r\n\r\n");
+    CHECK_INT(parse(h, &r), 0);
+    CHECK_INT(strlen(r.events), 4096);
+    memset(h + 16, 'e', 4097);
+    strcpy(h + 16 + 4097, " HTTP/1.1\r\n\r\n");
+    CHECK_INT(parse(h, &r), -1);
+    free(h);
+}
+
 int main(void)
 {
     RUN_CASE(case_parse_minimal);
@@ -314,5 +344,6 @@ int main(void)
     RUN_CASE(case_parse_access_token);
     RUN_CASE(case_parse_refusals);
     RUN_CASE(case_parse_large_head);
+    RUN_CASE(case_parse_events_and_presence);
     return check_summary();
 }
