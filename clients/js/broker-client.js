@@ -7,7 +7,7 @@
  * id, a reconnect policy with backoff, and a fatal stop on a refused credential instead of
  * hammering the server with a dead token. It also keeps the latest event of every name (Broker
  * sends them first on connect: the latest event is the schema) and has small helpers for
- * /login, /verify and /insert.
+ * /login, /verify, /insert and /presence.
  *
  * Design:
  *  - Two transports, one parser. With fetch, the response body is read chunk by chunk through
@@ -17,6 +17,14 @@
  *    responseText keeps everything the request received, the request is reopened with
  *    Last-Event-ID once it passes xhrReopenAfter characters, so memory stays bounded. The
  *    transport is chosen once, in the constructor ("auto"), or forced with options.transport.
+ *  - Filters and presence ride in the URL: options.events becomes `events=` (each name
+ *    percent-encoded on its own, so a comma inside a name is not the list's separator; a
+ *    trailing `*`, the prefix mark, stays raw) and options.presence `presence=true`, on every
+ *    request, reconnects included. A 400 is fatal as well: the server refused the request
+ *    itself (such a filter, presence turned off), and sending it again cannot change that.
+ *    Frames whose name starts with `$` are the server's own (no event can be inserted under
+ *    such a name): `$presence` keeps the presence map, and none is delivered as an event.
+ *    They carry no id, so they never move lastEventId.
  *  - Parsing is EventStreamParser, a small state machine following the HTML standard's
  *    "interpreting an event stream": it keeps the unfinished line across chunks and one flag for
  *    a CR that ended the previous chunk (its LF may start the next one), so a stream split
@@ -29,14 +37,6 @@
  *    failure count restarts at 0 each time a stream opens. 401 and 403 are fatal: the client
  *    closes and says so in an error event with fatal=true, because retrying a refused credential
  *    cannot succeed.
- *  - Filters and presence ride in the URL: options.events becomes `events=` (each name
- *    percent-encoded on its own, so a comma inside a name is not the list's separator; a
- *    trailing `*`, the prefix mark, stays raw) and options.presence `presence=true`, on every
- *    request, reconnects included. A 400 is fatal as well: the server refused the request
- *    itself (such a filter, presence turned off), and sending it again cannot change that.
- *    Frames whose name starts with `$` are the server's own (no event can be inserted under
- *    such a name): `$presence` keeps the presence map, and none is delivered as an event.
- *    They carry no id, so they never move lastEventId.
  */
 
 const CONNECTING = 0;
