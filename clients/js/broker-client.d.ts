@@ -26,6 +26,28 @@ export interface BrokerClientOptions {
    * request is reopened with Last-Event-ID, so memory stays bounded. Nothing is missed.
    */
   xhrReopenAfter?: number;
+  /**
+   * The event names the server is to send, in the snapshot, live and in a Last-Event-ID
+   * replay: exact names, or prefixes ending in `*` ("room.42.*"); `"*"` alone is every event.
+   * All events when left out or empty. Sent as the `events` query parameter of every request,
+   * each name percent-encoded (a comma inside a name is fine). A filtered stream's ids keep the
+   * tenant's sequence, so they have gaps. A name the server refuses (one starting with `$`, or
+   * with control characters, or over 256 bytes; over 64 names) is a fatal 400.
+   */
+  events?: string | string[];
+  /**
+   * true: ask for presence (`presence=true`) and keep `presence`, the tenant's users online,
+   * up to date (onJoin, onLeave, onPresence). A server started with presence off answers a
+   * fatal 400.
+   */
+  presence?: boolean;
+}
+
+/** One user online, as GET /presence lists them. */
+export interface PresenceUser {
+  username: string;
+  /** The user's open streams, across the deployment. */
+  connections: number;
 }
 
 /** The latest event of one name, as kept in BrokerClient.latest. */
@@ -60,7 +82,10 @@ export class BrokerErrorEvent extends Event {
   /** The HTTP status; 0 for a network error or the end of the stream. */
   readonly status: number;
   readonly message: string;
-  /** True on 401/403: the client has closed for good (readyState CLOSED). */
+  /**
+   * True on 401/403 (a refused credential) and 400 (a request the server refuses as it is: a
+   * bad `events` filter, presence turned off): the client has closed for good (readyState CLOSED).
+   */
   readonly fatal: boolean;
   /** Milliseconds until the next attempt; null when fatal. */
   readonly retryIn: number | null;
@@ -110,6 +135,13 @@ export class BrokerClient extends EventTarget {
   readonly lastEventId: string;
   /** Event name -> its latest event, from the least to the most recently updated name. */
   readonly latest: Map<string, LatestEvent>;
+  /**
+   * With `presence: true`: username -> open streams, the tenant's users online. The server's
+   * list replaces it on every connect; a join adds a user (1 connection, as far as the client
+   * can tell, until the next list), a leave removes one. Empty until the first list. The same
+   * Map for the client's life, changed in place.
+   */
+  readonly presence: Map<string, number>;
 
   addEventListener<K extends keyof BrokerClientEventMap>(
     type: K, listener: (ev: BrokerClientEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
@@ -122,10 +154,25 @@ export class BrokerClient extends EventTarget {
 
   /** Calls fn for every event of the stream, whatever its name; returns the unsubscribe. */
   onAnyEvent(fn: (ev: BrokerMessageEvent) => void): () => void;
+  /**
+   * Calls fn with the usernames that came online (presence: true): those the server announces,
+   * and after a reconnect those its list has that `presence` lacked (not after the first list,
+   * the starting point). Returns the unsubscribe.
+   */
+  onJoin(fn: (usernames: string[]) => void): () => void;
+  /** Calls fn with the usernames that went offline, as onJoin. Returns the unsubscribe. */
+  onLeave(fn: (usernames: string[]) => void): () => void;
+  /**
+   * Calls fn with `presence` after each list the server sends (one per connect) and each
+   * change of the map. Returns the unsubscribe.
+   */
+  onPresence(fn: (presence: Map<string, number>) => void): () => void;
   /** Stops for good: aborts the stream and any pending reconnect. */
   close(): void;
   /** GET /verify with this client's headers. */
   verify(): Promise<{ username: string; tenant_name: string }>;
+  /** GET /presence with this client's headers: the tenant's users online. */
+  getPresence(): Promise<{ users: PresenceUser[] }>;
   /** POST /insert {event, data} with this client's headers. */
   insert(event: string, data: unknown): Promise<{ id: string }>;
 

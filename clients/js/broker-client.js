@@ -7,7 +7,7 @@
  * id, a reconnect policy with backoff, and a fatal stop on a refused credential instead of
  * hammering the server with a dead token. It also keeps the latest event of every name (Broker
  * sends them first on connect: the latest event is the schema) and has small helpers for
- * /login, /verify and /insert.
+ * /login, /verify, /insert and /presence.
  *
  * Design:
  *  - Two transports, one parser. With fetch, the response body is read chunk by chunk through
@@ -17,6 +17,14 @@
  *    responseText keeps everything the request received, the request is reopened with
  *    Last-Event-ID once it passes xhrReopenAfter characters, so memory stays bounded. The
  *    transport is chosen once, in the constructor ("auto"), or forced with options.transport.
+ *  - Filters and presence ride in the URL: options.events becomes `events=` (each name
+ *    percent-encoded on its own, so a comma inside a name is not the list's separator; a
+ *    trailing `*`, the prefix mark, stays raw) and options.presence `presence=true`, on every
+ *    request, reconnects included. A 400 is fatal as well: the server refused the request
+ *    itself (such a filter, presence turned off), and sending it again cannot change that.
+ *    Frames whose name starts with `$` are the server's own (no event can be inserted under
+ *    such a name): `$presence` keeps the presence map, and none is delivered as an event.
+ *    They carry no id, so they never move lastEventId.
  *  - Parsing is EventStreamParser, a small state machine following the HTML standard's
  *    "interpreting an event stream": it keeps the unfinished line across chunks and one flag for
  *    a CR that ended the previous chunk (its LF may start the next one), so a stream split
@@ -273,6 +281,42 @@ function plainHeaders(headers) {
   return out;
 }
 
+// options.events as the value of the `events` query parameter, or null for every event. The
+// server splits the raw value on ',' before it percent-decodes each item, so each name is
+// encoded on its own: a comma inside a name travels as %2C. A trailing '*' marks a prefix and
+// must stay raw; any other '*' is sent as %2A, which the server keeps as a star of the name
+// (encodeURIComponent leaves '*' alone).
+function eventsQuery(events) {
+  if (events === undefined || events === null) return null;
+  let names;
+  if (typeof events === "string") names = [events];
+  else if (Array.isArray(events)) names = events.map(String);
+  else throw new TypeError("options.events: an array of event names (or one name), not " + typeof events);
+  if (names.length === 0) return null;
+  return names.map((name) => {
+    const prefix = name.endsWith("*");
+    const exact = prefix ? name.slice(0, -1) : name;
+    return encodeURIComponent(exact).replace(/\*/g, "%2A") + (prefix ? "*" : "");
+  }).join(",");
+}
+
+// url with the query parameters (already encoded "k=v" strings) added; a fragment, which a
+// request never sends, is dropped.
+function withQuery(url, params) {
+  if (params.length === 0) return url;
+  const hash = url.indexOf("#");
+  const base = hash < 0 ? url : url.slice(0, hash);
+  const sep = base.indexOf("?") < 0 ? "?" : /[?&]$/.test(base) ? "" : "&";
+  return base + sep + params.join("&");
+}
+
+// Statuses of the stream that stop the client: a refused credential (401, 403), or a request
+// the server refused as it is (400: a bad `events` filter, presence turned off). Retrying the
+// same request cannot succeed.
+function fatalStatus(status) {
+  return status === 400 || status === 401 || status === 403;
+}
+
 function defaultFetch(input, init) {
   return globalThis.fetch(input, init); // called through globalThis: browsers refuse an unbound fetch
 }
@@ -331,7 +375,9 @@ export class BrokerClient extends EventTargetBase {
    * @param options headers, lastEventId, fetch, retry (ms, default 3000), maxRetry (ms, default
    *                30000), idleTimeout (ms, default 0 = off: reconnect when nothing, not even a
    *                keep-alive, arrived for that long), transport ("auto", "fetch" or "xhr"),
-   *                xhrReopenAfter (characters, default 4 MiB)
+   *                xhrReopenAfter (characters, default 4 MiB), events (names, or prefixes
+   *                ending in `*`, the server is to send; all when left out), presence (true:
+   *                keep client.presence, the tenant's users online)
    */
   constructor(url, options) {
     super();
@@ -347,6 +393,15 @@ export class BrokerClient extends EventTargetBase {
       if (!startId) startId = String(this._headers[name]);
       delete this._headers[name];
     }
+    if (opts.presence !== undefined && typeof opts.presence !== "boolean") {
+      throw new TypeError("options.presence: true or false, not " + JSON.stringify(opts.presence));
+    }
+    const query = [];
+    const events = eventsQuery(opts.events);
+    if (events !== null) query.push("events=" + events);
+    if (opts.presence) query.push("presence=true");
+    // What every request of the stream asks for; this.url stays as given.
+    this._streamUrl = withQuery(this.url, query);
     this._fetch = opts.fetch || defaultFetch;
     this.transport = chooseTransport(opts);
     this._xhrReopenAfter = opts.xhrReopenAfter || XHR_REOPEN_AFTER;
@@ -359,6 +414,11 @@ export class BrokerClient extends EventTargetBase {
     this._wakeUp = null;
     this._anyListeners = new Set();
     this.latest = new Map();
+    // Username -> connections, from the server's `$presence` frames (options.presence). One
+    // Map for the client's life, changed in place, so a reference to it stays current.
+    this.presence = new Map();
+    this._presenceListeners = { join: new Set(), leave: new Set(), presence: new Set() };
+    this._presenceListed = false; // a list came already: later lists are compared with the map
     this._parser = new EventStreamParser(
       (ev) => this._deliver(ev),
       (ms) => { this._retry = ms; },
@@ -376,6 +436,29 @@ export class BrokerClient extends EventTargetBase {
     return () => { this._anyListeners.delete(fn); };
   }
 
+  /**
+   * Calls fn(usernames) when users of the tenant come online (presence: true): those a
+   * `$presence` frame announces, and after a reconnect those in the server's list that the map
+   * lacked. Returns an unsubscribe. A method rather than an event type of addEventListener:
+   * those types are the stream's event names, and "join" is a name applications use.
+   */
+  onJoin(fn) { return this._addPresenceListener("join", fn); }
+
+  /** Calls fn(usernames) when users go offline; as onJoin. Returns an unsubscribe. */
+  onLeave(fn) { return this._addPresenceListener("leave", fn); }
+
+  /**
+   * Calls fn(presence), the client.presence Map, after each list the server sends (on every
+   * connect) and each change of the map. Returns an unsubscribe.
+   */
+  onPresence(fn) { return this._addPresenceListener("presence", fn); }
+
+  _addPresenceListener(kind, fn) {
+    const set = this._presenceListeners[kind];
+    set.add(fn);
+    return () => { set.delete(fn); };
+  }
+
   /** Stops for good: aborts the stream and any pending reconnect. */
   close() {
     this._readyState = CLOSED;
@@ -386,6 +469,11 @@ export class BrokerClient extends EventTargetBase {
   /** GET /verify with this client's headers: {username, tenant_name}. */
   verify() {
     return requestJson(this._fetch, "GET", this.baseUrl + "/verify", this._headers);
+  }
+
+  /** GET /presence with this client's headers: {users: [{username, connections}]}. */
+  getPresence() {
+    return requestJson(this._fetch, "GET", this.baseUrl + "/presence", this._headers);
   }
 
   /** POST /insert with this client's headers: {id}. */
@@ -404,6 +492,12 @@ export class BrokerClient extends EventTargetBase {
 
   _deliver(ev) {
     if (this._readyState === CLOSED) return; // a listener closed the client mid-chunk
+    if (ev.type.charCodeAt(0) === 36 /* "$" */) {
+      // The server's own frame, never an event of the tenant's; one this client does not know
+      // (a later server's) is skipped.
+      if (ev.type === "$presence") this._presenceFrame(ev.data);
+      return;
+    }
     const event = new BrokerMessageEvent(ev.type, { data: ev.data, lastEventId: ev.lastEventId, origin: this._origin });
     // delete + set: the Map iterates from the least to the most recently updated name.
     this.latest.delete(ev.type);
@@ -411,6 +505,55 @@ export class BrokerClient extends EventTargetBase {
     this.dispatchEvent(event);
     for (const fn of Array.from(this._anyListeners)) {
       try { fn(event); } catch (err) { reportLater(err); }
+    }
+  }
+
+  // A `$presence` frame: {"users": [{username, connections}]}, the whole list, first on each
+  // connect; then {"join": [usernames], "leave": [usernames]}, which carry no counts (a user
+  // who joins has one connection as far as the client can tell).
+  _presenceFrame(text) {
+    let frame;
+    try { frame = JSON.parse(text); } catch (_) { return; }
+    if (!frame || typeof frame !== "object") return;
+    const map = this.presence;
+    const joined = [];
+    const left = [];
+    let listed = false;
+    if (Array.isArray(frame.users)) {
+      const next = new Map();
+      for (const u of frame.users) {
+        if (u && typeof u.username === "string") {
+          next.set(u.username, typeof u.connections === "number" ? u.connections : 1);
+        }
+      }
+      // The first list is where the client starts from, not news; a later one (a reconnect)
+      // tells who came and went while the stream was away.
+      if (this._presenceListed) {
+        for (const name of next.keys()) if (!map.has(name)) joined.push(name);
+        for (const name of map.keys()) if (!next.has(name)) left.push(name);
+      }
+      map.clear();
+      for (const [name, n] of next) map.set(name, n);
+      this._presenceListed = true;
+      listed = true;
+    }
+    for (const name of Array.isArray(frame.join) ? frame.join : []) {
+      if (typeof name === "string" && !map.has(name)) {
+        map.set(name, 1);
+        joined.push(name);
+      }
+    }
+    for (const name of Array.isArray(frame.leave) ? frame.leave : []) {
+      if (typeof name === "string" && map.delete(name)) left.push(name);
+    }
+    if (joined.length > 0) this._emitPresence("join", joined);
+    if (left.length > 0) this._emitPresence("leave", left);
+    if (listed || joined.length > 0 || left.length > 0) this._emitPresence("presence", map);
+  }
+
+  _emitPresence(kind, arg) {
+    for (const fn of Array.from(this._presenceListeners[kind])) {
+      try { fn(kind === "presence" ? arg : arg.slice()); } catch (err) { reportLater(err); }
     }
   }
 
@@ -466,8 +609,8 @@ export class BrokerClient extends EventTargetBase {
       const headers = Object.assign({ Accept: "text/event-stream" }, this._headers);
       if (this._parser.lastEventId) headers["Last-Event-ID"] = this._parser.lastEventId;
       armIdle();
-      const res = await this._fetch(this.url, { method: "GET", headers, signal: ctrl.signal });
-      if (res.status === 401 || res.status === 403) {
+      const res = await this._fetch(this._streamUrl, { method: "GET", headers, signal: ctrl.signal });
+      if (fatalStatus(res.status)) {
         const { message } = await errorOf(res);
         return { status: res.status, message, fatal: true };
       }
@@ -534,7 +677,7 @@ export class BrokerClient extends EventTargetBase {
       };
       const failed = () => {
         const { message } = errorOfText(xhr.responseText || "", xhr.status, xhr.statusText);
-        return { status: xhr.status, message, fatal: xhr.status === 401 || xhr.status === 403 };
+        return { status: xhr.status, message, fatal: fatalStatus(xhr.status) };
       };
       // Headers are in: open the stream, or wait for the whole (small) error body.
       const onHeaders = () => {
@@ -582,7 +725,7 @@ export class BrokerClient extends EventTargetBase {
       };
       xhr.onerror = () => finish({ status: 0, message: "network error", fatal: false });
       try {
-        xhr.open("GET", this.url, true);
+        xhr.open("GET", this._streamUrl, true);
         const headers = Object.assign({ Accept: "text/event-stream" }, this._headers);
         if (this._parser.lastEventId) headers["Last-Event-ID"] = this._parser.lastEventId;
         for (const name of Object.keys(headers)) xhr.setRequestHeader(name, headers[name]);

@@ -5,7 +5,8 @@ Each test starts what it needs: a real broker on a free 127.0.0.1 port with a te
 and its own admin token and JWT secret, and a fresh browser. The page is driven as a person
 would (typing, clicking), while Python prepares and checks the other side through the HTTP
 API: events inserted by another user of the tenant, another tenant's events that must never
-show, the users the admin panel changed. Screenshots (desktop, phone, and the page of any
+show, the users the admin panel changed, a stream of another user held open for the
+who-is-online panel. Screenshots (desktop, phone, and the page of any
 failed test) are kept in build/test-artifacts/console/.
 
 Environment:
@@ -19,6 +20,7 @@ Environment:
 
 Needs the Debian packages chromium, chromium-driver, python3-selenium, python3-requests.
 """
+import base64
 import json
 import os
 import random
@@ -40,6 +42,7 @@ from selenium.common.exceptions import (NoSuchElementException,  # noqa: E402
                                         StaleElementReferenceException, TimeoutException)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,6 +148,24 @@ class Broker:
         r = self.post("/insert", {"event": event, "data": data}, auth=(username, PASSWORD))
         assert r.status_code == 200, r.text
         return r.json()["id"]
+
+    def open_stream(self, username):
+        """A GET /sse of `username` held open on a plain socket (its answer's head read):
+        the user is online until the socket is closed."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=HTTP_TIMEOUT)
+        cred = base64.b64encode(f"{username}:{PASSWORD}".encode()).decode()
+        sock.sendall(f"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {cred}\r\n"
+                     "Accept: text/event-stream\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        if not head.startswith(b"HTTP/1.1 200"):
+            sock.close()
+            raise AssertionError(f"GET /sse as {username}: {head[:300]!r}")
+        return sock
 
 
 def tenant():
@@ -285,6 +306,11 @@ return {
     email: r.querySelector('[data-test="email"]').textContent,
     state: r.querySelector('[data-test="state"]').textContent})),
   jwtStored: sessionStorage.getItem("broker-console.jwt") !== null,
+  filterState: text("filter-state"), filterError: text("filter-error"),
+  online: [...document.querySelectorAll("#online-list li")].map((r) => ({
+    username: r.dataset.username, connections: Number(r.dataset.connections),
+    text: r.textContent})),
+  onlineEmpty: visible("online-empty") ? text("online-empty") : null,
 };
 """
 
@@ -598,5 +624,103 @@ def test_console_false_answers_404():
             r = requests.get(b.base + path, timeout=HTTP_TIMEOUT)
             assert r.status_code == 404, (path, r.status_code, r.text[:200])
         assert requests.get(b.base + "/healthz", timeout=HTTP_TIMEOUT).status_code == 200
+    finally:
+        b.stop()
+
+
+def apply_filter(driver, text):
+    """Types the filter into its box and presses Enter, as a person would."""
+    type_into(driver, "filter-events", text)
+    driver.find_element(By.ID, "filter-events").send_keys(Keys.ENTER)
+
+
+def test_event_filter_shows_only_matching_events(broker, console_url, browser):
+    """A filter typed into the box reconnects the stream with events=: the table (its snapshot)
+    and the feed show only those names and prefixes; emptied, every event is back; a name the
+    server refuses is shown with the server's reason."""
+    t = tenant()
+    me, other = broker.user(t), broker.user(t)
+    keep_id = broker.insert(other, "keep", {"n": 1})
+    room_id = broker.insert(other, "room.1", {"n": 2})
+    broker.insert(other, "drop", {"n": 3})
+    d = browser()
+    login(d, console_url, me)
+    wait_until(d, lambda d: len(state(d)["latest"]) == 3, "the three latest events, unfiltered")
+    assert state(d)["filterState"] == "Showing every event."
+
+    apply_filter(d, "keep, room.*")
+    s = wait_until(d, lambda d: {r["name"] for r in state(d)["latest"]} == {"keep", "room.1"} and state(d),
+                   "the filtered snapshot")
+    assert [(r["name"], r["id"]) for r in s["latest"]] == [("keep", keep_id), ("room.1", room_id)], s["latest"]
+    assert s["filterState"] == "Showing only: keep, room.*.", s
+    broker.insert(other, "drop", {"n": 4})
+    broker.insert(other, "roomy", {"n": 5})  # "room.*" is the prefix "room.": not this one
+    room2 = broker.insert(other, "room.2", {"n": 6})
+    marker = broker.insert(other, "keep", {"n": 7})  # the others had their chance before it
+    s = wait_until(d, lambda d: any(r["id"] == marker for r in state(d)["feed"]) and state(d), "the marker")
+    # The feed, newest first: the live events, then the filtered snapshot it started with.
+    assert [(r["name"], r["id"]) for r in s["feed"]] == [("keep", marker), ("room.2", room2), ("room.1", room_id),
+                                                         ("keep", keep_id)], s["feed"]
+    assert {r["name"] for r in s["latest"]} == {"keep", "room.1", "room.2"}, s["latest"]
+    assert s["conn"] == "live", s
+    d.execute_script("window.scrollTo(0, 0)")
+    screenshot(d, "filter.png")
+
+    # Emptied: every event again, from a fresh snapshot.
+    apply_filter(d, "")
+    wait_until(d, lambda d: {r["name"] for r in state(d)["latest"]} == {"keep", "room.1", "room.2", "drop", "roomy"},
+               "every name back")
+    assert state(d)["filterState"] == "Showing every event."
+
+    # A name no event can have: the server's 400, where the filter was typed.
+    refusal = requests.get(broker.base + "/sse", params={"events": "$x"}, auth=(me, PASSWORD), timeout=HTTP_TIMEOUT)
+    assert refusal.status_code == 400, refusal.text
+    apply_filter(d, "$x")
+    s = wait_until(d, lambda d: state(d)["filterError"] and state(d), "the refused filter")
+    assert refusal.json()["error"] in s["filterError"] and s["conn"] == "stopped", s
+    assert_clean_console_log(d)
+
+
+def test_who_is_online_follows_another_users_stream(broker, console_url, browser):
+    """The who-is-online panel lists the page's own user, and another user of the tenant while
+    a stream of theirs (opened here, from Python) is open; a user of another tenant never."""
+    t = tenant()
+    me, other = broker.user(t), broker.user(t)
+    stranger = broker.user(t + "x")
+    d = browser()
+    login(d, console_url, me)
+    s = wait_until(d, lambda d: [u["username"] for u in state(d)["online"]] == [me] and state(d), "myself online")
+    assert s["online"][0]["connections"] == 1 and "you" in s["online"][0]["text"], s["online"]
+    far = broker.open_stream(stranger)
+    stream = broker.open_stream(other)
+    try:
+        s = wait_until(d, lambda d: any(u["username"] == other for u in state(d)["online"]) and state(d),
+                       "the other user online", timeout=5)
+        assert sorted((u["username"], u["connections"]) for u in s["online"]) == sorted([(me, 1), (other, 1)]), s
+        d.find_element(By.ID, "online").location_once_scrolled_into_view
+        screenshot(d, "online.png")
+    finally:
+        stream.close()
+    wait_until(d, lambda d: [u["username"] for u in state(d)["online"]] == [me], "the other user gone", timeout=5)
+    far.close()
+    assert_clean_console_log(d)
+
+
+def test_presence_turned_off_leaves_the_console_working(browser):
+    """With the server's presence off (its stream refuses presence=true with a 400), the
+    console streams without it and says so in the panel. From the broker's own /console/,
+    also under CONSOLE_DEV_PROXY: this broker is not the one the proxy fronts."""
+    if not os.access(BROKER_BIN, os.X_OK):
+        pytest.fail(f"no broker binary at {BROKER_BIN} (set BROKER_BIN)")
+    b = Broker("--presence=false")
+    try:
+        me = b.user(tenant())
+        event_id = b.insert(me, "hello", 1)
+        d = browser()
+        login(d, b.base + "/console/", me)
+        s = wait_until(d, lambda d: by_name(state(d)["latest"], "hello") and state(d), "the snapshot")
+        assert by_name(s["latest"], "hello")["id"] == event_id
+        assert s["onlineEmpty"] == "Presence is turned off on this server." and s["online"] == [], s
+        assert_clean_console_log(d)
     finally:
         b.stop()

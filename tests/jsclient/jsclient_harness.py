@@ -141,6 +141,25 @@ class Broker:
         return r.json()["id"]
 
 
+def open_stream(broker, user):
+    """An open GET /sse of `user` (Basic credentials) on a plain socket, its answer's head
+    read; close() it to end the stream."""
+    sock = socket.create_connection(("127.0.0.1", broker.port), timeout=HTTP_TIMEOUT)
+    cred = base64.b64encode(("%s:%s" % (user["username"], user["password"])).encode()).decode()
+    sock.sendall(("GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic %s\r\n"
+                  "Accept: text/event-stream\r\n\r\n" % cred).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 200"):
+        sock.close()
+        raise AssertionError("GET /sse as %s: %r" % (user["username"], head[:300]))
+    return sock
+
+
 def new_workdir():
     return tempfile.mkdtemp(prefix="broker-jsclient-")
 

@@ -180,39 +180,60 @@ def test_browser_login_stream_live_insert_and_tenant_isolation(page, broker):
     assert page.state()["errors"] == []
 
 
-def resume_across_a_restart(page, broker, prefix):
+# The filter of the filtered runs of the restart scenario, and its query as sent.
+RESUME_FILTER = ["k*", "x,y"]
+RESUME_FILTER_QUERY = "events=k*,x%2Cy"
+
+
+def resume_across_a_restart(page, broker, prefix, events=None):
     """k1-k3 streamed, the broker restarted, k4-k5 inserted while the page waits to reconnect,
-    k6 live after it: every event must arrive once, in order.  The page's state, for the
-    transport's own checks, and the (name, data, id) of k1-k6."""
-    reader = broker.create_user(prefix + "-rita", "rita-password", prefix + "restart")
-    writer_jwt = broker.login(broker.create_user(prefix + "-sam", "sam-password", prefix + "restart"))
+    k6 live after it: every event must arrive once, in order.  With `events` (RESUME_FILTER),
+    the client asks for those names only; events of other names are inserted at every step and
+    must never arrive, and k5 is named "x,y" (a comma inside a name, through the replay).  The
+    page's state, for the transport's own checks, and the (name, data, id) of k1-k6."""
+    tenant = prefix + ("frestart" if events else "restart")
+    reader = broker.create_user(prefix + "-rita" + ("-f" if events else ""), "rita-password", tenant)
+    writer_jwt = broker.login(broker.create_user(prefix + "-sam" + ("-f" if events else ""), "sam-password", tenant))
     expected = []
 
     def insert(name):
         expected.append((name, {"n": name}, broker.insert(writer_jwt, name, {"n": name})))
         return expected[-1][2]
 
+    def other(name):  # an event the filter leaves out
+        if events:
+            broker.insert(writer_jwt, name, {"n": name})
+
     insert("k1")
+    other("x")
     jwt = page.call("harness.login(args[0], args[1], args[2])", broker.base, reader["username"], reader["password"])
     # maxRetry shortens the wait before the reconnect; the policy is otherwise the default one.
-    page.call("harness.start(args[0], args[1], {maxRetry: 1500})", broker.base, jwt)
+    page.call("harness.start(args[0], args[1], {maxRetry: 1500, events: args[2]})", broker.base, jwt, events)
     page.wait_event(expected[0][2], "k1 from the snapshot")
     insert("k2")
+    other("y")
     page.wait_event(insert("k3"), "k3")
     broker.restart()
     # Inserted while the page is (most likely) still waiting to reconnect; each event must
     # arrive once whichever way it comes (the Last-Event-ID replay, or live).
+    other("x")
     insert("k4")
-    insert("k5")
+    other("j5")
+    insert("x,y" if events else "k5")
     wait_until(page.d, "the reconnect", lambda: page.state()["opens"] >= 2)
     page.wait_event(expected[4][2], "k5")
+    other("y")
     page.wait_event(insert("k6"), "k6, live")
     assert page.events() == expected
-    return page.state(), expected
+    state = page.state()
+    sse = broker.base + "/sse" + ("?" + RESUME_FILTER_QUERY if events else "")
+    assert len(state["urls"]) >= 2 and all(u == sse for u in state["urls"]), state["urls"]
+    return state, expected
 
 
-def test_browser_resumes_after_broker_restart(page, broker):
-    state, expected = resume_across_a_restart(page, broker, "w")
+@pytest.mark.parametrize("events", [None, RESUME_FILTER], ids=["all", "filtered"])
+def test_browser_resumes_after_broker_restart(page, broker, events):
+    state, expected = resume_across_a_restart(page, broker, "w", events)
     assert state["fetches"][0] is None, state
     assert len(state["fetches"]) >= 2 and all(f == expected[2][2] for f in state["fetches"][1:]), state
     assert state["opens"] == 2 and not any(e["fatal"] for e in state["errors"]), state
@@ -232,3 +253,28 @@ def test_browser_expired_token_is_a_visible_fatal_error(page, broker):
     assert state["opens"] == 0, state
     assert [(e["status"], e["fatal"], e["readyState"]) for e in state["errors"]] == [(401, True, 2)], state
     assert page.call("harness.readyState()") == 2
+
+
+def test_browser_presence_map_join_and_leave(page, broker):
+    """Another user's stream opens (from Python) and closes: the page's client calls onJoin and
+    onLeave and its presence map follows; the $presence frames are no events and leave
+    lastEventId alone."""
+    me = broker.create_user("w-pia", "pia-password", "wpresence")
+    other = broker.create_user("w-pete", "pete-password", "wpresence")
+    first = broker.insert(broker.login(other), "hello", 1)
+    jwt = page.call("harness.login(args[0], args[1], args[2])", broker.base, me["username"], me["password"])
+    page.call("harness.start(args[0], args[1], {presence: true})", broker.base, jwt)
+    page.wait_event(first, "the snapshot")
+    wait_until(page.d, "myself online", lambda: (page.state()["presence"] or {}).get("w-pia"))
+    stream = h.open_stream(broker, other)
+    try:
+        wait_until(page.d, "pete's join", lambda: ["w-pete"] in page.state()["joins"], timeout=5)
+        assert page.state()["presence"] == {"w-pia": 1, "w-pete": 1}, page.state()
+    finally:
+        stream.close()
+    wait_until(page.d, "pete's leave", lambda: ["w-pete"] in page.state()["leaves"], timeout=5)
+    state = page.state()
+    assert state["presence"] == {"w-pia": 1}, state
+    assert state["events"] == [["hello", 1, first]], state
+    assert state["dollarEvents"] == 0 and state["lastEventId"] == first, state
+    assert state["urls"] == [broker.base + "/sse?presence=true"], state

@@ -34,7 +34,8 @@ CASES = [(f, name) for f in FILES for name in DECLARED[f]]
 # Users of broker.test.mjs: name -> tenant. "t1" and "t10": a tenant name that is a prefix of
 # another's must not see its events.
 NODE_USERS = {"alice": "t1", "bob": "t1", "carol": "t10", "dave": "snap", "erin": "snap",
-              "frank": "exp", "gina": "close", "hank": "close", "ivan": "resume", "judy": "basic"}
+              "frank": "exp", "gina": "close", "hank": "close", "ivan": "resume", "judy": "basic",
+              "fay": "filter", "gus": "filter", "pia": "presence", "pete": "presence"}
 
 
 def test_node_is_available():

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import jsclient_harness as h
-from test_jsclient_browser import (PAGE_FILES, Page, driver, page_server,  # noqa: F401 (fixtures)
+from test_jsclient_browser import (PAGE_FILES, RESUME_FILTER, Page, driver, page_server,  # noqa: F401 (fixtures)
                                   resume_across_a_restart, wait_until)
 
 PAGE_FILES["/xhr.html"] = (os.path.join(h.HERE, "browser", "xhr.html"), "text/html; charset=utf-8")
@@ -68,8 +68,9 @@ def test_xhr_chosen_and_streams_snapshot_and_live_events(page, broker):
     assert page.call("harness.close()") == 2
 
 
-def test_xhr_resumes_after_broker_restart(page, broker):
-    state, expected = resume_across_a_restart(page, broker, "x")
+@pytest.mark.parametrize("events", [None, RESUME_FILTER], ids=["all", "filtered"])
+def test_xhr_resumes_after_broker_restart(page, broker, events):
+    state, expected = resume_across_a_restart(page, broker, "x", events)
     assert state["transport"] == "xhr", state
     assert state["xhrs"][0] is None, state
     assert len(state["xhrs"]) >= 2 and all(x == expected[2][2] for x in state["xhrs"][1:]), state

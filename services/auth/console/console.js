@@ -2,7 +2,9 @@
 //
 // A user logs in (POST /login through BrokerClient.login), the JWT stays in sessionStorage
 // so a reload keeps the session and closing the tab ends it, and one BrokerClient streams
-// GET /sse: its events fill the latest-per-name table and the live feed. The admin panel
+// GET /sse: its events fill the latest-per-name table and the live feed, and its presence
+// frames the who-is-online panel. The event filter is the server's (`events=`): applying one
+// opens a new stream, which starts over from the snapshot of those names. The admin panel
 // talks to the admin endpoints with the admin token held only in this module's memory.
 //
 // Two rules shape the code. The page runs under a strict Content-Security-Policy, so all
@@ -15,6 +17,7 @@ import BrokerClient from "./broker-client.js";
 // (/console/ -> /): behind a gateway the page keeps talking to whatever served it.
 const BASE = new URL("../", location.href);
 const JWT_KEY = "broker-console.jwt";
+const FILTER_KEY = "broker-console.events"; // the filter, kept with the session
 const FEED_MAX = 200;          // rows kept in the live feed (and events held while paused)
 const DATA_MAX_CHARS = 320;    // longer pretty-printed data is cut, with a button to show it all
 const DATA_MAX_LINES = 8;
@@ -23,6 +26,9 @@ const $ = (id) => document.getElementById(id);
 
 let client = null;
 let jwt = null;
+let me = null;                 // the username logged in, once /verify said
+let filter = [];               // the event names and prefixes asked for; [] = every event
+let presenceOff = null;        // null until known: whether the server has presence turned off
 let adminToken = null;
 const latest = new Map();      // event name -> {id, data}, what the table shows
 let paused = false;
@@ -123,8 +129,6 @@ function setConn(state, detail = "") {
   show($("conn-retry"), state === "stopped" && jwt !== null);
 }
 
-// ---------------------------------------------------------------- session
-
 function showLoggedOut(note = "") {
   show($("login"), true);
   show($("app"), false);
@@ -132,6 +136,85 @@ function showLoggedOut(note = "") {
   message($("login-error"), note, note ? "error" : "");
   setConn("idle");
 }
+
+// ---------------------------------------------------------------- filter
+
+// "chat, room.42.* ,," -> ["chat", "room.42.*"]: a name with a comma cannot be typed here.
+function parseFilter(text) {
+  return text.split(",").map((item) => item.trim()).filter((item) => item !== "");
+}
+
+function renderFilter() {
+  $("filter-state").textContent = filter.length ? `Showing only: ${filter.join(", ")}.` : "Showing every event.";
+  $("latest-empty").textContent = filter.length ? "No event of these names yet." : "No event yet in this tenant.";
+}
+
+function onFilter(e) {
+  e.preventDefault();
+  filter = parseFilter($("filter-events").value);
+  $("filter-events").value = filter.join(", ");
+  if (filter.length) sessionStorage.setItem(FILTER_KEY, JSON.stringify(filter));
+  else sessionStorage.removeItem(FILTER_KEY);
+  message($("filter-error"), "");
+  renderFilter();
+  if (jwt === null) return;
+  // The table and the feed held other names: start over from the new filter's snapshot.
+  clearEvents();
+  startStream();
+}
+
+function loadFilter() {
+  try {
+    const stored = JSON.parse(sessionStorage.getItem(FILTER_KEY) || "[]");
+    filter = Array.isArray(stored) ? stored.map(String) : [];
+  } catch {
+    filter = [];
+  }
+  $("filter-events").value = filter.join(", ");
+  renderFilter();
+}
+
+// ---------------------------------------------------------------- who is online
+
+function renderPresence(map) {
+  const names = [...map.keys()].sort((a, b) => a.localeCompare(b));
+  const rows = names.map((name) => {
+    const n = map.get(name);
+    return el("li", { "data-username": name, "data-connections": String(n), "data-test": "online-row" },
+      el("span", { class: "dot", "aria-hidden": "true" }),
+      el("span", { class: "name", "data-test": "name", text: name }),
+      name === me ? el("span", { class: "you", text: "you" }) : "",
+      el("span", { class: "connections", "data-test": "connections", text: plural(n, "connection") }));
+  });
+  $("online-list").replaceChildren(...rows);
+  $("online-count").textContent = `${names.length} online`;
+  show($("online-empty"), names.length === 0);
+}
+
+function clearPresence(note = "Nobody yet.") {
+  $("online-list").replaceChildren();
+  $("online-count").textContent = "";
+  $("online-empty").textContent = note;
+  show($("online-empty"), true);
+}
+
+// A server started with presence off refuses presence=true (400, a fatal error for the
+// client) and answers GET /presence with 404: asked once, before the first stream, so that
+// the stream asks only for what the server gives. Unanswered, it stays unknown and the stream
+// asks for presence (the server's default).
+async function checkPresence() {
+  if (presenceOff !== null) return;
+  try {
+    const res = await fetch(new URL("presence", BASE), {
+      headers: { Authorization: "Bearer " + jwt }, cache: "no-store",
+    });
+    presenceOff = res.status === 404;
+  } catch {
+    // a network error: the stream will say so
+  }
+}
+
+// ---------------------------------------------------------------- session
 
 function clearEvents() {
   latest.clear();
@@ -153,12 +236,17 @@ function stopStream() {
 function startStream(resume = false) {
   const lastEventId = resume && client ? client.lastEventId : "";
   stopStream();
+  const presence = presenceOff !== true;
   const c = new BrokerClient(new URL("sse", BASE).href, {
     headers: { Authorization: "Bearer " + jwt },
     lastEventId,
+    events: filter,
+    presence,
   });
   client = c;
   setConn("connecting");
+  if (presence) clearPresence();
+  else clearPresence("Presence is turned off on this server.");
   // A replaced client may still deliver a late callback; only the current one counts.
   c.addEventListener("open", () => {
     if (client === c) setConn("live");
@@ -168,6 +256,8 @@ function startStream(resume = false) {
     const what = ev.message || (ev.status ? `HTTP ${ev.status}` : "network error");
     if (ev.fatal || c.readyState === BrokerClient.CLOSED) {
       setConn("stopped", ev.status ? `${what} (HTTP ${ev.status})` : what);
+      // A 400 on the stream is the server refusing the filter: say so where it was typed.
+      if (ev.status === 400 && filter.length) message($("filter-error"), what, "error");
     } else {
       const wait = ev.retryIn ? `; retrying in ${Math.max(1, Math.round(ev.retryIn / 1000))} s` : "";
       setConn("reconnecting", what + wait);
@@ -176,18 +266,28 @@ function startStream(resume = false) {
   c.onAnyEvent((ev) => {
     if (client === c) receive(ev);
   });
+  c.onPresence((map) => {
+    if (client === c) renderPresence(map);
+  });
   return c;
 }
 
 async function startSession(token) {
   jwt = token;
+  me = null;
   clearEvents();
   show($("login"), false);
   show($("app"), true);
+  setConn("connecting");
+  await checkPresence();
+  if (jwt !== token) return; // logged out meanwhile
   const c = startStream();
   try {
     const who = await c.verify();
-    if (client !== c) return;
+    // Logged out meanwhile; a filter applied meanwhile replaced the stream, not the session.
+    if (jwt !== token) return;
+    me = who.username;
+    if (client) renderPresence(client.presence);
     $("whoami").replaceChildren(
       el("span", { class: "who-user", "data-test": "whoami-username", text: who.username }),
       " in tenant ",
@@ -195,7 +295,7 @@ async function startSession(token) {
     );
     show($("whoami-box"), true);
   } catch (err) {
-    if (client !== c) return;
+    if (jwt !== token) return;
     if (err && (err.status === 401 || err.status === 403)) {
       // The stored token expired or the user was revoked: start over at the login form.
       logout(`Please log in again: ${err.message}`);
@@ -209,8 +309,14 @@ async function startSession(token) {
 function logout(note = "") {
   stopStream();
   jwt = null;
+  me = null;
   sessionStorage.removeItem(JWT_KEY);
   clearEvents();
+  clearPresence();
+  // The filter was this session's; the next user starts with every event.
+  sessionStorage.removeItem(FILTER_KEY);
+  loadFilter();
+  message($("filter-error"), "");
   $("whoami").replaceChildren();
   showLoggedOut(note);
   $("login-username").focus();
@@ -582,6 +688,7 @@ function init() {
 
   $("login-form").addEventListener("submit", onLogin);
   $("logout").addEventListener("click", () => logout());
+  $("filter-form").addEventListener("submit", onFilter);
   $("insert-form").addEventListener("submit", onInsert);
   $("insert-data").addEventListener("input", checkInsertData);
   $("feed-pause").addEventListener("click", togglePause);
@@ -602,6 +709,8 @@ function init() {
 
   renderLatestCount();
   renderFeedCount();
+  loadFilter();
+  clearPresence();
   const stored = sessionStorage.getItem(JWT_KEY);
   if (stored) {
     startSession(stored);

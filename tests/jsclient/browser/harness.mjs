@@ -3,7 +3,8 @@
 import BrokerClient from "/broker-client.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { events: [], errors: [], opens: 0, fetches: [], xhrs: [], transport: null };
+const state = { events: [], errors: [], opens: 0, fetches: [], xhrs: [], urls: [], transport: null,
+                joins: [], leaves: [], presence: null, dollarEvents: 0, lastEventId: null };
 let client = null;
 
 // Every XMLHttpRequest the page sends, with the Last-Event-ID it carries (the XHR transport's
@@ -20,7 +21,10 @@ XMLHttpRequest.prototype.setRequestHeader = function (name, value) {
   return xhrSetHeader.call(this, name, value);
 };
 XMLHttpRequest.prototype.send = function (...args) {
-  if (this._harness) state.xhrs.push(this._harness.lastEventId);
+  if (this._harness) {
+    state.xhrs.push(this._harness.lastEventId);
+    state.urls.push(this._harness.url);
+  }
   return xhrSend.apply(this, args);
 };
 
@@ -33,10 +37,11 @@ window.harness = {
   login: (base, username, password) => BrokerClient.login(base, username, password),
 
   // Streams base/sse with a Bearer token. Every connection attempt is recorded with the
-  // Last-Event-ID it carries.
+  // Last-Event-ID it carries and its URL; with presence, the map and every join and leave.
   start(base, jwt, options) {
     const fetchAndRecord = (url, init) => {
       state.fetches.push(init.headers["Last-Event-ID"] || null);
+      state.urls.push(url);
       return fetch(url, init);
     };
     // A fetch of our own would be the transport's choice: left out where the test is the XHR one.
@@ -50,6 +55,13 @@ window.harness = {
       if (e.fatal) $("error").textContent = "fatal " + e.status + ": " + e.message;
       show();
     });
+    client.onJoin((names) => state.joins.push(names));
+    client.onLeave((names) => state.leaves.push(names));
+    client.onPresence((map) => {
+      state.presence = Object.fromEntries(map);
+      state.lastEventId = client.lastEventId;
+    });
+    client.addEventListener("$presence", () => { state.dollarEvents++; });
     client.onAnyEvent((e) => {
       state.events.push([e.type, JSON.parse(e.data), e.lastEventId]);
       const li = document.createElement("li");

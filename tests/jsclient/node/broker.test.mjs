@@ -45,6 +45,31 @@ function stream(headers, options = {}) {
   return { c, log };
 }
 
+// A fetch the test steers: it records each request (URL and Last-Event-ID), cut() drops the
+// open stream (the client sees a network error and reconnects), and while hold() is on a new
+// request waits until release(), so that what happens meanwhile happens while the client is away.
+function steeredFetch() {
+  const ctl = { urls: [], lastIds: [], current: null, gate: null };
+  ctl.fetch = async (url, init) => {
+    if (!url.startsWith(SSE)) return fetch(url, init); // the helpers' requests
+    ctl.urls.push(url);
+    ctl.lastIds.push(init.headers["Last-Event-ID"] || null);
+    if (ctl.gate) await ctl.gate.promise;
+    const own = new AbortController();
+    init.signal.addEventListener("abort", () => own.abort());
+    ctl.current = own;
+    return fetch(url, Object.assign({}, init, { signal: own.signal }));
+  };
+  ctl.hold = () => {
+    let release;
+    const promise = new Promise((r) => { release = r; });
+    ctl.gate = { promise, release };
+  };
+  ctl.release = () => { const g = ctl.gate; ctl.gate = null; g.release(); };
+  ctl.cut = () => ctl.current.abort();
+  return ctl;
+}
+
 async function bearer(name) {
   const u = USERS[name];
   return { Authorization: "Bearer " + (await BrokerClient.login(BASE, u.username, u.password)) };
@@ -203,4 +228,92 @@ test("close() stops the stream: later inserts are not delivered", async () => {
   assert.deepEqual(log.events, []);
   assert.deepEqual(log.errors, []);
   hank.c.close();
+});
+
+test("events: only the names asked for, in the snapshot, live, and in the replay after a reconnect; a comma in a name", async () => {
+  const writer = stream(await bearer("gus")).c;
+  const put = async (name, v) => ({ name, v, id: (await writer.insert(name, v)).id });
+  const before = [await put("keep", 1), await put("room.1.a", 2), await put("drop", 3), await put("x,y", 4),
+                  await put("x", 5), await put("roomy", 6)];
+  const wire = steeredFetch();
+  // maxRetry: the reconnect comes within 100 ms of the cut, not after the server's retry (3 s).
+  const { c, log } = stream(await bearer("fay"), { events: ["keep", "room.*", "x,y"], fetch: wire.fetch, maxRetry: 100 });
+  const got = () => log.events.map((e) => [e.type, e.data, e.id]);
+  await waitFor("the snapshot", () => log.events.length === 3);
+  const live = [await put("drop", 7), await put("room.2", 8)];
+  await waitFor("room.2, live", () => log.events.length === 4);
+
+  wire.hold();
+  wire.cut();
+  await waitFor("the held reconnect", () => wire.urls.length === 2);
+  const away = [await put("drop", 9), await put("keep", 10), await put("x", 11), await put("room.3", 12)];
+  wire.release();
+  await waitFor("room.3 from the replay", () => log.events.some((e) => e.type === "room.3"));
+  const sentinel = await put("x,y", 13); // an event that should not have come would be here by now
+  await waitFor("the sentinel", () => log.events.some((e) => e.id === sentinel.id));
+  const want = [before[0], before[1], before[3], live[1], away[1], away[3], sentinel].map((e) => [e.name, e.v, e.id]);
+  assert.deepEqual(got(), want);
+  assert.deepEqual(Array.from(c.latest.keys()), ["room.1.a", "room.2", "keep", "room.3", "x,y"]);
+  assert.equal(log.errors.length, 1);
+  assert.deepEqual(wire.lastIds, [null, live[1].id]);
+  for (const url of wire.urls) assert.equal(url, SSE + "?events=keep,room.*,x%2Cy");
+  c.close();
+  writer.close();
+});
+
+test("a filter the server refuses is a fatal 400 with its reason", async () => {
+  const { c, log } = stream(await bearer("fay"), { events: ["ok", "$presence"], retry: 10, maxRetry: 10 });
+  await waitFor("the error", () => log.errors.length === 1);
+  assert.deepEqual([log.errors[0].status, log.errors[0].fatal, c.readyState], [400, true, BrokerClient.CLOSED]);
+  assert.match(log.errors[0].message, /item 2 .* reserved/);
+});
+
+test("presence: another user's stream opening calls onJoin, closing onLeave; the map follows; $presence is no event and no id", async () => {
+  const me = USERS.pia.username;
+  const other = USERS.pete.username;
+  const writer = stream(await bearer("pete")).c;
+  const first = await writer.insert("p", 1);
+  writer.close();
+  const wire = steeredFetch();
+  const { c, log } = stream(await bearer("pia"), { presence: true, fetch: wire.fetch, maxRetry: 100 });
+  const calls = [];
+  c.onJoin((names) => calls.push(["join", names]));
+  c.onLeave((names) => calls.push(["leave", names]));
+  c.onPresence(() => calls.push(["presence"]));
+  const dollar = [];
+  c.addEventListener("$presence", (e) => dollar.push(e));
+  await waitFor("the list", () => calls.some((x) => x[0] === "presence"));
+  await waitFor("myself online", () => c.presence.has(me));
+  await waitFor("pete's stream closed", () => !c.presence.has(other));
+
+  const opened = Date.now();
+  const pete = stream(await bearer("pete"));
+  await waitFor("pete's join", () => calls.some((x) => x[0] === "join" && x[1].includes(other)), 3000);
+  console.log("join seen after", Date.now() - opened, "ms");
+  assert.equal(c.presence.get(other), 1);
+  const listed = await c.getPresence();
+  assert.deepEqual(listed.users.map((u) => u.username).sort(), [me, other].sort());
+  pete.c.close();
+  await waitFor("pete's leave", () => calls.some((x) => x[0] === "leave" && x[1].includes(other)), 3000);
+  assert.ok(!c.presence.has(other));
+
+  // Away when pete leaves: the reconnect's list no longer has him.
+  const again = stream(await bearer("pete"));
+  await waitFor("pete back", () => c.presence.has(other), 3000);
+  wire.hold();
+  wire.cut();
+  await waitFor("the held reconnect", () => wire.urls.length === 2);
+  again.c.close();
+  await sleep(600); // the server's presence ticks every 250 ms
+  const leavesBefore = calls.filter((x) => x[0] === "leave").length;
+  wire.release();
+  await waitFor("the leave from the new list", () => calls.filter((x) => x[0] === "leave").length > leavesBefore);
+  assert.ok(!c.presence.has(other), JSON.stringify(Array.from(c.presence)));
+
+  assert.deepEqual(log.events, [{ type: "p", data: 1, id: first.id }], "presence frames are not events");
+  assert.deepEqual(dollar, []);
+  assert.equal(c.lastEventId, first.id, "presence frames never move lastEventId");
+  assert.deepEqual(wire.lastIds, [null, first.id]);
+  for (const url of wire.urls) assert.equal(url, SSE + "?presence=true");
+  c.close();
 });

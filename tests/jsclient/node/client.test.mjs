@@ -181,6 +181,97 @@ async function fatalCase(status) {
 // (Test names are plain literals: the pytest wrapper reads them from this file.)
 test("HTTP 401 is fatal: one request, an error with the server's message, CLOSED", () => fatalCase(401));
 test("HTTP 403 is fatal: one request, an error with the server's message, CLOSED", () => fatalCase(403));
+// A refused events filter, or presence turned off: the same request cannot succeed later.
+test("HTTP 400 is fatal: one request, an error with the server's message, CLOSED", () => fatalCase(400));
+
+test("events and presence go in the query of every request, each name encoded on its own", async () => {
+  const { fetch, calls } = fakeFetch([respond.stream(), respond.stream()]);
+  const c = make(URL_SSE + "?app=1#top", {
+    fetch, retry: 1, maxRetry: 1, presence: true,
+    events: ["chat,dm", "room.42.*", "a*b", "100%", "h\u00e9", "*"],
+  });
+  const log = record(c);
+  try {
+    await waitFor("the first request", () => log.opens === 1);
+    calls[0].push("id: 7\nevent: chat,dm\ndata: 1\n\n");
+    await waitFor("the event", () => log.any.length === 1);
+    calls[0].end();
+    await waitFor("the reconnect", () => log.opens === 2);
+  } finally {
+    c.close();
+  }
+  // The comma inside "chat,dm" is %2C, the list's commas are raw; the prefix's trailing star is
+  // raw and any other star %2A (the server reads only a raw trailing one as a prefix).
+  const wanted = URL_SSE + "?app=1&events=chat%2Cdm,room.42.*,a%2Ab,100%25,h%C3%A9,*&presence=true";
+  assert.deepEqual(calls.map((call) => call.url), [wanted, wanted]);
+  assert.equal(calls[1].headers["Last-Event-ID"], "7");
+  assert.equal(c.url, URL_SSE + "?app=1#top", "url is the one given");
+
+  // One name as a string; nothing asked: the URL as given; an empty list is every event.
+  const one = fakeFetch([respond.stream()]);
+  const plain = fakeFetch([respond.stream()]);
+  const empty = fakeFetch([respond.stream()]);
+  const clients = [make(URL_SSE, { fetch: one.fetch, events: "a,b" }), make(URL_SSE, { fetch: plain.fetch, presence: false }),
+                   make(URL_SSE, { fetch: empty.fetch, events: [] })];
+  try {
+    await waitFor("the three requests", () => one.calls.length && plain.calls.length && empty.calls.length);
+  } finally {
+    for (const x of clients) x.close();
+  }
+  assert.deepEqual([one.calls[0].url, plain.calls[0].url, empty.calls[0].url],
+                   [URL_SSE + "?events=a%2Cb", URL_SSE, URL_SSE]);
+  assert.throws(() => new BrokerClient(URL_SSE, { presence: "yes" }), TypeError);
+  assert.throws(() => new BrokerClient(URL_SSE, { events: 42 }), TypeError);
+});
+
+test("$presence frames keep the presence map and call onJoin/onLeave/onPresence, never as events, never moving lastEventId", async () => {
+  const { fetch, calls } = fakeFetch([respond.stream(), respond.stream()]);
+  const c = make(URL_SSE, { fetch, retry: 1, maxRetry: 1, presence: true });
+  const log = record(c);
+  const seen = [];
+  c.onJoin((names) => seen.push(["join", names]));
+  const offLeave = c.onLeave((names) => seen.push(["leave", names]));
+  c.onPresence((map) => seen.push(["presence", Object.fromEntries(map)]));
+  const dollar = [];
+  c.addEventListener("$presence", (e) => dollar.push(e));
+  const presence = c.presence;
+  const frame = (data) => "event: $presence\ndata: " + JSON.stringify(data) + "\n\n";
+  try {
+    await waitFor("the stream", () => log.opens === 1);
+    // The first list is the starting point: presence, no join.
+    calls[0].push(frame({ users: [{ username: "ann", connections: 2 }, { username: "bo", connections: 1 }] }));
+    calls[0].push("id: 5\nevent: chat\ndata: 1\n\n");
+    calls[0].push(frame({ join: ["cy", "ann"], leave: [] }));   // ann is there already: no change for her
+    calls[0].push(frame({ join: [], leave: ["bo", "zed"] }));   // zed was never there
+    calls[0].push(frame({ join: [], leave: ["nobody"] }));      // no change: no callback at all
+    calls[0].push("event: $later\ndata: {}\n\n");             // a server frame unknown here: skipped
+    await waitFor("the changes", () => seen.length === 5);
+    assert.deepEqual(seen, [
+      ["presence", { ann: 2, bo: 1 }],
+      ["join", ["cy"]], ["presence", { ann: 2, bo: 1, cy: 1 }],
+      ["leave", ["bo"]], ["presence", { ann: 2, cy: 1 }],
+    ]);
+    assert.equal(c.lastEventId, "5", "presence frames carry no id");
+    calls[0].end();
+    // While away, cy left and dee came: the reconnect's list replaces the map and tells so.
+    await waitFor("the reconnect", () => log.opens === 2);
+    assert.equal(calls[1].headers["Last-Event-ID"], "5");
+    calls[1].push(frame({ users: [{ username: "ann", connections: 1 }, { username: "dee", connections: 3 }] }));
+    await waitFor("the new list", () => seen.length === 8);
+    assert.deepEqual(seen.slice(5), [["join", ["dee"]], ["leave", ["cy"]], ["presence", { ann: 1, dee: 3 }]]);
+    offLeave();
+    calls[1].push(frame({ join: [], leave: ["dee"] }));
+    await waitFor("the last change", () => seen.length === 9);
+    assert.deepEqual(seen[8], ["presence", { ann: 1 }], "an unsubscribed onLeave is not called");
+  } finally {
+    c.close();
+  }
+  assert.equal(c.presence, presence, "one Map, changed in place");
+  assert.deepEqual(log.any, [["chat", "1", "5"]], "no $ frame is an event");
+  assert.deepEqual(dollar, []);
+  assert.deepEqual(Array.from(c.latest.keys()), ["chat"]);
+  assert.equal(c.lastEventId, "5");
+});
 
 test("other HTTP errors and a response that is not an event stream are retried", async () => {
   const { fetch, calls } = fakeFetch([

@@ -66,7 +66,8 @@ async function waitFor(what, check, ms = 8000) {
 async function mount(props) {
   const renders = [];
   function View(p) {
-    const b = useBroker(p.url, { headers: p.headers, events: p.events, retry: 50, maxRetry: 200 });
+    const b = useBroker(p.url, { headers: p.headers, events: p.events, presence: p.presence, fetch: p.fetch,
+                                 retry: 50, maxRetry: 200 });
     renders.push(b);
     const shown = Object.fromEntries(Object.entries(b.latest).map(([k, v]) => [k, v.data]));
     return React.createElement("pre", null, b.state + " " + JSON.stringify(shown));
@@ -149,14 +150,39 @@ test("reopens when the credentials or the URL change", async () => {
   await view.unmount();
 });
 
-test("events: only the names asked for", async () => {
-  const view = await mount({ url: SSE, headers: await bearer("rosa"), events: ["b", "c*"] });
+test("events: the server sends only the names asked for", async () => {
+  const urls = [];
+  const recording = (url, init) => { urls.push(url); return fetch(url, init); };
+  const rudi = await bearer("rudi");
+  await insert(rudi, "d", { v: 0 });
+  const view = await mount({ url: SSE, headers: await bearer("rosa"), events: ["b", "c*", "d,e"], fetch: recording });
   await waitFor("the snapshot of b", () => view.last().state === "open" && view.last().latest.b);
-  await insert(await bearer("rudi"), "a", { v: 6 });
-  await insert(await bearer("rudi"), "cat", { v: 7 });
-  const b = await insert(await bearer("rudi"), "b", { v: 8 });
+  await insert(rudi, "a", { v: 6 });
+  await insert(rudi, "cat", { v: 7 });
+  await insert(rudi, "d", { v: 8 });
+  await insert(rudi, "d,e", { v: 9 });
+  const b = await insert(rudi, "b", { v: 10 });
   await waitFor("b, live", () => view.last().latest.b.id === b);
-  assert.deepEqual(Object.keys(view.last().latest).sort(), ["b", "cat"]);
+  assert.deepEqual(Object.keys(view.last().latest).sort(), ["b", "cat", "d,e"]);
+  // The filter is the server's: the client under the hook got nothing else either.
+  assert.deepEqual(Array.from(view.last().client.latest.keys()).sort(), ["b", "cat", "d,e"]);
+  assert.deepEqual(urls, [SSE + "?events=b,c*,d%2Ce"]);
+  await view.unmount();
+});
+
+test("presence: who is online, updated as another user's stream opens and closes", async () => {
+  const me = USERS.rosa.username;
+  const other = USERS.rudi.username;
+  const view = await mount({ url: SSE, headers: await bearer("rosa"), presence: true });
+  await waitFor("myself online", () => view.last().presence[me] >= 1);
+  const rudi = new BrokerClient(SSE, { headers: await bearer("rudi") });
+  try {
+    await waitFor("rudi online", () => view.last().presence[other] === 1);
+  } finally {
+    rudi.close();
+  }
+  await waitFor("rudi gone", () => !(other in view.last().presence));
+  assert.deepEqual(Object.keys(view.last().presence), [me]);
   await view.unmount();
 });
 

@@ -180,6 +180,27 @@ test("xhr: a network error or the end of the stream is retried with Last-Event-I
   await waitFor("a retry after the end", () => FakeXHR.sent[3]);
 });
 
+test("xhr: events and presence in the query of every request; a 400 is fatal", async () => {
+  useFake();
+  const { c, log } = make({ retry: 1, maxRetry: 1, events: ["x,y", "room.*"], presence: true });
+  const wanted = URL_SSE + "?events=x%2Cy,room.*&presence=true";
+  const x1 = await waitFor("the first request", () => FakeXHR.sent[0]);
+  assert.equal(x1.url, wanted);
+  x1.respond(200);
+  x1.push("event: $presence\ndata: {\"users\":[{\"username\":\"ann\",\"connections\":1}]}\n\n" + frame("3", "x,y", "1"));
+  x1.fail();
+  const x2 = await waitFor("the retry", () => FakeXHR.sent[1]);
+  assert.deepEqual([x2.url, x2.headers["Last-Event-ID"]], [wanted, "3"]);
+  assert.deepEqual(log.events, [["x,y", "1", "3"]]);
+  assert.deepEqual(Array.from(c.presence), [["ann", 1]]);
+  x2.respond(400, "application/json");
+  x2.push('{"error":"presence is turned off"}');
+  x2.finish();
+  await waitFor("the fatal error", () => log.errors.length === 2);
+  assert.deepEqual(log.errors[1], { status: 400, message: "presence is turned off", fatal: true, retryIn: null });
+  assert.equal(c.readyState, BrokerClient.CLOSED);
+});
+
 test("xhr: 401 is fatal, with the server's message; no retry", async () => {
   useFake();
   const { c, log } = make({ retry: 1, maxRetry: 1 });
