@@ -368,11 +368,16 @@ static int counts_valid(json_t *j)
     return 1;
 }
 
-static presence_replica *replica_get(presence *p, uint64_t id)
+static presence_replica *replica_find(presence *p, uint64_t id)
 {
     for (presence_replica *r = p->replicas; r != NULL; r = r->next)
         if (r->id == id)
             return r;
+    return NULL;
+}
+
+static presence_replica *replica_new(presence *p, uint64_t id)
+{
     presence_replica *r = calloc(1, sizeof *r);
     if (r == NULL || (r->counts = json_object()) == NULL) {
         free(r);
@@ -390,14 +395,18 @@ void presence_bus_message(stream_engine *e, const bus_msg *m)
     presence *p = e->presence;
     if (p == NULL || m->replica == p->id)
         return; /* off, or this replica's own message back from a forwarder */
-    presence_replica *r = replica_get(p, m->replica);
-    if (r == NULL || m->replica_seq <= r->seq)
+    presence_replica *r = replica_find(p, m->replica);
+    if (r != NULL && m->replica_seq <= r->seq)
         return; /* a copy through the other forwarder, or late */
     json_t *j = json_loadb(m->data, m->data_len, JSON_REJECT_DUPLICATES, NULL);
     if (!counts_valid(j)) {
         json_decref(j);
         atomic_fetch_add(p->m_dropped, 1);
         log_warn("stream: dropped a malformed presence list from replica %016llx", (unsigned long long)m->replica);
+        return;
+    }
+    if (r == NULL && (r = replica_new(p, m->replica)) == NULL) {
+        json_decref(j);
         return;
     }
     /* A change list after a lost message would build on what we do not
@@ -473,15 +482,15 @@ static void publish_full(presence *p)
     json_t *all = json_object();
     for (size_t b = 0; all != NULL && b <= p->mask; b++)
         for (presence_tenant *t = p->tenants[b]; t != NULL; t = t->next) {
-            json_t *users = NULL;
-            for (size_t ub = 0; ub <= t->mask; ub++)
-                for (presence_user *u = t->users[ub]; u != NULL; u = u->next) {
-                    if (u->local == 0)
-                        continue;
-                    if (users == NULL && json_object_set_new(all, t->name, users = json_object()) != 0)
-                        break;
-                    json_object_set_new(users, u->name, json_integer(u->local));
-                }
+            json_t *users = json_object();
+            for (size_t ub = 0; users != NULL && ub <= t->mask; ub++)
+                for (presence_user *u = t->users[ub]; u != NULL; u = u->next)
+                    if (u->local > 0)
+                        json_object_set_new(users, u->name, json_integer(u->local));
+            if (users != NULL && json_object_size(users) > 0)
+                json_object_set_new(all, t->name, users);
+            else
+                json_decref(users);
         }
     if (all != NULL)
         publish(p, all, 1);
@@ -502,7 +511,8 @@ static void flush_tenant(stream_engine *e, presence_tenant *t, json_t *changes)
         u->dirty = 0;
         u->dnext = NULL;
         if (u->local_dirty && changes != NULL) {
-            if (mine == NULL && json_object_set_new(changes, t->name, mine = json_object()) != 0)
+            /* `changes` holds it (json_object_set_new frees it on failure). */
+            if (mine == NULL && (mine = json_object()) != NULL && json_object_set_new(changes, t->name, mine) != 0)
                 mine = NULL;
             if (mine != NULL)
                 json_object_set_new(mine, u->name, json_integer(u->local));

@@ -65,6 +65,7 @@ NOT_PROVOKED = {
     ("POST", "/get_user", "500"): _STORE_FAULT,
     ("POST", "/update_user", "500"): _STORE_FAULT,
     ("GET", "/sse", "500"): _STORE_FAULT + " (the user store failing during a stream's credential check)",
+    ("GET", "/presence", "500"): _STORE_FAULT + " (the user store failing during the credential check)",
     ("GET", "/metrics", "500"): "the exposition could not be rendered (out of memory)",
     ("GET", "/sse", "503"): ("the engine not yet connected to its bus (the first instants of a "
                              "start, before /healthz answers) or the event store unreadable"),

@@ -307,9 +307,27 @@ def test_presence_query_must_be_true_or_false(broker, shared_user):
     assert "presence" in body["error"]
 
 
-def test_presence_needs_credentials(broker):
+def test_presence_needs_credentials(broker, shared_user):
     assert_error(broker.get("/presence"), 401)
     assert_error(broker.get("/presence", headers=basic_header("nobody-" + uniq(), "wrong-password")), 401)
+    assert broker.request("HEAD", "/presence").status_code == 401
+    body = assert_error(broker.get("/presence", headers={"Authorization": "Bearer " + "x" * 5000}), 400)
+    assert "too long" in body["error"]
+
+
+def test_presence_head_is_the_head_alone(broker, shared_user):
+    r = broker.request("HEAD", "/presence", headers=shared_user.basic())
+    assert r.status_code == 200 and r.content == b"", (r.status_code, r.content)
+    assert int(r.headers["Content-Length"]) > 0
+    assert r.headers["Content-Type"].startswith("application/json")
+
+
+def test_presence_wrong_passwords_are_limited(broker_factory):
+    b = broker_factory(["--login_limit_user=2"])
+    u = b.create_user()
+    statuses = [b.get("/presence", headers=basic_header(u.username, "wrong-password")).status_code
+                for _ in range(3)]
+    assert statuses[:2] == [401, 401] and statuses[2] == 429, statuses
 
 
 def test_presence_off(broker_factory):

@@ -11,7 +11,7 @@ from conftest import (assert_error, assert_json_response, assert_ok, describe, u
 
 POST_ENDPOINTS = ["/create_user", "/login", "/revoke_user", "/unrevoke_user", "/list_users",
                   "/get_user", "/update_user", "/insert"]
-GET_ENDPOINTS = ["/verify", "/sse", "/healthz", "/readyz", "/metrics", "/", "/console", "/console/",
+GET_ENDPOINTS = ["/verify", "/sse", "/presence", "/healthz", "/readyz", "/metrics", "/", "/console", "/console/",
                  "/console/index.html"]
 USERNAME_ENDPOINTS = ["/create_user", "/login", "/revoke_user", "/unrevoke_user", "/get_user",
                       "/update_user"]

@@ -298,3 +298,76 @@ def test_a_stopped_replica_gets_no_traffic(dep):
     finally:
         docker("start", victim, check=False)
         dep.wait_healthy(timeout=90)
+
+
+def test_presence_is_the_same_on_every_replica_and_a_killed_replica_leaves(dep):
+    # Users of one tenant stream through the gateway (spread over the three replicas); every
+    # replica's GET /presence (read inside its container) lists them all, and a watcher's
+    # $presence frames announce them. A replica killed with SIGKILL says nothing: its users'
+    # streams end, and within 15 s every replica left has them gone.
+    tenant_name = "t" + uuid.uuid4().hex[:10]
+
+    def user():
+        name, pw = "u" + uuid.uuid4().hex[:10], "pw-" + uuid.uuid4().hex[:12]
+        r = requests.post(dep.base_url + "/create_user", json={
+            "admin_token": dep.admin_token, "username": name, "password": pw, "tenant_name": tenant_name}, timeout=10)
+        assert r.status_code == 200, r.text
+        r = requests.post(dep.base_url + "/login", json={"username": name, "password": pw}, timeout=10)
+        assert r.status_code == 200, r.text
+        return name, r.json()["jwt"]
+
+    def listed(container, jwt):
+        out = docker("exec", container, "curl", "-fsS", "-H", "Authorization: Bearer " + jwt,
+                     "http://127.0.0.1:8080/presence")
+        return {u["username"]: u["connections"] for u in json.loads(out)["users"]}
+
+    def stream(jwt, query=""):
+        c = SSEClient.open(dep.base_url, "/sse" + query, headers={"Authorization": "Bearer " + jwt}, timeout=10)
+        assert c.read_head(10) == 200, (c.status, c.body_raw[:200])
+        return c
+
+    watcher, wjwt = user()
+    users = [user() for _ in range(8)]
+    w = stream(wjwt, "?presence=true&events=none")
+    streams = {}
+    victim = None
+    try:
+        joined = set()
+        streams = {name: stream(jwt) for name, jwt in users}
+        everyone = {watcher} | set(streams)
+        deadline = time.monotonic() + 10
+        while not everyone <= joined and time.monotonic() < deadline:
+            ev = w.next_event(max(0.1, deadline - time.monotonic()))
+            assert ev.event == "$presence" and ev.id is None, ev
+            joined |= set(json.loads(ev.data).get("join", []))
+        assert everyone <= joined, (everyone - joined)
+        replicas = dep.containers("stream")
+        for c in replicas:
+            end = time.monotonic() + 5
+            while listed(c, wjwt) != {n: 1 for n in everyone} and time.monotonic() < end:
+                time.sleep(0.2)
+            assert listed(c, wjwt) == {n: 1 for n in everyone}, (c, listed(c, wjwt))
+
+        held = {c: metric(c, "broker_presence_users_local") for c in replicas}
+        victim = max(held, key=held.get)
+        docker("kill", victim)
+        killed = time.monotonic()
+        time.sleep(2)
+        gone = {n for n, c in streams.items() if c.wait_closed(0.05)}
+        if w.wait_closed(0.05):
+            gone.add(watcher)
+        assert gone, "no stream ended with the replica that held the most users"
+        survivors = [c for c in replicas if c != victim]
+        want = {n: 1 for n in everyone - gone}
+        while time.monotonic() - killed < 16 and any(listed(c, wjwt) != want for c in survivors):
+            time.sleep(0.5)
+        took = time.monotonic() - killed
+        assert all(listed(c, wjwt) == want for c in survivors), [(c, listed(c, wjwt)) for c in survivors]
+        assert took <= 15.5, "the dead replica's users were still listed %.1f s after it died" % took
+    finally:
+        w.close()
+        for c in streams.values():
+            c.close()
+        if victim is not None:
+            docker("start", victim, check=False)
+            dep.wait_healthy(timeout=90)

@@ -4,13 +4,17 @@ SIGKILL whose users leave everywhere within 15 s.
 
 The deployment is split_deployment.py's, with three stream processes.
 """
+import json
+import os
+import struct
 import time
 import uuid
 
 import pytest
 import requests
+import zmq
 
-from split_deployment import Deployment, metric, wait_for
+from split_deployment import Deployment, metric, read_keys, wait_for
 from split_stream import Stream
 
 LEAVE_DEADLINE = 15.0  # a dead replica's users are gone everywhere within this (docs/API.md)
@@ -82,3 +86,41 @@ def test_every_replica_knows_everyone_and_a_killed_replica_leaves(dep):
     finally:
         for s in opened:
             s.close()
+
+
+def test_presence_lists_that_do_not_parse_are_dropped_and_counted(dep):
+    # From a trusted key (ingest's): the bus takes the frames, the stream checks what is in them.
+    live = [s for s in dep.streams if s not in dep.dead]
+    before = sum(metric(s, "broker_presence_dropped_total") for s in live)
+    malformed_before = sum(metric(s, "broker_bus_malformed_total") for s in live)
+    keys = read_keys(os.path.join(dep.keys, "ingest"))
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.linger = 0
+    pub.curve_publickey, pub.curve_secretkey = keys["public-key"].encode(), keys["secret-key"].encode()
+    pub.curve_serverkey = read_keys(dep.public_key_file("bus0"))["public-key"].encode()
+    pub.connect("tcp://127.0.0.1:%d" % dep.bus_ports[0])
+    header = lambda seq: struct.pack(">QQ", 0x5eed, seq) + b"F"
+    bad_lists = [b"not json", json.dumps({"t": {"u": -1}}).encode(), json.dumps({"t": {"u": 10 ** 7}}).encode(),
+                 json.dumps({"": {"u": 1}}).encode(), json.dumps({"t": ["u"]}).encode(), json.dumps([1]).encode()]
+    bad_frames = [[b"pr/", b"short", b"{}"], [b"pr/", struct.pack(">QQ", 1, 1) + b"X", b"{}"]]
+    try:
+        deadline = time.monotonic() + 2
+        seq = 0
+        while time.monotonic() < deadline:  # the SUB side may take a moment to join
+            for body in bad_lists:
+                seq += 1
+                pub.send_multipart([b"pr/", header(seq), body])
+            for frames in bad_frames:
+                pub.send_multipart(frames)
+            time.sleep(0.1)
+        assert wait_for(lambda: sum(metric(s, "broker_presence_dropped_total") for s in live) >=
+                        before + len(bad_lists) * len(live), 5)
+        assert wait_for(lambda: sum(metric(s, "broker_bus_malformed_total") for s in live) >=
+                        malformed_before + len(bad_frames) * len(live), 5)
+        assert all(s.alive() for s in live)
+        _, auth = dep.make_user("t" + uuid.uuid4().hex[:8])
+        assert listed(live[0], auth) == {}
+    finally:
+        pub.close()
+        ctx.term()
