@@ -203,6 +203,7 @@ static void case_index(void)
     s = lookup(ix, "room.1.msg");
     CHECK_INT(s.n, 3);
     CHECK_INT(count_of(&s, &d), 1);
+    client_done(&a);
     client_with(&a, "room.1.msg"); /* back, after the swaps */
     CHECK_INT(filter_index_add(ix, &a), 0);
     filter_index_remove(ix, &d);
