@@ -26,6 +26,7 @@
 #include "log.h"
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -35,8 +36,20 @@
 #define REPLICA_SILENCE_MS 10000 /* then its users leave: within 15 s of its end, coalescing included */
 #define COUNT_MAX 1000000      /* the most streams a peer may claim for one user */
 
+/* The tables of tenants and of each tenant's users: chained hash tables of
+ * entries named by a string, each entry starting with its chain link, its
+ * name `name_off` bytes in. */
+typedef struct name_link {
+    struct name_link *next;
+} name_link;
+
+typedef struct name_table {
+    name_link **buckets;
+    size_t mask, count, name_off;
+} name_table;
+
 typedef struct presence_user {
-    struct presence_user *next;  /* hash chain */
+    name_link link; /* first: the tenant's table */
     struct presence_user *dnext; /* the tenant's dirty list */
     uint32_t local, remote;
     uint8_t announced;   /* presence streams were told this user is here */
@@ -46,10 +59,9 @@ typedef struct presence_user {
 } presence_user;
 
 struct presence_tenant {
-    presence_tenant *next;  /* hash chain */
+    name_link link;         /* first: the engine's table */
     presence_tenant *dnext; /* the engine's list of tenants with dirty users */
-    presence_user **users;
-    size_t mask, count;
+    name_table users;
     presence_user *dirty;
     stream_client *subs; /* streams that asked for presence (client_extra's pnext) */
     uint8_t on_dirty;
@@ -65,8 +77,7 @@ typedef struct presence_replica {
 } presence_replica;
 
 struct presence {
-    presence_tenant **tenants;
-    size_t mask, count;
+    name_table tenants;
     presence_tenant *dirty;
     presence_replica *replicas;
     uint64_t id, seq;
@@ -79,102 +90,103 @@ struct presence {
 
 /* ---- tables --------------------------------------------------------------- */
 
-static presence_tenant *tenant_get(presence *p, const char *name, size_t len, int create)
+#define NAME_OF(tab, link) ((const char *)(link) + (tab)->name_off)
+
+static int table_init(name_table *tab, size_t name_off)
 {
-    uint64_t h = hash_fnv1a(name, len);
-    for (presence_tenant *t = p->tenants[h & p->mask]; t != NULL; t = t->next)
-        if (strlen(t->name) == len && memcmp(t->name, name, len) == 0)
-            return t;
-    if (!create)
-        return NULL;
-    if (p->count + 1 > (p->mask + 1) * 2) {
-        size_t ncap = (p->mask + 1) * 2;
-        presence_tenant **nt = calloc(ncap, sizeof *nt);
-        if (nt != NULL) {
-            for (size_t b = 0; b <= p->mask; b++)
-                for (presence_tenant *t = p->tenants[b], *next; t != NULL; t = next) {
-                    next = t->next;
-                    size_t nb = hash_fnv1a(t->name, strlen(t->name)) & (ncap - 1);
-                    t->next = nt[nb];
-                    nt[nb] = t;
+    tab->mask = 15;
+    tab->count = 0;
+    tab->name_off = name_off;
+    tab->buckets = calloc(tab->mask + 1, sizeof *tab->buckets);
+    return tab->buckets != NULL ? 0 : -1;
+}
+
+static name_link *table_find(const name_table *tab, const char *name, size_t len)
+{
+    for (name_link *l = tab->buckets[hash_fnv1a(name, len) & tab->mask]; l != NULL; l = l->next)
+        if (strlen(NAME_OF(tab, l)) == len && memcmp(NAME_OF(tab, l), name, len) == 0)
+            return l;
+    return NULL;
+}
+
+static void table_add(name_table *tab, name_link *l)
+{
+    if (tab->count + 1 > (tab->mask + 1) * 2) {
+        size_t ncap = (tab->mask + 1) * 2;
+        name_link **nb = calloc(ncap, sizeof *nb);
+        if (nb != NULL) { /* else longer chains, still correct */
+            for (size_t b = 0; b <= tab->mask; b++)
+                for (name_link *x = tab->buckets[b], *next; x != NULL; x = next) {
+                    next = x->next;
+                    size_t i = hash_fnv1a(NAME_OF(tab, x), strlen(NAME_OF(tab, x))) & (ncap - 1);
+                    x->next = nb[i];
+                    nb[i] = x;
                 }
-            free(p->tenants);
-            p->tenants = nt;
-            p->mask = ncap - 1;
+            free(tab->buckets);
+            tab->buckets = nb;
+            tab->mask = ncap - 1;
         }
     }
-    presence_tenant *t = calloc(1, sizeof *t + len + 1);
-    if (t == NULL || (t->users = calloc(16, sizeof *t->users)) == NULL) {
+    size_t i = hash_fnv1a(NAME_OF(tab, l), strlen(NAME_OF(tab, l))) & tab->mask;
+    l->next = tab->buckets[i];
+    tab->buckets[i] = l;
+    tab->count++;
+}
+
+static void table_remove(name_table *tab, name_link *l)
+{
+    name_link **pp = &tab->buckets[hash_fnv1a(NAME_OF(tab, l), strlen(NAME_OF(tab, l))) & tab->mask];
+    while (*pp != l)
+        pp = &(*pp)->next;
+    *pp = l->next;
+    tab->count--;
+}
+
+static presence_tenant *tenant_get(presence *p, const char *name, size_t len, int create)
+{
+    presence_tenant *t = (presence_tenant *)table_find(&p->tenants, name, len);
+    if (t != NULL || !create)
+        return t;
+    t = calloc(1, sizeof *t + len + 1);
+    if (t == NULL || table_init(&t->users, offsetof(presence_user, name)) != 0) {
         free(t);
         return NULL;
     }
-    t->mask = 15;
     memcpy(t->name, name, len);
-    t->next = p->tenants[h & p->mask];
-    p->tenants[h & p->mask] = t;
-    p->count++;
+    table_add(&p->tenants, &t->link);
     return t;
 }
 
 static void tenant_drop(presence *p, presence_tenant *t)
 {
-    presence_tenant **pp = &p->tenants[hash_fnv1a(t->name, strlen(t->name)) & p->mask];
-    while (*pp != t)
-        pp = &(*pp)->next;
-    *pp = t->next;
-    p->count--;
-    free(t->users);
+    table_remove(&p->tenants, &t->link);
+    free(t->users.buckets);
     free(t);
 }
 
 /* A tenant with no user, no presence stream and nothing pending goes. */
 static void tenant_maybe_drop(presence *p, presence_tenant *t)
 {
-    if (t->count == 0 && t->subs == NULL && !t->on_dirty)
+    if (t->users.count == 0 && t->subs == NULL && !t->on_dirty)
         tenant_drop(p, t);
 }
 
 static presence_user *user_get(presence_tenant *t, const char *name, size_t len, int create)
 {
-    uint64_t h = hash_fnv1a(name, len);
-    for (presence_user *u = t->users[h & t->mask]; u != NULL; u = u->next)
-        if (strlen(u->name) == len && memcmp(u->name, name, len) == 0)
-            return u;
-    if (!create)
-        return NULL;
-    if (t->count + 1 > (t->mask + 1) * 2) {
-        size_t ncap = (t->mask + 1) * 2;
-        presence_user **nu = calloc(ncap, sizeof *nu);
-        if (nu != NULL) {
-            for (size_t b = 0; b <= t->mask; b++)
-                for (presence_user *x = t->users[b], *next; x != NULL; x = next) {
-                    next = x->next;
-                    size_t nb = hash_fnv1a(x->name, strlen(x->name)) & (ncap - 1);
-                    x->next = nu[nb];
-                    nu[nb] = x;
-                }
-            free(t->users);
-            t->users = nu;
-            t->mask = ncap - 1;
-        }
-    }
-    presence_user *u = calloc(1, sizeof *u + len + 1);
+    presence_user *u = (presence_user *)table_find(&t->users, name, len);
+    if (u != NULL || !create)
+        return u;
+    u = calloc(1, sizeof *u + len + 1);
     if (u == NULL)
         return NULL;
     memcpy(u->name, name, len);
-    u->next = t->users[h & t->mask];
-    t->users[h & t->mask] = u;
-    t->count++;
+    table_add(&t->users, &u->link);
     return u;
 }
 
 static void user_drop(presence_tenant *t, presence_user *u)
 {
-    presence_user **pp = &t->users[hash_fnv1a(u->name, strlen(u->name)) & t->mask];
-    while (*pp != u)
-        pp = &(*pp)->next;
-    *pp = u->next;
-    t->count--;
+    table_remove(&t->users, &u->link);
     free(u);
 }
 
@@ -249,11 +261,13 @@ void presence_stream_closed(stream_engine *e, stream_client *c)
 static json_t *users_json(const presence_tenant *t, int announced_only)
 {
     json_t *users = json_array();
-    for (size_t b = 0; users != NULL && b <= t->mask; b++)
-        for (const presence_user *u = t->users[b]; u != NULL; u = u->next)
+    for (size_t b = 0; users != NULL && b <= t->users.mask; b++)
+        for (const name_link *l = t->users.buckets[b]; l != NULL; l = l->next) {
+            const presence_user *u = (const presence_user *)l;
             if (announced_only ? u->announced : online(u))
                 json_array_append_new(users, json_pack("{s:s,s:I}", "username", u->name, "connections",
                                                        (json_int_t)u->local + u->remote));
+        }
     return users;
 }
 
@@ -480,13 +494,15 @@ static void publish(presence *p, json_t *body, int full)
 static void publish_full(presence *p)
 {
     json_t *all = json_object();
-    for (size_t b = 0; all != NULL && b <= p->mask; b++)
-        for (presence_tenant *t = p->tenants[b]; t != NULL; t = t->next) {
+    for (size_t b = 0; all != NULL && b <= p->tenants.mask; b++)
+        for (name_link *tl = p->tenants.buckets[b]; tl != NULL; tl = tl->next) {
+            presence_tenant *t = (presence_tenant *)tl;
             json_t *users = json_object();
-            for (size_t ub = 0; users != NULL && ub <= t->mask; ub++)
-                for (presence_user *u = t->users[ub]; u != NULL; u = u->next)
-                    if (u->local > 0)
-                        json_object_set_new(users, u->name, json_integer(u->local));
+            for (size_t ub = 0; users != NULL && ub <= t->users.mask; ub++)
+                for (name_link *ul = t->users.buckets[ub]; ul != NULL; ul = ul->next)
+                    if (((presence_user *)ul)->local > 0)
+                        json_object_set_new(users, ((presence_user *)ul)->name,
+                                            json_integer(((presence_user *)ul)->local));
             if (users != NULL && json_object_size(users) > 0)
                 json_object_set_new(all, t->name, users);
             else
@@ -601,9 +617,8 @@ int presence_init(stream_engine *e)
     if (p == NULL)
         return -1;
     e->presence = p;
-    p->mask = 63;
-    p->tenants = calloc(p->mask + 1, sizeof *p->tenants);
-    if (p->tenants == NULL || getrandom(&p->id, sizeof p->id, 0) != sizeof p->id)
+    if (table_init(&p->tenants, offsetof(presence_tenant, name)) != 0 ||
+        getrandom(&p->id, sizeof p->id, 0) != sizeof p->id)
         return -1;
     p->m_users_local = metrics_gauge("broker_presence_users_local", "users with a stream open on this process");
     p->m_users_online = metrics_gauge("broker_presence_users_online",
@@ -645,15 +660,16 @@ void presence_free(stream_engine *e)
     presence *p = e->presence;
     if (p == NULL)
         return;
-    for (size_t b = 0; p->tenants != NULL && b <= p->mask; b++)
-        for (presence_tenant *t = p->tenants[b], *next; t != NULL; t = next) {
-            next = t->next;
-            for (size_t ub = 0; ub <= t->mask; ub++)
-                for (presence_user *u = t->users[ub], *un; u != NULL; u = un) {
-                    un = u->next;
-                    free(u);
+    for (size_t b = 0; p->tenants.buckets != NULL && b <= p->tenants.mask; b++)
+        for (name_link *tl = p->tenants.buckets[b], *next; tl != NULL; tl = next) {
+            next = tl->next;
+            presence_tenant *t = (presence_tenant *)tl;
+            for (size_t ub = 0; ub <= t->users.mask; ub++)
+                for (name_link *ul = t->users.buckets[ub], *un; ul != NULL; ul = un) {
+                    un = ul->next;
+                    free(ul);
                 }
-            free(t->users);
+            free(t->users.buckets);
             free(t);
         }
     for (presence_replica *r = p->replicas, *next; r != NULL; r = next) {
@@ -663,7 +679,7 @@ void presence_free(stream_engine *e)
     }
     bus_sub_close(p->peers);
     bus_pub_close(p->pub);
-    free(p->tenants);
+    free(p->tenants.buckets);
     free(p);
     e->presence = NULL;
 }

@@ -165,6 +165,19 @@ def read_keys(path):
     return keys
 
 
+def deployment_fixture(**kw):
+    """For a module's fixture (`yield from`): a Deployment(**kw) ready and wired to both
+    forwarders; every process stopped at the end."""
+    d = Deployment(**kw)
+    try:
+        d.wait_ready()
+        assert wait_for(lambda: d.wired(0) and d.wired(1), 20), "the services did not connect to both forwarders"
+        yield d
+    finally:
+        for s in d.everyone():
+            s.stop()
+
+
 class Deployment:
     def __init__(self, curve=False, streams=2):
         self.workdir = tempfile.mkdtemp(prefix="broker-forwarders-")

@@ -21,19 +21,12 @@ import uuid
 import pytest
 import requests
 
-from split_deployment import ADMIN, Deployment, Service, metric, status_of, wait_for
+from split_deployment import ADMIN, Service, deployment_fixture, metric, status_of, wait_for
 from split_stream import Stream
 
 @pytest.fixture(scope="module")
 def dep():
-    d = Deployment(curve=True)  # the bus as a deployment should run it
-    try:
-        d.wait_ready()
-        assert wait_for(lambda: d.wired(0) and d.wired(1), 20), "the services did not connect to both forwarders"
-        yield d
-    finally:
-        for s in d.everyone():
-            s.stop()
+    yield from deployment_fixture(curve=True)  # the bus as a deployment should run it
 
 
 def assert_once_in_order(got, ids, values):
