@@ -115,6 +115,13 @@ def test_defaults(renders):
         "prod-broker-bus-1.prod-broker-bus.broker.svc.cluster.local:5559")
 
 
+def test_a_numeric_image_tag(tools, helm_env):
+    """`--set image.tag=2` gives a number, which must still make the image's name."""
+    r = render_with(tools, helm_env, ["defaults.yaml"], sets=["image.tag=2", "gatewayImage.tag=3"])
+    images = {c["image"] for w in r.workloads() for c in policy.containers(w)}
+    assert images == {"broker:2", "broker-gateway:3"}, images
+
+
 def test_hpa_and_ingress_in_front_of_the_gateway(renders):
     r = renders("hpa")
     hpa = r.named("HorizontalPodAutoscaler", FULL + "-stream")

@@ -46,12 +46,13 @@ app.kubernetes.io/name: {{ include "broker.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* A tag given as --set image.tag=2 arrives as a number. */}}
 {{- define "broker.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) -}}
 {{- end -}}
 
 {{- define "broker.gatewayImage" -}}
-{{- printf "%s:%s" .Values.gatewayImage.repository (default .Chart.AppVersion .Values.gatewayImage.tag) -}}
+{{- printf "%s:%s" .Values.gatewayImage.repository (default .Chart.AppVersion .Values.gatewayImage.tag | toString) -}}
 {{- end -}}
 
 {{/* A component's Service, fully qualified (nginx and ZeroMQ use no search list): (dict "root" $ "component" "auth") */}}
