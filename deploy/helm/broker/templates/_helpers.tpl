@@ -46,7 +46,7 @@ app.kubernetes.io/name: {{ include "broker.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* A tag given as --set image.tag=2 arrives as a number. */}}
+{{/* A tag given on the helm command line as --set image.tag=2 arrives as a number. */}}
 {{- define "broker.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) -}}
 {{- end -}}
