@@ -148,8 +148,8 @@ def test_ingress_without_gateway_and_cert_manager(renders):
     assert ingress["spec"]["tls"] == [{"secretName": "broker-tls", "hosts": ["broker.example.com", "events.example.com"]}]
     for rule in ingress["spec"]["rules"]:
         paths = {p["path"]: (p["pathType"], p["backend"]["service"]["name"]) for p in rule["http"]["paths"]}
-        assert paths == {"/sse": ("Exact", FULL + "-stream"), "/insert": ("Exact", FULL + "-ingest"),
-                         "/": ("Prefix", FULL + "-auth")}
+        assert paths == {"/sse": ("Exact", FULL + "-stream"), "/presence": ("Exact", FULL + "-stream"),
+                         "/insert": ("Exact", FULL + "-ingest"), "/": ("Prefix", FULL + "-auth")}
     # The controller reaches the services; nobody reaches certd (no gateway sends it challenges).
     auth_np = r.named("NetworkPolicy", FULL + "-auth")
     assert "namespaceSelector" in auth_np["spec"]["ingress"][0]["from"][0]
