@@ -55,7 +55,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.gatewayImage.repository (default .Chart.AppVersion .Values.gatewayImage.tag | toString) -}}
 {{- end -}}
 
-{{/* A component's Service, fully qualified (nginx and ZeroMQ use no search list): (dict "root" $ "component" "auth") */}}
+{{/* A component's Service, fully qualified (nginx's resolver uses no search list): (dict "root" $ "component" "auth") */}}
 {{- define "broker.serviceHost" -}}
 {{- printf "%s-%s.%s.svc.%s" (include "broker.fullname" .root) .component .root.Release.Namespace .root.Values.clusterDomain -}}
 {{- end -}}
