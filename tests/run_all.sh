@@ -237,6 +237,15 @@ fi
 note "MongoDB faults: the server stopped and restarted while inserts flow"
 BROKER_BIN=$ROOT/build/broker run_pytest "mongodb: faults" mongo-faults tests/mongo
 
+note "helm chart (offline): no Kubernetes cluster runs here; instead helm lint --strict and helm template (Helm from the Go module proxy), every rendered document decoded strictly into the Kubernetes API's types, policy checks over them"
+# The tools are built (or found in the cache) first: a failed build is this part failing, once.
+if helm_tools=$(tests/helm/build.sh 2>"$WORK/helm-build.log" | tail -1) && [ -n "$helm_tools" ]; then
+  grep -E 'built in|up to date' "$WORK/helm-build.log"
+  run_pytest "helm chart (offline)" helm tests/helm
+else
+  tail -30 "$WORK/helm-build.log"; record "helm chart (offline): tools build" 0 1
+fi
+
 note "docker-compose: the split deployment on the real Docker engine (images, scale, faults, HTTPS with Pebble)"
 # The store link's SCRAM credentials and TLS options pass through the URI to the MongoDB driver
 # (--store_password_file puts the password in); the compose deployment's MongoDB-wire stand-in

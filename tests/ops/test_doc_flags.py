@@ -46,6 +46,12 @@ FOREIGN = {
     "timeout": r"^HEALTHCHECK\b",
     "retries": r"^HEALTHCHECK\b",
     "start-period": r"^HEALTHCHECK\b",
+    "namespace": r"\b(helm|kubectl)\b",
+    "create-namespace": r"\bhelm\b",
+    "set": r"\bhelm\b",
+    "set-file": r"\bhelm\b",
+    "from-file": r"\bkubectl\b",
+    "strict": r"\bhelm lint\b",
 }
 FLAG = re.compile(r"(?<![A-Za-z0-9_-])--([a-z][a-z0-9_-]*)")
 
