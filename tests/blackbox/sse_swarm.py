@@ -17,7 +17,9 @@ import time
 
 from sse_client import ChunkedDecoder, SSEParser
 
-CONNECT_TIMEOUT = 10.0  # a connect and its response head
+# A connect and its response head.  Generous, as EventSource has none: a client that gave up
+# and asked again while the server still worked on its first request would only add to its work.
+HEAD_TIMEOUT = 60.0
 ERROR_PAUSE = 0.5  # after a refused or failed attempt: no tight loop
 
 
@@ -28,6 +30,8 @@ class Attempt:
         self.at = time.monotonic()
         self.addr = addr
         self.status = None
+        self.answered = None  # monotonic time of the response head
+        self.error = None  # why there was no answer
 
 
 class Subscriber:
@@ -55,8 +59,8 @@ class Subscriber:
             told = None
             try:
                 told = await self._stream(a)
-            except (OSError, EOFError, asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError, IndexError):
-                pass  # no answer, or a broken one: counted in attempts (status None)
+            except (OSError, EOFError, asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError, IndexError) as e:
+                a.error = repr(e)[:200]  # no answer, or a broken one (status None)
             if self._stopping:
                 return
             if a.status == 200:
@@ -69,7 +73,7 @@ class Subscriber:
 
     async def _stream(self, a):
         """Connects, reads one stream to its end; the retry its body told (ms) or None."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*a.addr), CONNECT_TIMEOUT)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*a.addr), HEAD_TIMEOUT)
         self._writer = writer
         try:
             headers = dict(self.headers)
@@ -78,9 +82,10 @@ class Subscriber:
             lines = ["GET /sse HTTP/1.1", "Host: %s:%d" % a.addr, "Accept: text/event-stream"]
             lines += ["%s: %s" % kv for kv in headers.items()]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
             status_line, *header_lines = head.decode("latin-1").split("\r\n")
             a.status = int(status_line.split(" ")[1])
+            a.answered = time.monotonic()
             if a.status != 200:
                 return None
             self.connected.set()
