@@ -77,6 +77,7 @@ static const flag_def FLAGS[] = {
     {"sse_queue_max", FLAG_INT, "1048576", OFF(sse_queue_max), 4096, 1073741824, "bytes queued for one SSE client before it is disconnected"},
     {"stream_workers", FLAG_INT, "1", OFF(stream_workers), 1, 64, "SSE worker processes sharing the port (SO_REUSEPORT)"},
     {"presence", FLAG_BOOL, "true", OFF(presence), 0, 0, "who is online: allow GET /sse?presence=true and GET /presence (stream service and all-in-one)"},
+    {"drain_seconds", FLAG_INT, "20", OFF(drain_seconds), 0, 3600, "on SIGTERM, the window over which open streams are closed (each with a retry: of its own, spread over the window, so clients come back spread out, elsewhere) while /readyz and new streams answer 503; the process exits once its connections are gone or at the window's end; a second SIGTERM or SIGINT exits at once; 0: close them at once"},
     {"console", FLAG_BOOL, "true", OFF(console), 0, 0, "serve the web console at /console/ (user service and all-in-one)"},
     {"log_format", FLAG_STRING, "text", OFF(log_format), 0, 0, "text (one line per message) or json (one JSON object per line)"},
     {"login_limit_user", FLAG_INT, "10", OFF(login_limit_user), 0, 1000000, "failed password checks a minute per username (logins, first Basic checks) before 429; 0 = no limit"},

@@ -64,6 +64,7 @@ typedef struct broker_config {
     long sse_queue_max; /* bytes queued for one SSE client before it is dropped */
     long stream_workers;/* stream processes (all-in-one: 1) */
     int presence;       /* ?presence=true streams and GET /presence */
+    long drain_seconds; /* on SIGTERM: the window over which open streams are closed */
     int console;        /* serve the web console at /console/ */
     char *log_format;   /* "text" or "json" */
     long login_limit_user;  /* failed password checks a minute per username; 0 = none */

@@ -202,6 +202,77 @@ void door_wake(door *d)
     (void)w;
 }
 
+/* ---- draining ---------------------------------------------------------- */
+
+int door_on_drain(door *d, void (*fn)(void *arg, int64_t deadline_ms), void *arg)
+{
+    if (d->ndrains == DOOR_MAX_DRAINS)
+        return -1;
+    d->drains[d->ndrains].fn = fn;
+    d->drains[d->ndrains].arg = arg;
+    d->ndrains++;
+    return 0;
+}
+
+int door_drain(door *d, int64_t window_ms)
+{
+    int64_t deadline = door_now_ms() + (window_ms > 0 ? window_ms : 0);
+    int64_t none = 0;
+    if (deadline == 0) /* 0 means "not asked" */
+        deadline = 1;
+    atomic_compare_exchange_strong(&d->drain_deadline_ms, &none, deadline);
+    if (d->ndrains == 0)
+        return 0;
+    door_wake(d);
+    return 1;
+}
+
+int door_draining(const door *d)
+{
+    return atomic_load(&d->drain_deadline_ms) != 0;
+}
+
+int door_drained(const door *d)
+{
+    return atomic_load(&d->drained);
+}
+
+/* On the loop's thread, the turn after door_drain(): the drain functions. */
+static void drain_start(door *d)
+{
+    int64_t deadline = atomic_load(&d->drain_deadline_ms);
+    if (d->drain_started || deadline == 0)
+        return;
+    d->drain_started = 1;
+    for (size_t i = 0; i < d->ndrains; i++)
+        d->drains[i].fn(d->drains[i].arg, deadline);
+}
+
+/* Whether anything holds the drain: a connection a handler owns (a stream,
+ * until its service closes it), or a request between its first byte and its
+ * answer's last.  Walks the door's connections: once a tick, while draining. */
+static int drain_pending(const door *d)
+{
+    size_t listed = 0;
+    for (const door_conn *c = d->conns; c; c = c->next) {
+        listed++;
+        if (c->closing)
+            continue;
+        switch (c->state) {
+        case CONN_HANDSHAKE:
+        case CONN_LINGER:
+            break; /* no request yet, or answered */
+        case CONN_READING:
+            if (c->io != NULL && (c->io->in_len > 0 || c->io->out != NULL))
+                return 1; /* part of a request came, or an answer is still going out */
+            break;
+        default:
+            return 1;
+        }
+    }
+    return d->nconns > listed; /* the others are their handlers' */
+}
+
 /* ---- connections ------------------------------------------------------- */
 
 void *door_conn_data(door_conn *c)
@@ -1110,6 +1181,8 @@ static void on_tick(door *d)
         if (d->tls != NULL)
             door_tls_check_reload(d);
     }
+    if (d->drain_started)
+        atomic_store(&d->drained, !drain_pending(d));
     if (d->accept_paused_until_ms && now >= d->accept_paused_until_ms) {
         d->accept_paused_until_ms = 0;
         door_watch_fd(d, d->main.fd, EPOLLIN, &d->main);
@@ -1179,6 +1252,8 @@ static void *door_main(void *arg)
                 break;
             }
         }
+        if (!d->drain_started)
+            drain_start(d);
         flush_wants(d);
         d->more = 0;
         for (size_t i = 0; i < d->nhooks; i++)

@@ -104,6 +104,24 @@ int door_turn_hook_add(door *d, int (*fn)(void *arg), void *arg);
 int door_on_shutdown(door *d, void (*stop)(void *arg), void (*release)(void *arg), void *arg);
 /* Asks the loop to run a turn soon (any thread). */
 void door_wake(door *d);
+
+/* ---- draining (SIGTERM) ------------------------------------------------ */
+
+/* `fn` is called on the door's thread when the drain starts (door_drain), with
+ * the door_now_ms() by which it ends: the service winds down what it holds
+ * (the stream service closes its streams, spread over the window). */
+int door_on_drain(door *d, void (*fn)(void *arg, int64_t deadline_ms), void *arg);
+/* Starts the drain (any thread; the first call counts): from now on
+ * door_draining() is true, and the drain functions run on the door's thread.
+ * 1 when one is set, 0 when the process has nothing to drain (no
+ * door_on_drain): it may stop at once. */
+int door_drain(door *d, int64_t window_ms);
+/* Whether a drain was asked for (any thread): /readyz then answers 503. */
+int door_draining(const door *d);
+/* Whether the drain is over (any thread): no connection is held by a handler
+ * (a stream) and none has a request in flight.  Idle keep-alive connections
+ * do not count: closing one between requests loses nothing. */
+int door_drained(const door *d);
 /* The door's milliseconds clock (monotonic). */
 int64_t door_now_ms(void);
 const broker_config *door_config(const door *d);

@@ -122,6 +122,7 @@ typedef struct door_tls door_tls;
 #define DOOR_MAX_TIMERS 8
 #define DOOR_MAX_HOOKS 8
 #define DOOR_MAX_SHUTDOWN 4
+#define DOOR_MAX_DRAINS 4
 
 struct door {
     const broker_config *cfg;
@@ -150,6 +151,17 @@ struct door {
         void *arg;
     } shutdown[DOOR_MAX_SHUTDOWN];
     size_t nshutdown;
+    struct {
+        void (*fn)(void *arg, int64_t deadline_ms);
+        void *arg;
+    } drains[DOOR_MAX_DRAINS];
+    size_t ndrains;
+    /* The drain: its deadline (door_now_ms; 0 = none asked), set by
+     * door_drain() on any thread; whether the loop has called the drain
+     * functions; whether nothing is left to wait for (door_drained). */
+    _Atomic int64_t drain_deadline_ms;
+    int drain_started;
+    _Atomic int drained;
 
     door_conn *conns;     /* the door's connections (not owned by a handler) */
     size_t nconns;        /* every connection, owned ones included */

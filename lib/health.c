@@ -17,6 +17,7 @@
 
 typedef struct health {
     broker_runtime *rt;
+    door *door;
     pthread_t thread;
     int started;
     pthread_mutex_t lock; /* guards everything below */
@@ -119,6 +120,9 @@ static int route_readyz(door_conn *c, const door_request *req, void *arg)
 {
     health *h = arg;
     broker_runtime *rt = h->rt;
+    /* First: a load balancer must stop sending new clients here at once. */
+    if (door_draining(h->door))
+        return answer_json(h, c, req, 503, unavailable("the process is shutting down (SIGTERM)"));
     pthread_mutex_lock(&h->lock);
     store_status st = h->store;
     pthread_mutex_unlock(&h->lock);
@@ -154,6 +158,7 @@ int health_attach(door *d, broker_runtime *rt)
     if (h == NULL)
         return -1;
     h->rt = rt;
+    h->door = d;
     pthread_mutex_init(&h->lock, NULL);
     if (clock_cond_init(&h->wake) != 0) {
         pthread_mutex_destroy(&h->lock);

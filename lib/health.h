@@ -9,7 +9,8 @@
  * once.  What readiness asks of the store (a round trip; a small write after
  * a failed one) is asked on a thread of its own every HEALTH_CHECK_MS, and
  * /readyz answers with the last verdict; the process's own checks
- * (rt->ready_check, the clock) are read when it is asked.
+ * (rt->ready_check, the clock) are read when it is asked.  From SIGTERM on
+ * (door_draining) /readyz answers 503 whatever else holds.
  */
 #ifndef BROKER_HEALTH_H
 #define BROKER_HEALTH_H

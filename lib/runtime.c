@@ -10,12 +10,17 @@
 #include "metrics.h"
 #include "password.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
+
+/* How often the drain looks whether the door is done (door_drained). */
+#define DRAIN_POLL_MS 100
 
 int runtime_open_bare(broker_runtime *rt, int argc, char **argv, const char *service)
 {
@@ -146,16 +151,36 @@ void runtime_on_sigusr1(void (*fn)(void *arg), void *arg)
     sigusr1_arg = arg;
 }
 
-void runtime_wait_for_signal(void)
+/* Waits for SIGINT or SIGTERM, at most `timeout_ms` when >= 0; SIGHUP and
+ * SIGUSR1 meanwhile do their work.  The signal, or 0 when the time ran out. */
+static int wait_signal(int64_t timeout_ms)
 {
     sigset_t set;
-    int sig = 0;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
-    while (sigwait(&set, &sig) == 0 && (sig == SIGHUP || sig == SIGUSR1)) {
+    int64_t until = door_now_ms() + timeout_ms;
+    for (;;) {
+        int sig = 0;
+        if (timeout_ms < 0) {
+            if (sigwait(&set, &sig) != 0)
+                return SIGTERM;
+        } else {
+            int64_t left = until - door_now_ms();
+            if (left <= 0)
+                return 0;
+            struct timespec ts = {.tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000L};
+            sig = sigtimedwait(&set, NULL, &ts);
+            if (sig < 0) {
+                if (errno == EAGAIN)
+                    return 0;
+                continue; /* EINTR */
+            }
+        }
+        if (sig == SIGINT || sig == SIGTERM)
+            return sig;
         if (sig == SIGHUP) {
             log_info("SIGHUP: reloading the TLS certificate");
             door_reload_certificates();
@@ -165,7 +190,41 @@ void runtime_wait_for_signal(void)
             log_info("SIGUSR1: nothing to do in this process");
         }
     }
+}
+
+int runtime_wait_for_signal(void)
+{
+    int sig = wait_signal(-1);
     log_info("signal %d: shutting down", sig);
+    return sig;
+}
+
+/* After SIGTERM in a process that holds streams: the door drains them
+ * (door_drain) over --drain_seconds.  Returns when nothing is left to wait
+ * for, when the window is over, or at once on a second SIGTERM or a SIGINT
+ * (an operator who does not want to wait). */
+static void drain(door *d, long seconds)
+{
+    int64_t start = door_now_ms(), deadline = start + (int64_t)seconds * 1000;
+    log_info("draining for %ld s at most: /readyz and new streams answer 503, open streams are closed "
+             "spread over the window; a second SIGTERM or SIGINT stops at once", seconds);
+    for (;;) {
+        /* door_drained is read once the door has looked (a tick after the start). */
+        if (door_drained(d)) {
+            log_info("drained in %lld ms: no stream and no request left", (long long)(door_now_ms() - start));
+            return;
+        }
+        int64_t left = deadline - door_now_ms();
+        if (left <= 0) {
+            log_info("the drain window (%ld s) is over: stopping", seconds);
+            return;
+        }
+        int sig = wait_signal(left < DRAIN_POLL_MS ? left : DRAIN_POLL_MS);
+        if (sig != 0) {
+            log_info("signal %d during the drain: stopping at once", sig);
+            return;
+        }
+    }
 }
 
 typedef struct control_follower {
@@ -282,7 +341,9 @@ int runtime_serve(broker_runtime *rt, http_server *http, size_t conn_extra, int 
     door_log_listening(d, service);
     log_info("%s listening on %s:%ld (store: %s)", service, rt->cfg.bind, rt->cfg.port,
              rt->store != NULL ? rt->store->ops->name : "none");
-    runtime_wait_for_signal();
+    if (runtime_wait_for_signal() == SIGTERM && rt->cfg.drain_seconds > 0 &&
+        door_drain(d, (int64_t)rt->cfg.drain_seconds * 1000))
+        drain(d, rt->cfg.drain_seconds);
     door_free(d);
     password_stop_waiting();
     return 0;

@@ -61,7 +61,12 @@ int runtime_open_bus(broker_runtime *rt, const char *endpoint);
  * following certd's control messages on --bus_control when set, with `attach` (NULL: none) plugging the
  * process's services into it; `conn_extra` is what they keep per connection
  * (door_new).  reuse_port: several processes share the port.  SIGHUP reloads
- * the TLS certificate.  0, or -1 when it could not start (logged). */
+ * the TLS certificate.  On SIGTERM, a process whose services hold streams
+ * drains (door_drain) for --drain_seconds at most: /readyz answers 503 at
+ * once, and the process stops once its streams and requests are gone, at the
+ * window's end, or at a second SIGTERM or a SIGINT; without streams, and on
+ * a first SIGINT, it stops at once.  0, or -1 when it could not start
+ * (logged). */
 int runtime_serve(broker_runtime *rt, http_server *http, size_t conn_extra, int reuse_port,
                   int (*attach)(door *d, broker_runtime *rt, void *arg), void *arg, const char *service);
 
@@ -72,9 +77,9 @@ int runtime_serve(broker_runtime *rt, http_server *http, size_t conn_extra, int 
 int runtime_serve_http(int argc, char **argv, const char *service, const char *default_bus,
                        int (*add_routes)(http_server *s, broker_runtime *rt));
 
-/* Blocks until SIGINT or SIGTERM; SIGHUP meanwhile reloads certificates,
- * SIGUSR1 calls what runtime_on_sigusr1() set. */
-void runtime_wait_for_signal(void);
+/* Blocks until SIGINT or SIGTERM, and returns which; SIGHUP meanwhile
+ * reloads certificates, SIGUSR1 calls what runtime_on_sigusr1() set. */
+int runtime_wait_for_signal(void);
 /* What SIGUSR1 does in this process (certd: renew the certificate now). */
 void runtime_on_sigusr1(void (*fn)(void *arg), void *arg);
 

@@ -11,7 +11,7 @@ export interface BrokerClientOptions {
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
   /** Initial reconnect delay in ms (default 3000); the server's `retry:` field replaces it. */
   retry?: number;
-  /** Cap of the exponential backoff in ms (default 30000). */
+  /** Cap of the exponential backoff in ms (default 30000), before the 0-50% jitter; never below the server's `retry:`. */
   maxRetry?: number;
   /** Reconnect when nothing (not even a keep-alive) arrived for this many ms; 0 (default) = never. */
   idleTimeout?: number;

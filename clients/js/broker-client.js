@@ -31,10 +31,12 @@
  *    anywhere (mid-line, mid CRLF, mid UTF-8 sequence) parses as if it came in one piece.
  *  - Reconnect policy: after a network error, an HTTP error other than 401/403, or the end of
  *    the stream, wait and reconnect with Last-Event-ID set to the last id seen; Broker then
- *    replays exactly the events missed. The wait is min(maxRetry, retry * 2^failures), taken at
- *    a random point of its upper half (jitter: clients dropped together by a server restart do
- *    not come back together). `retry` is the server's `retry:` field once it sent one, and the
- *    failure count restarts at 0 each time a stream opens. 401 and 403 are fatal: the client
+ *    replays exactly the events missed. The wait is min(maxRetry, retry * 2^failures), never
+ *    less than `retry`, plus a random 0-50% of it (jitter: clients dropped together by a server
+ *    restart do not come back together). `retry` is the server's `retry:` field once it sent
+ *    one (a server that is shutting down gives each client one of its own, to spread their
+ *    returns: the client never comes back sooner), and the failure count restarts at 0 each
+ *    time a stream opens. 401 and 403 are fatal: the client
  *    closes and says so in an error event with fatal=true, because retrying a refused credential
  *    cannot succeed.
  */
@@ -564,9 +566,12 @@ export class BrokerClient extends EventTargetBase {
 
   _nextDelay() {
     // At least 1 ms to double from: a retry of 0 must still back off, not spin.
-    const full = Math.min(this._maxRetry, Math.max(1, this._retry) * Math.pow(2, this._failures));
+    const base = Math.max(1, this._retry);
+    // Never sooner than the server's retry, even past maxRetry: a server that spreads its
+    // clients' returns (a drain) counts on it.
+    const full = Math.max(base, Math.min(this._maxRetry, base * Math.pow(2, this._failures)));
     this._failures = Math.min(this._failures + 1, 30);
-    return Math.round(full / 2 + Math.random() * (full / 2));
+    return Math.round(full + Math.random() * (full / 2));
   }
 
   _sleep(ms) {

@@ -6,8 +6,10 @@
  * 19,900 streams.  --stream_workers N forks N worker processes that each
  * listen on the same port with SO_REUSEPORT (the kernel spreads new
  * connections among them) and each subscribe to the whole bus.  The parent
- * only supervises: it restarts a worker that dies and stops them all on
- * SIGTERM/SIGINT.
+ * only supervises: it restarts a worker that dies, and passes SIGTERM and
+ * SIGINT on to them all (SIGTERM: each drains its streams over
+ * --drain_seconds; a second SIGTERM or a SIGINT: each stops at once), then
+ * exits when they all have.
  *
  * It subscribes to --bus_subscribe (ingest and auth), or with
  * --bus_forwarders to every forwarder instead, which each carry the whole
@@ -82,6 +84,42 @@ static pid_t spawn(int argc, char **argv, int index)
     return pid;
 }
 
+/* Passes `sig` on to every worker and waits for them all, passing on any
+ * later SIGTERM or SIGINT too (the workers' "stop at once") and SIGHUP;
+ * a worker that ends now is not restarted.  0 when every worker exited 0. */
+static int stop_workers(pid_t *pids, int workers, const sigset_t *set, int sig)
+{
+    int status = 0, left = 0;
+    for (int i = 0; i < workers; i++)
+        if (pids[i] > 0 && kill(pids[i], sig) == 0)
+            left++;
+        else
+            pids[i] = 0;
+    while (left > 0) {
+        int st = 0;
+        pid_t dead;
+        while ((dead = waitpid(-1, &st, WNOHANG)) > 0) {
+            for (int i = 0; i < workers; i++) {
+                if (pids[i] != dead)
+                    continue;
+                pids[i] = 0;
+                left--;
+                if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+                    status = 1;
+            }
+        }
+        if (dead < 0 && errno == ECHILD)
+            break;
+        if (left == 0 || sigwait(set, &sig) != 0)
+            break;
+        if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP)
+            for (int i = 0; i < workers; i++)
+                if (pids[i] > 0)
+                    kill(pids[i], sig);
+    }
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     broker_config cfg;
@@ -106,8 +144,8 @@ int main(int argc, char **argv)
         return 1;
     for (int i = 0; i < workers; i++)
         pids[i] = spawn(argc, argv, i);
+    int sig = 0;
     for (;;) {
-        int sig = 0;
         sigwait(&set, &sig);
         if (sig == SIGHUP) { /* reload the certificate: each worker has its own front door */
             for (int i = 0; i < workers; i++)
@@ -115,7 +153,7 @@ int main(int argc, char **argv)
                     kill(pids[i], SIGHUP);
             continue;
         }
-        if (sig != SIGCHLD)
+        if (sig != SIGCHLD) /* SIGTERM or SIGINT */
             break;
         int st;
         pid_t dead;
@@ -130,15 +168,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    for (int i = 0; i < workers; i++)
-        if (pids[i] > 0)
-            kill(pids[i], SIGTERM);
-    int status = 0;
-    for (int i = 0; i < workers; i++) {
-        int st = 0;
-        if (pids[i] > 0 && waitpid(pids[i], &st, 0) > 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
-            status = 1;
-    }
+    int status = stop_workers(pids, workers, &set, sig);
     free(pids);
     return status;
 }

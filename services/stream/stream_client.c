@@ -47,7 +47,7 @@ static void queue_clear(stream_client *c)
 /* Puts `f` on c's queue; -1 when c is closing or (bounded) reads too slowly. */
 static int queue_frame(stream_engine *e, stream_client *c, sse_frame *f, int bounded)
 {
-    if (client_closing(c))
+    if (client_closing(c) || c->draining)
         return -1;
     /* An empty queue takes any frame, so one event larger than the bound
      * still goes out to a client that keeps up. */
@@ -133,7 +133,28 @@ int client_flush(stream_engine *e, stream_client *c)
     }
     if (c->qlen == 0 && c->queue != c->inline_queue)
         queue_shrink(c);
+    if (c->qlen == 0 && c->draining) /* its retry: went out: the stream ends here */
+        client_schedule_close(e, c);
     return client_closing(c) ? -1 : 0;
+}
+
+int client_drain(stream_engine *e, stream_client *c, unsigned retry_ms)
+{
+    char text[32];
+    int n = snprintf(text, sizeof text, "retry: %u\n\n", retry_ms);
+    sse_frame *f = sse_frame_text(text, (size_t)n);
+    if (f == NULL) {
+        client_schedule_close(e, c); /* the client retries after its last retry: */
+        return -1;
+    }
+    int rc = client_enqueue(e, c, f, 0);
+    sse_frame_unref(f);
+    if (rc != 0)
+        return -1;
+    c->draining = 1;
+    /* No more catch-up either: what it has not got, it gets where it resumes. */
+    c->replaying = 0;
+    return 0;
 }
 
 void client_schedule_close(stream_engine *e, stream_client *c)

@@ -6,9 +6,17 @@
  * writes and requests get their turn), and the door writes every subscriber
  * that has frames queued in the same turn: a burst of events costs one write
  * per subscriber rather than one per event.
+ *
+ * On SIGTERM the door starts a drain (door_drain, --drain_seconds): new
+ * streams are refused with 503 and Retry-After, and every DRAIN_TICK_MS a
+ * share of the open streams is closed, each after a "retry:" of its own, so
+ * that the last one goes a little before the window ends.  Its clients then
+ * come back spread over the window, through the load balancer to other
+ * replicas, with Last-Event-ID.
  */
 #include "stream_internal.h"
 #include "authn.h"
+#include "clock.h"
 #include "http_answer.h"
 #include "http_head.h"
 #include "log.h"
@@ -17,8 +25,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BUS_BATCH 4096 /* messages per turn before others get a go */
+
+/* The drain closes a share of the streams this often. */
+#define DRAIN_TICK_MS 100
+/* The last streams are closed this long before the window ends (a tenth of
+ * the window when that is shorter), so their last bytes are out and the
+ * process is gone by the deadline. */
+#define DRAIN_RESERVE_MS 1000
+/* A drained client's retry: is random in [MIN, MIN + SPREAD) ms.  The closes
+ * are already spread evenly over the window; this spreads each tick's batch
+ * too, so a batch's clients do not come back in the same instant.  (Random
+ * over the rest of the window instead would pile the early clients' returns
+ * up near its end.) */
+#define DRAIN_RETRY_MIN_MS 1000
+#define DRAIN_RETRY_SPREAD_MS 2000
 
 size_t stream_conn_size(void)
 {
@@ -60,6 +83,28 @@ sse_frame *stream_preamble(stream_engine *e)
     return f;
 }
 
+/* splitmix64: the drain's random numbers (no secret in them). */
+static uint64_t engine_random(stream_engine *e)
+{
+    uint64_t z = (e->rng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, 1). */
+static double engine_random_unit(stream_engine *e)
+{
+    return (double)(engine_random(e) >> 11) / 9007199254740992.0;
+}
+
+/* The retry: of one drained stream (and, in seconds, the Retry-After of a
+ * stream refused while draining). */
+static unsigned drain_retry_ms(stream_engine *e)
+{
+    return DRAIN_RETRY_MIN_MS + (unsigned)(engine_random(e) % DRAIN_RETRY_SPREAD_MS);
+}
+
 /* ---- the route --------------------------------------------------------- */
 
 static int route_sse(door_conn *conn, const door_request *req, void *arg)
@@ -69,6 +114,11 @@ static int route_sse(door_conn *conn, const door_request *req, void *arg)
     const char *why = NULL;
     if (sse_request_parse(req->bytes, req->head->len, &sr, &why) != 0) {
         stream_refuse(e, conn, 400, why, 0);
+        return 1;
+    }
+    if (e->draining) { /* a gateway tries another replica (proxy_next_upstream http_503) */
+        stream_refuse(e, conn, 503, "this server is shutting down: connect again (to another server)",
+                      (long)(drain_retry_ms(e) + 999) / 1000);
         return 1;
     }
     if (sr.presence && e->presence == NULL) {
@@ -211,6 +261,59 @@ static void on_second(void *arg)
     e->keepalive_slice = (e->keepalive_slice + 1) % nslices;
 }
 
+/* ---- the drain --------------------------------------------------------- */
+
+/* The drain starts (door_drain, on the door's thread): from now on new
+ * streams are refused, and on_drain_tick closes the open ones by
+ * `end_ms`. */
+static void on_drain(void *arg, int64_t deadline_ms)
+{
+    stream_engine *e = arg;
+    int64_t now = door_now_ms(), window = deadline_ms - now;
+    int64_t reserve = window / 10 < DRAIN_RESERVE_MS ? window / 10 : DRAIN_RESERVE_MS;
+    e->draining = 1;
+    e->drain_last_ms = now;
+    e->drain_end_ms = deadline_ms - reserve;
+    log_info("stream: draining %lld streams over %lld ms", (long long)atomic_load(e->m_clients),
+             (long long)(e->drain_end_ms - now));
+}
+
+/* Closes this tick's share of the open streams.  Each tenant loses the same
+ * share of its streams (the time since the last tick over what was left of
+ * the window then), rounded up or down at random in proportion, so every
+ * tenant's clients, a big tenant's as a one-stream tenant's, leave spread
+ * over the whole window, and the total rate stays even.  A stream opened
+ * meanwhile (its credentials were being checked at the start) is in the
+ * next shares; past drain_end_ms every tick closes whatever is left. */
+static void on_drain_tick(void *arg)
+{
+    stream_engine *e = arg;
+    if (!e->draining)
+        return;
+    int64_t now = door_now_ms();
+    double share = 1.0;
+    if (now < e->drain_end_ms && e->drain_end_ms > e->drain_last_ms)
+        share = (double)(now - e->drain_last_ms) / (double)(e->drain_end_ms - e->drain_last_ms);
+    e->drain_last_ms = now;
+    for (size_t i = 0; i <= e->tenant_mask; i++) {
+        for (stream_tenant *t = e->tenants[i]; t; t = t->hnext) {
+            size_t open = 0;
+            for (stream_client *c = t->clients; c; c = c->next)
+                open += !c->draining && !client_closing(c);
+            double want = (double)open * share;
+            size_t n = (size_t)want;
+            if (n < open && engine_random_unit(e) < want - (double)n)
+                n++;
+            for (stream_client *c = t->clients; c && n > 0; c = c->next) {
+                if (c->draining || client_closing(c))
+                    continue;
+                client_drain(e, c, drain_retry_ms(e));
+                n--;
+            }
+        }
+    }
+}
+
 /* ---- life ---------------------------------------------------------------- */
 
 static void engine_stop(void *arg)
@@ -278,6 +381,7 @@ stream_engine *stream_attach(door *d, broker_runtime *rt, const char *bus_endpoi
         engine_free(e);
         return NULL;
     }
+    e->rng = (uint64_t)clock_mono_us() ^ ((uint64_t)getpid() << 32);
     /* ZMQ_FD signals only once a read has found the socket empty: the first
      * turn drains the bus before waiting on it. */
     e->bus_pending = 1;
@@ -287,6 +391,7 @@ stream_engine *stream_attach(door *d, broker_runtime *rt, const char *bus_endpoi
         door_route_add(d, "GET", "/sse", 0, route_sse, e) != 0 || door_route_add(d, "GET", "/presence", 0, route_presence, e) != 0 ||
         door_route_add(d, "HEAD", "/presence", 0, route_presence, e) != 0 || presence_init(e) != 0 ||
         door_timer_add(d, 1000, on_second, e) != 0 ||
+        door_timer_add(d, DRAIN_TICK_MS, on_drain_tick, e) != 0 || door_on_drain(d, on_drain, e) != 0 ||
         door_turn_hook_add(d, end_of_turn, e) != 0 || door_on_shutdown(d, engine_stop, engine_free, e) != 0) {
         log_error("stream: cannot plug into the front door");
         stream_auth_stop(e);

@@ -77,6 +77,7 @@ typedef enum client_state {
 struct stream_client {
     uint8_t state;
     uint8_t replaying; /* catching up from the store; live events wait */
+    uint8_t draining;  /* its last frame (a retry:) is queued: closed once written (client_drain) */
     uint32_t qhead, qlen, qcap; /* ring of frames: `queue`, which is `inline_queue` until it outgrows it */
     uint32_t head_off;          /* bytes of the first frame already written */
     /* Bytes queued, not yet written: at most --sse_queue_max and a page of a
@@ -157,6 +158,12 @@ struct stream_engine {
     struct countmap *streams_by_user;
     metric_value *m_refused_streams;
     uint64_t delivered; /* frames written this turn; added to m_delivered once per turn */
+
+    /* The drain (SIGTERM, --drain_seconds; stream_engine.c): new streams are
+     * refused, open ones closed a share at a time until drain_end_ms. */
+    int draining;
+    int64_t drain_last_ms, drain_end_ms;
+    uint64_t rng; /* the drain's random retry values and roundings */
 };
 
 /* stream_engine.c */
@@ -194,6 +201,10 @@ int client_enqueue_idle(stream_engine *e, stream_client *c, sse_frame *f);
 /* Writes what the socket takes.  Returns -1 when the client is gone. */
 int client_flush(stream_engine *e, stream_client *c);
 void client_schedule_close(stream_engine *e, stream_client *c);
+/* Queues a last frame, "retry: <retry_ms>", and closes the stream once it is
+ * written; nothing else is queued after it (the client resumes elsewhere
+ * with the last id it got).  -1 when the client is already closing. */
+int client_drain(stream_engine *e, stream_client *c, unsigned retry_ms);
 /* The door frees the connection: let go of everything the client holds. */
 void client_release(stream_engine *e, stream_client *c);
 /* Answers a refusal of a GET /sse (with Connection: close) and closes:

@@ -67,8 +67,6 @@ NOT_PROVOKED = {
     ("GET", "/sse", "500"): _STORE_FAULT + " (the user store failing during a stream's credential check)",
     ("GET", "/presence", "500"): _STORE_FAULT + " (the user store failing during the credential check)",
     ("GET", "/metrics", "500"): "the exposition could not be rendered (out of memory)",
-    ("GET", "/sse", "503"): ("the engine not yet connected to its bus (the first instants of a "
-                             "start, before /healthz answers) or the event store unreadable"),
     ("GET", "/sse", "408"): ("the suite's slow-head test sends no request line at all, so the "
                              "408 it gets names no path; a half-sent GET /sse would take 10 s"),
 }

@@ -27,6 +27,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FILES = [os.path.join(ROOT, "docker-compose.yml"), os.path.join(ROOT, "deploy", "compose.offline.yml")]
 SCALE = {"stream": 3, "ingest": 2}
 UP_TIMEOUT = 180  # every service healthy (the images exist: `make images` comes first)
+# The stream replicas' drain window (BROKER_DRAIN_SECONDS; 20 s in production): short, so that
+# the rolling update of test_compose.py takes seconds per replica.
+DRAIN_SECONDS = 4
 
 
 def compose_command():
@@ -98,6 +101,7 @@ class Deployment:
             "BROKER_LOGIN_LIMIT_USER": "0",
             "BROKER_LOGIN_LIMIT_IP": "0",
             "BROKER_ADMIN_LIMIT_IP": "0",
+            "BROKER_DRAIN_SECONDS": str(DRAIN_SECONDS),
         })
         env.update(self.extra_env)
         return env

@@ -127,9 +127,9 @@ test("streams events, keeps the latest per name, resumes with Last-Event-ID afte
   assert.ok(calls[1].signal.aborted, "close() aborts the fetch");
 });
 
-test("backoff doubles to maxRetry, jittered in its upper half, the server's retry replaces the base, an open resets it", async () => {
+test("backoff doubles to maxRetry, jittered 0-50% above it, the server's retry replaces the base, an open resets it", async () => {
   const realRandom = Math.random;
-  Math.random = () => 0.5; // the wait is then exactly 3/4 of the full delay
+  Math.random = () => 0.5; // the wait is then exactly 5/4 of the full delay
   const { fetch, calls } = fakeFetch([
     respond.network(), respond.network(), respond.network(), respond.network(), respond.network(),
     (call) => { const r = streaming(call); call.push("retry: 20\n\n"); setTimeout(() => call.end(), 1); return r; },
@@ -145,16 +145,16 @@ test("backoff doubles to maxRetry, jittered in its upper half, the server's retr
     c.close();
   }
   assert.deepEqual(log.errors.map((e) => [e.status, e.fatal, e.retryIn]), [
-    [0, false, 6], [0, false, 12], [0, false, 24], [0, false, 30], [0, false, 30], // 8,16,32,40,40
-    [0, false, 15],  // opened: failures reset, base now the server's 20
-    [0, false, 30],  // 40 (20 * 2), capped at maxRetry
+    [0, false, 10], [0, false, 20], [0, false, 40], [0, false, 50], [0, false, 50], // 8,16,32,40,40
+    [0, false, 25],  // opened: failures reset, base now the server's 20
+    [0, false, 50],  // 40 (20 * 2), capped at maxRetry
     [401, true, null],
   ]);
   assert.equal(calls.length, 8);
   assert.equal(log.opens, 1);
 });
 
-test("jitter: waits fall between half the delay and the delay", async () => {
+test("jitter: waits fall between the delay and half as much again", async () => {
   const { fetch } = fakeFetch([respond.network()]);
   const c = make(URL_SSE, { fetch, retry: 4, maxRetry: 4 });
   const log = record(c);
@@ -163,7 +163,31 @@ test("jitter: waits fall between half the delay and the delay", async () => {
   } finally {
     c.close();
   }
-  for (const e of log.errors) assert.ok(e.retryIn >= 2 && e.retryIn <= 4, "retryIn " + e.retryIn);
+  for (const e of log.errors) assert.ok(e.retryIn >= 4 && e.retryIn <= 6, "retryIn " + e.retryIn);
+});
+
+test("a draining server's retry is honoured, never undercut, even past maxRetry; the jitter spreads clients", async () => {
+  // A server shutting down ends each stream with a retry: of its own, to spread its clients'
+  // returns over its drain window: each client waits at least that long, plus up to half again.
+  const waits = [];
+  for (let i = 0; i < 20; i++) {
+    const { fetch } = fakeFetch([
+      (call) => { const r = streaming(call); call.push("id: 7\nevent: a\ndata: 1\n\nretry: 120\n\n"); setTimeout(() => call.end(), 1); return r; },
+      respond.status(401, { error: "stop here" }),
+    ]);
+    const c = make(URL_SSE, { fetch, retry: 5, maxRetry: 50 });
+    const log = record(c);
+    try {
+      await waitFor("the end of the stream", () => log.errors.length >= 1, 3000);
+    } finally {
+      c.close();
+    }
+    assert.equal(log.errors[0].status, 0);
+    assert.equal(c.lastEventId, "7");
+    waits.push(log.errors[0].retryIn);
+  }
+  for (const w of waits) assert.ok(w >= 120 && w <= 180, "retryIn " + w);
+  assert.ok(new Set(waits).size >= 5, "20 clients told the same retry: should not all wait alike: " + waits);
 });
 
 async function fatalCase(status) {
