@@ -109,15 +109,15 @@ static unsigned drain_retry_ms(stream_engine *e)
 static int route_sse(door_conn *conn, const door_request *req, void *arg)
 {
     stream_engine *e = arg;
+    if (e->draining) { /* a gateway tries another replica (proxy_next_upstream http_503) */
+        stream_refuse(e, conn, 503, "this server is shutting down: connect again (to another server)",
+                      (long)(drain_retry_ms(e) + 999) / 1000);
+        return 1;
+    }
     sse_request sr;
     const char *why = NULL;
     if (sse_request_parse(req->bytes, req->head->len, &sr, &why) != 0) {
         stream_refuse(e, conn, 400, why, 0);
-        return 1;
-    }
-    if (e->draining) { /* a gateway tries another replica (proxy_next_upstream http_503) */
-        stream_refuse(e, conn, 503, "this server is shutting down: connect again (to another server)",
-                      (long)(drain_retry_ms(e) + 999) / 1000);
         return 1;
     }
     if (!atomic_load(&e->ready)) {
@@ -345,11 +345,16 @@ stream_engine *stream_attach(door *d, broker_runtime *rt, const char *bus_endpoi
         atomic_store(&e->ready, 1);
     if (stream_auth_start(e) != 0 || door_watch(d, bus_sub_fd(e->bus), on_bus, e) != 0 ||
         door_route_add(d, "GET", "/sse", 0, route_sse, e) != 0 || door_timer_add(d, 1000, on_second, e) != 0 ||
-        door_timer_add(d, DRAIN_TICK_MS, on_drain_tick, e) != 0 || door_on_drain(d, on_drain, e) != 0 ||
         door_turn_hook_add(d, end_of_turn, e) != 0 || door_on_shutdown(d, engine_stop, engine_free, e) != 0) {
         log_error("stream: cannot plug into the front door");
         stream_auth_stop(e);
         engine_free(e);
+        return NULL;
+    }
+    /* The drain on SIGTERM.  Past door_on_shutdown, the door frees the engine
+     * when the process gives up. */
+    if (door_timer_add(d, DRAIN_TICK_MS, on_drain_tick, e) != 0 || door_on_drain(d, on_drain, e) != 0) {
+        log_error("stream: cannot plug the drain into the front door");
         return NULL;
     }
     rt->ready_check = engine_ready;

@@ -166,7 +166,7 @@ def read_keys(path):
 
 
 class Deployment:
-    def __init__(self, curve=False, stream_args=()):
+    def __init__(self, curve=False):
         self.workdir = tempfile.mkdtemp(prefix="broker-forwarders-")
         self.curve = curve
         self.keys = os.path.join(self.workdir, "keys")
@@ -191,8 +191,7 @@ class Deployment:
         self.auth = Service("broker-auth", common + self.key_flag("auth"), self.workdir)
         self.ingest = Service("broker-ingest", common + self.key_flag("ingest"), self.workdir)
         self.certd = Service("broker-certd", common + self.key_flag("certd") + ["--secure=false"], self.workdir)
-        self.streams = [Service("broker-stream", common + self.key_flag("stream%d" % i) + list(stream_args),
-                                self.workdir, "stream%d" % i)
+        self.streams = [Service("broker-stream", common + self.key_flag("stream%d" % i), self.workdir, "stream%d" % i)
                         for i in range(2)]
         self.dead = []  # killed on purpose: no exit status to check
 
