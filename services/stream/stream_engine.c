@@ -222,7 +222,7 @@ static void on_second(void *arg)
 
 /* The drain starts (door_drain, on the door's thread): from now on new
  * streams are refused, and on_drain_tick closes the open ones by
- * `end_ms`. */
+ * drain_end_ms. */
 static void on_drain(void *arg, int64_t deadline_ms)
 {
     stream_engine *e = arg;
