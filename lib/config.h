@@ -36,6 +36,7 @@ typedef struct broker_config {
     char *store;        /* store URI; empty = embedded store at --db */
     long max_body;      /* bytes */
     long keepalive;     /* seconds between SSE keep-alive comments */
+    long drain_seconds; /* on SIGTERM: the window over which open streams are closed */
     char *ntp_servers;  /* comma-separated host[:port] */
     long ntp_interval;  /* seconds between measurements */
     long ntp_max_offset;/* seconds: a larger offset is refused */
@@ -64,7 +65,6 @@ typedef struct broker_config {
     long sse_queue_max; /* bytes queued for one SSE client before it is dropped */
     long stream_workers;/* stream processes (all-in-one: 1) */
     int presence;       /* ?presence=true streams and GET /presence */
-    long drain_seconds; /* on SIGTERM: the window over which open streams are closed */
     int console;        /* serve the web console at /console/ */
     char *log_format;   /* "text" or "json" */
     long login_limit_user;  /* failed password checks a minute per username; 0 = none */

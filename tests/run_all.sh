@@ -221,7 +221,7 @@ if fdb_uri=$(tests/ferretdb/start.sh 0 "$WORK/fdb" 2>"$WORK/fdb-start.log" | tai
       BROKER_SPLIT_INGEST=$((mport + 2)) run_pytest "mongodb: split cross-process" mongo-split tests/split \
         --ignore=tests/split/test_forwarders.py --ignore=tests/split/test_bus_curve.py \
         --ignore=tests/split/test_presence.py \
-        --ignore=tests/split/test_drain.py  # their own processes on the embedded store: once is enough
+        --ignore=tests/split/test_replica_drain.py  # their own processes on the embedded store: once is enough
     if [ $have_docker = 0 ]; then
       BROKER_TEST_BASE_URL=http://127.0.0.1:$mport run_pytest "mongodb: split black-box" mongo-split-blackbox tests/blackbox
     else

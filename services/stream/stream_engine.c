@@ -110,15 +110,15 @@ static unsigned drain_retry_ms(stream_engine *e)
 static int route_sse(door_conn *conn, const door_request *req, void *arg)
 {
     stream_engine *e = arg;
+    if (e->draining) { /* a gateway tries another replica (proxy_next_upstream http_503) */
+        stream_refuse(e, conn, 503, "this server is shutting down: connect again (to another server)",
+                      (long)(drain_retry_ms(e) + 999) / 1000);
+        return 1;
+    }
     sse_request sr;
     const char *why = NULL;
     if (sse_request_parse(req->bytes, req->head->len, &sr, &why) != 0) {
         stream_refuse(e, conn, 400, why, 0);
-        return 1;
-    }
-    if (e->draining) { /* a gateway tries another replica (proxy_next_upstream http_503) */
-        stream_refuse(e, conn, 503, "this server is shutting down: connect again (to another server)",
-                      (long)(drain_retry_ms(e) + 999) / 1000);
         return 1;
     }
     if (sr.presence && e->presence == NULL) {
@@ -265,7 +265,7 @@ static void on_second(void *arg)
 
 /* The drain starts (door_drain, on the door's thread): from now on new
  * streams are refused, and on_drain_tick closes the open ones by
- * `end_ms`. */
+ * drain_end_ms. */
 static void on_drain(void *arg, int64_t deadline_ms)
 {
     stream_engine *e = arg;
@@ -391,11 +391,16 @@ stream_engine *stream_attach(door *d, broker_runtime *rt, const char *bus_endpoi
         door_route_add(d, "GET", "/sse", 0, route_sse, e) != 0 || door_route_add(d, "GET", "/presence", 0, route_presence, e) != 0 ||
         door_route_add(d, "HEAD", "/presence", 0, route_presence, e) != 0 || presence_init(e) != 0 ||
         door_timer_add(d, 1000, on_second, e) != 0 ||
-        door_timer_add(d, DRAIN_TICK_MS, on_drain_tick, e) != 0 || door_on_drain(d, on_drain, e) != 0 ||
         door_turn_hook_add(d, end_of_turn, e) != 0 || door_on_shutdown(d, engine_stop, engine_free, e) != 0) {
         log_error("stream: cannot plug into the front door");
         stream_auth_stop(e);
         engine_free(e);
+        return NULL;
+    }
+    /* The drain on SIGTERM.  Past door_on_shutdown, the door frees the engine
+     * when the process gives up. */
+    if (door_timer_add(d, DRAIN_TICK_MS, on_drain_tick, e) != 0 || door_on_drain(d, on_drain, e) != 0) {
+        log_error("stream: cannot plug the drain into the front door");
         return NULL;
     }
     rt->ready_check = engine_ready;

@@ -1,7 +1,7 @@
 """Many SSE subscribers in one thread (asyncio), each resuming like EventSource: when its stream
 ends it waits what the stream's last `retry:` said, then connects again with Last-Event-ID. For
-the drain tests (tests/split/test_drain.py, tests/compose/test_compose.py), where a thousand
-clients are closed over a few seconds and come back elsewhere.
+the drain tests (tests/split/test_replica_drain.py, tests/compose/test_compose_rolling.py),
+where a thousand clients are closed over a few seconds and come back elsewhere.
 
     subs = [Subscriber(headers, first=("127.0.0.1", 8083), then=("127.0.0.1", 8080))
             for _ in range(n)]

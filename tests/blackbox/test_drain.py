@@ -2,7 +2,7 @@
 at once, refuses new streams with 503 and Retry-After, ends every open stream with a `retry:` of
 its own within --drain_seconds, and exits 0 once its streams are gone; a second SIGTERM, or a
 SIGINT, exits at once. The split stream replica's drain, a thousand streams resuming elsewhere
-through a gateway, is tests/split/test_drain.py.
+through a gateway, is tests/split/test_replica_drain.py.
 
 Each test starts a server of its own (skipped against BROKER_TEST_BASE_URL)."""
 

@@ -179,7 +179,7 @@ def deployment_fixture(**kw):
 
 
 class Deployment:
-    def __init__(self, curve=False, streams=2, stream_args=()):
+    def __init__(self, curve=False, streams=2):
         self.workdir = tempfile.mkdtemp(prefix="broker-forwarders-")
         self.curve = curve
         self.keys = os.path.join(self.workdir, "keys")
@@ -204,8 +204,7 @@ class Deployment:
         self.auth = Service("broker-auth", common + self.key_flag("auth"), self.workdir)
         self.ingest = Service("broker-ingest", common + self.key_flag("ingest"), self.workdir)
         self.certd = Service("broker-certd", common + self.key_flag("certd") + ["--secure=false"], self.workdir)
-        self.streams = [Service("broker-stream", common + self.key_flag("stream%d" % i) + list(stream_args),
-                                self.workdir, "stream%d" % i)
+        self.streams = [Service("broker-stream", common + self.key_flag("stream%d" % i), self.workdir, "stream%d" % i)
                         for i in range(streams)]
         self.dead = []  # killed on purpose: no exit status to check
 

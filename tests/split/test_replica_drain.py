@@ -84,9 +84,14 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def dep():
-    d = Deployment(stream_args=["--drain_seconds=%d" % WINDOW])
+    d = Deployment()
     gw = None
     try:
+        # Its two stream replicas, again with a drain window of their own.
+        for s in d.streams:
+            s.stop()
+        d.streams = [Service("broker-stream", d.common + ["--drain_seconds=%d" % WINDOW], d.workdir, "drain%d" % i)
+                     for i in range(2)]
         d.wait_ready()
         gw = Gateway(d)
         d.gateway = gw
