@@ -246,7 +246,8 @@ class Args:
     keep = False
 
 
-def create_users(b, n, threads):
+def create_users(b, first, n, threads):
+    """Users storm<first>..storm<n-1>: (seconds, each one's seconds)."""
     base = b.url(b.api_port)
     took = []
 
@@ -259,6 +260,8 @@ def create_users(b, n, threads):
                 took.append(time.monotonic() - t)
                 return
             except urllib.error.HTTPError as e:
+                if e.code == 400 and b"already taken" in e.read():  # made by an earlier, interrupted run
+                    return
                 if e.code in (429, 503):  # the password pool's backlog: wait as told
                     time.sleep(float(e.headers.get("Retry-After") or 1))
                     continue
@@ -267,7 +270,7 @@ def create_users(b, n, threads):
     import concurrent.futures
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as ex:
-        list(ex.map(one, range(n)))
+        list(ex.map(one, range(first, n)))
     return time.monotonic() - t0, took
 
 
@@ -367,6 +370,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="500 users")
     ap.add_argument("--out", default=os.path.join(run.BENCH, "results"))
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--store", help="a folder for the broker's store, kept after the run: a later run with the "
+                    "same folder reuses its users (making them is the long part) and makes only the missing ones")
     a = ap.parse_args()
     if a.quick:
         a.users = 500
@@ -375,16 +380,37 @@ def main():
     if not a.no_build:
         run.build_broker()
     meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "loadavg": run.loadavg(), "machine": run.machine(),
-            "versions": run.versions(["broker"]), "command": "bench/presence_storm.py " + " ".join(sys.argv[1:])}
-    b = run.Broker(Args())
+            "versions": run.versions(["broker"]), "command": "bench/presence_storm.py " + " ".join(sys.argv[1:]),
+            "create_threads": a.create_threads}
+    args = Args()
+    b = run.Broker(args)
+    have = 0
+    if a.store:
+        args.keep = True
+        os.makedirs(a.store, exist_ok=True)
+        b.db_dir = os.path.abspath(a.store)
+        try:
+            with open(os.path.join(a.store, "storm-users.txt")) as f:
+                have = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            have = 0
     b.start()
     runs = []
     try:
-        log(f"creating {a.users} users ({a.create_threads} at a time)")
-        took, each = create_users(b, a.users, a.create_threads)
-        meta["create_users_s"] = round(took, 1)
-        meta["create_user_ms_p50"] = round(1000 * statistics.median(each), 1)
-        log(f"users made in {took:.1f} s (p50 {meta['create_user_ms_p50']} ms each)")
+        if have < a.users:
+            log(f"creating users storm{have}..storm{a.users - 1} ({a.create_threads} at a time, load {run.loadavg()})")
+            took, each = create_users(b, have, a.users, a.create_threads)
+            meta["create_users"] = a.users - have
+            meta["create_users_s"] = round(took, 1)
+            meta["create_user_ms_p50"] = round(1000 * statistics.median(each), 1)
+            meta["create_users_loadavg_after"] = run.loadavg()
+            log(f"users made in {took:.1f} s (p50 {meta['create_user_ms_p50']} ms each)")
+            if a.store:
+                with open(os.path.join(a.store, "storm-users.txt"), "w") as f:
+                    f.write(f"{a.users}\n")
+        else:
+            meta["create_users"] = 0
+            log(f"{have} users already in {a.store}")
         jwt0 = run.http("POST", b.url(b.api_port, "/login"), {"username": "storm0", "password": "benchpass1"})["jwt"]
         claims0 = json.loads(run.base64.urlsafe_b64decode(jwt0.split(".")[1] + "=="))
         jwts = [jwt0] + [run.hs256_jwt(dict(claims0, sub=f"storm{i}"), b.secret) for i in range(1, a.users)]
@@ -418,9 +444,11 @@ def report(meta, runs):
           "server and clients share the CPUs; loopback only.",
           f"- Broker: {meta['versions'].get('broker')}, all-in-one, embedded store, presence on (the default).",
           f"- Command: `{meta['command']}` (started {meta['started']}, load average at start {meta['loadavg']})",
-          f"- Users: {runs[0]['users'] if runs else '?'} of one tenant made with `POST /create_user` in "
-          f"{meta.get('create_users_s')} s (p50 {meta.get('create_user_ms_p50')} ms each, Argon2id); JWTs minted "
-          "with the run's secret after one login.", ""]
+          f"- Users: {runs[0]['users'] if runs else '?'} of one tenant, made with `POST /create_user` "
+          + (f"in {meta.get('create_users_s')} s ({meta['create_users']} of them, {meta.get('create_threads')} at a "
+             f"time; p50 {meta.get('create_user_ms_p50')} ms each, Argon2id; load average after "
+             f"{meta.get('create_users_loadavg_after')})" if meta.get("create_users") else "by an earlier run (`--store`)")
+          + "; JWTs minted with the run's secret after one login.", ""]
     cols = [("loadavg_before", "load before"), ("connected", "streams open"), ("failed", "failed"),
             ("disconnected", "dropped"), ("all_connected_s", "all open s"), ("settled_all_s", "all settled s"),
             ("last_frame_s", "last frame s"), ("frames_min", "frames min"), ("frames_median", "median"),

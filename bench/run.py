@@ -491,9 +491,10 @@ class System:
 class Broker(System):
     name = "broker"
     db_parent = None  # the folder of the store's temporary folder (None: the usual temp dir)
+    db_dir = None     # a folder kept from an earlier run (its store and users), instead of a new one
 
     def start(self):
-        self.dir = tempfile.mkdtemp(prefix="bench-broker-", dir=self.db_parent)
+        self.dir = self.db_dir or tempfile.mkdtemp(prefix="bench-broker-", dir=self.db_parent)
         self.port = free_port(27180)
         self.admin, self.secret = "bench-admin-token", "bench-jwt-secret-0123456789"
         cmd = [os.path.join(BUILD, "broker"), f"--port={self.port}", "--bind=127.0.0.1", f"--db={self.dir}/db",
