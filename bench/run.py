@@ -7,7 +7,7 @@
 
 Systems, started one after the other, each on a fresh instance for every workload, loopback only:
   broker   build/broker (all-in-one, embedded store in a temporary folder)
-  broker-tmpfs  the same with its store on /dev/shm: W3 and W4 only, a diagnostic row that
+  broker-tmpfs  the same with its store on /dev/shm: W3, W4 and W5 only, a diagnostic row that
            shows what the disk's flush costs (nothing is durable there), not a competitor
   nchan    nginx + Debian's libnginx-mod-nchan (bench/peers/nchan.conf.in), memory store
   mercure  Caddy + the Mercure module (bench/peers/mercure, built with Go into
@@ -613,10 +613,10 @@ class Broker(System):
 class BrokerTmpfs(Broker):
     """Diagnostic, not a competitor: the same all-in-one with its store on tmpfs (/dev/shm),
     where a flush costs nothing, so that durability is not kept. Run beside Broker in the
-    workloads that wait for the store (W3, W4): the difference between the two rows is what
+    workloads that wait for the store (W3, W4, W5): the difference between the two rows is what
     the disk's flush costs on this machine, in the same run as the peers."""
     name = "broker-tmpfs"
-    workloads = ("W3", "W4")
+    workloads = ("W3", "W4", "W5")
 
     db_parent = "/dev/shm"
 
@@ -1550,7 +1550,7 @@ def report(results, S, meta):
           "- Settings: Broker all-in-one with its embedded store (every insert stored before it is answered); "
           f"Nchan memory store, {meta['nchan_workers']} nginx worker(s), message buffer 100; Mercure "
           f"`{meta['mercure_transport']}` transport; keep-alive/heartbeat every {KEEPALIVE_S} s on all three.",
-          "- `broker-tmpfs` (W3 and W4 only) is a diagnostic row, not a competitor: the same Broker with its "
+          "- `broker-tmpfs` (W3, W4 and W5 only) is a diagnostic row, not a competitor: the same Broker with its "
           "store on tmpfs, where the flush costs nothing and nothing is durable. Beside the `broker` row it shows "
           "what the disk's flush costs; `inserts per store write` and `store write µs` come from Broker's "
           "`/metrics` (`broker_store_write_*`).",
@@ -1832,7 +1832,7 @@ def report(results, S, meta):
         md.append(table(["step", "system"] + [h for _, h in cols], rows))
         md.append("")
         for s_ in sysnames:
-            if s_ != "broker" and results.get(s_, {}).get("W5") is not None:
+            if not s_.startswith("broker") and results.get(s_, {}).get("W5") is not None:
                 md.append(f"- Broker advantage over {s_}, unpaced deliveries/s (>1 = Broker better): "
                           f"{ratio_cell(results, 'W5', s_)}")
         md.append("")
