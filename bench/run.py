@@ -1423,12 +1423,14 @@ def w5(sysobj, S, args):
             connected = load.wait_connected(120)
             time.sleep(1.0)
             c0, l0 = cpu_seconds(sysobj.pids()), cpu_seconds(load.pids())
+            s0 = sysobj.store_counters()
             t0 = time.monotonic()
             pr = pubload(sysobj.port, spec["spec"], rate, count=events, conns=args.pub_conns, vars_file=vars_file,
                          timeout=tmo)
             res = load.finish(tmo + 5)
             wall = time.monotonic() - t0
             c1 = cpu_seconds(sysobj.pids())
+            s1 = sysobj.store_counters()
             ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             # sseload and pubload, from t0 on (sseload's connecting before it left out)
             gen = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime) - l0
@@ -1453,7 +1455,7 @@ def w5(sysobj, S, args):
                     "server_cpu_pct": round(100 * (c1 - c0) / wall, 1),
                     "server_cpu_us_per_delivery": round(1e6 * (c1 - c0) / delivered, 3) if delivered else None,
                     "loadgen_cpu_pct": round(100 * gen / wall, 1),
-                    "wall_s": round(wall, 2)}
+                    "wall_s": round(wall, 2), **store_figures(s0, s1, wall)}
             if rate:
                 # kept up: the publisher got its rate (answers that lag hold it back), every delivery
                 # done, the last one within a short tail after the publishing time
@@ -1811,7 +1813,9 @@ def report(results, S, meta):
                 ("deliveries_per_s", "deliveries/s"), ("offered_deliveries_per_s", "offered/s"),
                 ("latency_p50_ms", "p50 ms"), ("latency_p99_ms", "p99 ms"), ("reach_all_p99_ms", "room reach-all p99 ms"),
                 ("tail_ms", "tail ms"), ("server_cpu_pct", "server CPU %"),
-                ("server_cpu_us_per_delivery", "server µs/delivery"), ("loadgen_cpu_pct", "load gen CPU %")]
+                ("server_cpu_us_per_delivery", "server µs/delivery"), ("loadgen_cpu_pct", "load gen CPU %"),
+                ("pub_p99_ms", "insert answer p99 ms"), ("store_batch", "inserts per store write"),
+                ("store_write_us", "store write µs")]
         rows = []
         for rate in S["w5_rates"] + [0]:
             for s_ in sysnames:
