@@ -81,7 +81,7 @@ def frame_count(data):
     return data.count(b'"', 0, i) // 2 - 1, data.count(b'"', i + 7) // 2, False
 
 
-def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, conn_q, out_q):
+def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, conn_q, settled_q, stop_ev, out_q):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     streams = [Stream(p, (k % check_every) == 0) for k, p in enumerate(paths)]
@@ -107,14 +107,18 @@ def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, 
             continue
         s.sock, s.state = sk, "connecting"
         sel.register(sk, selectors.EVENT_WRITE, s)
-    conn_reported = False
+    conn_reported = settled_reported = False
     deadline = t0 + timeout
-    while time.monotonic() < deadline:
+    # every stream stays open until the parent says stop: a stream closed here is a user who leaves
+    # everyone else's list
+    while time.monotonic() < deadline and not stop_ev.is_set():
         if not conn_reported and connected + failed + non200 == len(streams):
             conn_q.put((idx, connected, time.monotonic() - t0))
             conn_reported = True
-        if conn_reported and settled + failed + non200 + disconnected >= len(streams):
-            break
+        if (not settled_reported and conn_reported
+                and settled + failed + non200 + disconnected >= len(streams)):
+            settled_q.put((idx, time.monotonic() - t0))
+            settled_reported = True
         for key, _ in sel.select(0.5):
             s = key.data
             sk = s.sock
@@ -210,19 +214,6 @@ def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, 
                     s.settled_at = None  # a leave after it had settled: not settled after all
                     settled -= 1
     t_end = time.monotonic() - t0
-    # a moment more, to see that nothing else comes (a stray frame after everyone settled)
-    extra_until = time.monotonic() + 1.0
-    late_frames = 0
-    while time.monotonic() < extra_until:
-        for key, _ in sel.select(0.1):
-            s = key.data
-            try:
-                data = s.sock.recv(1 << 20)
-            except OSError:
-                data = b""
-            if data and s.state == "open":
-                late_frames += data.count(b"event: $presence")
-                s.bytes += len(data)
     for s in streams:
         if s.sock is not None and s.state in ("open", "head", "connecting"):
             s.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -238,7 +229,7 @@ def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, 
                "final_count": [s.count for s in opened],
                "checked": len(checked), "checked_bad": sum(s.bad for s in checked),
                "checked_exact": sum(1 for s in checked if len(s.members) == expect_users and not s.bad),
-               "late_frames": late_frames, "t_end": t_end, "t0_wall": time.time() - (time.monotonic() - t0)})
+               "settled_reported": settled_reported, "t_end": t_end, "t0_wall": time.time() - (time.monotonic() - t0)})
 
 
 # ---------------------------------------------------------------- the broker and its users
@@ -297,23 +288,39 @@ def storm(b, jwts, procs, timeout):
     rss0 = run.rss_bytes(pids)
     m0 = metrics(b)
     ctx = mp.get_context("fork")
-    conn_q, out_q = ctx.Queue(), ctx.Queue()
+    conn_q, settled_q, out_q, stop_ev = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
     start_at = time.time() + 1.0 + 0.2 * procs
     ps = [ctx.Process(target=client, args=(k, b.port, f"127.0.0.{2 + k}", paths[k::procs], n, start_at, timeout, 50,
-                                           conn_q, out_q)) for k in range(procs)]
+                                           conn_q, settled_q, stop_ev, out_q)) for k in range(procs)]
     for p in ps:
         p.start()
     while time.time() < start_at:
         time.sleep(0.002)
     c0 = run.cpu_seconds(b.pids())
     samples = []  # (s since start, server CPU s): when the CPU stops moving
-    outs = []
-    while len(outs) < procs:
+    rss_peak = rss0
+    settled_procs = 0
+    deadline = start_at + timeout
+    # every process settled (or the time is up), then a second more: nothing else may come
+    while settled_procs < procs and time.time() < deadline:
         try:
-            outs.append(out_q.get(timeout=0.25))
+            settled_q.get(timeout=0.25)
+            settled_procs += 1
         except Exception:  # noqa: BLE001 - queue.Empty
             pass
         samples.append((time.time() - start_at, run.cpu_seconds(b.pids())))
+        rss_peak = max(rss_peak, run.rss_bytes(b.pids()))
+    t_settled = time.time() - start_at
+    quiet_until = time.time() + 1.0
+    while time.time() < quiet_until:
+        time.sleep(0.25)
+        samples.append((time.time() - start_at, run.cpu_seconds(b.pids())))
+    c_settled = run.cpu_seconds(b.pids())
+    rss_settled = run.rss_bytes(b.pids())
+    stop_ev.set()
+    outs = []
+    while len(outs) < procs:
+        outs.append(out_q.get(timeout=60))
     conns = []
     while not conn_q.empty():
         conns.append(conn_q.get())
@@ -331,7 +338,8 @@ def storm(b, jwts, procs, timeout):
     res = {"users": n, "procs": procs, "streams": n,
            "connected": sum(o["connected"] for o in outs), "failed": sum(o["failed"] for o in outs),
            "non200": sum(o["non200"] for o in outs), "disconnected": sum(o["disconnected"] for o in outs),
-           "settled": len(settled), "late_frames": sum(o["late_frames"] for o in outs),
+           "settled": len(settled), "all_processes_settled": settled_procs == procs,
+           "parent_saw_settled_s": round(t_settled, 2),
            "all_connected_s": round(max(connected_at), 3) if connected_at else None,
            "connected_p50_s": round(q(connected_at, 0.5), 3) if connected_at else None,
            "settled_all_s": round(max(settled), 3) if len(settled) == n else None,
@@ -344,8 +352,9 @@ def storm(b, jwts, procs, timeout):
            "checked_streams": sum(o["checked"] for o in outs),
            "checked_exact": sum(o["checked_exact"] for o in outs),
            "checked_violations": sum(o["checked_bad"] for o in outs),
-           "server_cpu_s": round(c1 - c0, 2), "rss_before_mb": round(rss0 / 2**20, 1),
-           "rss_after_mb": round(rss1 / 2**20, 1),
+           "server_cpu_s": round(c_settled - c0, 2), "server_cpu_with_leaves_s": round(c1 - c0, 2),
+           "rss_before_mb": round(rss0 / 2**20, 1), "rss_peak_mb": round(rss_peak / 2**20, 1),
+           "rss_settled_mb": round(rss_settled / 2**20, 1), "rss_after_mb": round(rss1 / 2**20, 1),
            "presence_frames_metric": m1.get("broker_presence_frames_total", 0) - m0.get("broker_presence_frames_total", 0),
            "presence_users_online": m1.get("broker_presence_users_online"),
            "cpu_samples": [(round(t, 2), round(c - c0, 2)) for t, c in samples[::4]]}
@@ -353,7 +362,7 @@ def storm(b, jwts, procs, timeout):
     busy_until = None
     for i, (t, c) in enumerate(samples):
         later = [cc for tt, cc in samples[i:] if tt <= t + 1.0]
-        if len(later) >= 3 and later[-1] - c < 0.05 and c - c0 > 0.9 * (c1 - c0):
+        if len(later) >= 3 and later[-1] - c < 0.05 and c - c0 > 0.9 * (c_settled - c0):
             busy_until = t
             break
     res["server_busy_until_s"] = round(busy_until, 2) if busy_until is not None else None
@@ -455,13 +464,15 @@ def report(meta, runs):
             ("frames_max", "max"), ("bytes_median", "bytes/stream median"), ("bytes_max", "max"),
             ("bytes_total", "bytes in all"), ("server_cpu_s", "server CPU s"),
             ("server_busy_until_s", "server busy until s"), ("rss_before_mb", "RSS before MB"),
-            ("rss_after_mb", "RSS after MB"), ("checked_exact", "checked lists exact")]
+            ("rss_peak_mb", "RSS peak MB"), ("rss_settled_mb", "RSS settled MB"),
+            ("checked_exact", "checked lists exact")]
     rows = [[str(k + 1)] + [r.get(c) for c, _ in cols] for k, r in enumerate(runs)]
     md.append(run.table(["run"] + [h for _, h in cols], rows))
     md.append("")
     md.append("Times are from the moment every connect was issued. A stream has settled when its list holds every "
-              "user; `last frame` is the last `$presence` frame any stream got; `server busy until` is when the "
-              "server's CPU stopped growing. Every 50th stream parses every frame in full and checks its list "
+              "user; `last frame` is the last `$presence` frame any stream got (no stream is closed before every "
+              "list has settled and a second has passed); server CPU is from the first connect to that moment, and "
+              "`server busy until` is when the server's CPU stopped growing. Every 50th stream parses every frame in full and checks its list "
               f"as a set: {', '.join(str(r['checked_violations']) for r in runs)} violation(s) over "
               f"{', '.join(str(r['checked_streams']) for r in runs)} checked streams.")
     return "\n".join(md) + "\n"
