@@ -16,7 +16,8 @@ frames and keep-alives).
 
 Each stream counts the `$presence` frames and bytes it gets and keeps how many users its list
 holds: the first frame's `{"users":[...]}`, then each `{"join":[..],"leave":[..]}`. A stream has
-settled when its list holds all N users; the run ends when every stream has (or at --timeout).
+settled when its list holds every user whose stream opened (all N unless the server refused some); the
+run ends when every stream has (or at --timeout).
 Every 50th stream also parses each frame in full and checks that its list is a set (no user joins
 twice, no one leaves who was not there) and ends as exactly the N users.
 
@@ -49,7 +50,7 @@ def log(*a):
 
 # ---------------------------------------------------------------- client processes
 class Stream:
-    __slots__ = ("path", "sock", "state", "head", "carry", "frames", "bytes", "count", "settled_at",
+    __slots__ = ("path", "sock", "state", "head", "carry", "frames", "bytes", "count", "settled_at", "leaves",
                  "connected_at", "last_frame_at", "check", "members", "bad", "in_presence")
 
     def __init__(self, path, check):
@@ -61,6 +62,7 @@ class Stream:
         self.frames = 0
         self.bytes = 0
         self.count = 0            # users in this stream's list
+        self.leaves = 0           # users its frames said left
         self.settled_at = None
         self.connected_at = None
         self.last_frame_at = None
@@ -81,7 +83,8 @@ def frame_count(data):
     return data.count(b'"', 0, i) // 2 - 1, data.count(b'"', i + 7) // 2, False
 
 
-def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, conn_q, settled_q, stop_ev, out_q):
+def client(idx, port, src, paths, expect_v, start_at, timeout, check_every, conn_q, settled_q, stop_ev, out_q):
+    """expect_v: the users whose streams opened, over every process (0 until the parent knows)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     streams = [Stream(p, (k % check_every) == 0) for k, p in enumerate(paths)]
@@ -90,6 +93,8 @@ def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, 
         time.sleep(min(0.01, max(0.0, start_at - time.time())))
     t0 = time.monotonic()
     failed = non200 = disconnected = 0
+    statuses = {}
+    expect_users = 0
     connected = 0
     settled = 0
     for s in streams:  # all at once: every connect issued now, non-blocking
@@ -112,6 +117,12 @@ def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, 
     # every stream stays open until the parent says stop: a stream closed here is a user who leaves
     # everyone else's list
     while time.monotonic() < deadline and not stop_ev.is_set():
+        if not expect_users and expect_v.value:  # every stream of every process resolved: the lists' size is known
+            expect_users = expect_v.value
+            for s in streams:
+                if s.connected_at is not None and s.settled_at is None and s.count == expect_users:
+                    s.settled_at = time.monotonic() - t0
+                    settled += 1
         if not conn_reported and connected + failed + non200 == len(streams):
             conn_q.put((idx, connected, time.monotonic() - t0))
             conn_reported = True
@@ -162,6 +173,7 @@ def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, 
                 s.head = b""
                 if status != b"200":
                     non200 += 1
+                    statuses[status.decode()] = statuses.get(status.decode(), 0) + 1
                     s.state = "non200"
                     sel.unregister(sk)
                     sk.close()
@@ -192,6 +204,7 @@ def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, 
                 s.last_frame_at = now
                 plus, minus, full = frame_count(body)
                 s.count = plus if full else s.count + plus - minus
+                s.leaves += minus
                 if s.check:
                     j = json.loads(body)
                     if "users" in j:
@@ -207,7 +220,7 @@ def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, 
                             s.members.discard(u)
                     if len(s.members) != s.count:
                         s.bad += 1
-                if s.settled_at is None and s.count == expect_users:
+                if s.settled_at is None and expect_users and s.count == expect_users:
                     s.settled_at = now
                     settled += 1
                 elif s.settled_at is not None and s.count != expect_users:
@@ -220,13 +233,13 @@ def client(idx, port, src, paths, expect_users, start_at, timeout, check_every, 
             s.sock.close()
     opened = [s for s in streams if s.connected_at is not None]
     checked = [s for s in opened if s.check]
-    out_q.put({"idx": idx, "streams": len(streams), "failed": failed, "non200": non200,
+    out_q.put({"idx": idx, "streams": len(streams), "failed": failed, "non200": non200, "statuses": statuses,
                "disconnected": disconnected, "connected": len(opened), "settled": settled,
                "frames": [s.frames for s in opened], "bytes": [s.bytes for s in opened],
                "connected_at": [s.connected_at for s in opened],
                "settled_at": [s.settled_at for s in opened if s.settled_at is not None],
                "last_frame_at": [s.last_frame_at for s in opened if s.last_frame_at is not None],
-               "final_count": [s.count for s in opened],
+               "final_count": [s.count for s in opened], "leaves": sum(s.leaves for s in opened),
                "checked": len(checked), "checked_bad": sum(s.bad for s in checked),
                "checked_exact": sum(1 for s in checked if len(s.members) == expect_users and not s.bad),
                "settled_reported": settled_reported, "t_end": t_end, "t0_wall": time.time() - (time.monotonic() - t0)})
@@ -271,7 +284,7 @@ def metrics(b):
     out = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[0].startswith("broker_presence"):
+        if len(parts) == 2 and (parts[0].startswith("broker_presence") or parts[0] == "broker_sse_slow_dropped_total"):
             out[parts[0]] = float(parts[1])
     return out
 
@@ -289,8 +302,9 @@ def storm(b, jwts, procs, timeout):
     m0 = metrics(b)
     ctx = mp.get_context("fork")
     conn_q, settled_q, out_q, stop_ev = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
+    expect_v = ctx.Value("i", 0)
     start_at = time.time() + 1.0 + 0.2 * procs
-    ps = [ctx.Process(target=client, args=(k, b.port, f"127.0.0.{2 + k}", paths[k::procs], n, start_at, timeout, 50,
+    ps = [ctx.Process(target=client, args=(k, b.port, f"127.0.0.{2 + k}", paths[k::procs], expect_v, start_at, timeout, 50,
                                            conn_q, settled_q, stop_ev, out_q)) for k in range(procs)]
     for p in ps:
         p.start()
@@ -302,7 +316,12 @@ def storm(b, jwts, procs, timeout):
     settled_procs = 0
     deadline = start_at + timeout
     # every process settled (or the time is up), then a second more: nothing else may come
+    conn_reports = []
     while settled_procs < procs and time.time() < deadline:
+        while len(conn_reports) < procs and not conn_q.empty():
+            conn_reports.append(conn_q.get())
+            if len(conn_reports) == procs:
+                expect_v.value = sum(c[1] for c in conn_reports)
         try:
             settled_q.get(timeout=0.25)
             settled_procs += 1
@@ -321,9 +340,6 @@ def storm(b, jwts, procs, timeout):
     outs = []
     while len(outs) < procs:
         outs.append(out_q.get(timeout=60))
-    conns = []
-    while not conn_q.empty():
-        conns.append(conn_q.get())
     for p in ps:
         p.join(timeout=30)
     c1 = run.cpu_seconds(b.pids())
@@ -338,11 +354,13 @@ def storm(b, jwts, procs, timeout):
     res = {"users": n, "procs": procs, "streams": n,
            "connected": sum(o["connected"] for o in outs), "failed": sum(o["failed"] for o in outs),
            "non200": sum(o["non200"] for o in outs), "disconnected": sum(o["disconnected"] for o in outs),
+           "statuses": {k: sum(o["statuses"].get(k, 0) for o in outs) for o in outs for k in o["statuses"]},
+           "list_size_expected": expect_v.value,
            "settled": len(settled), "all_processes_settled": settled_procs == procs,
            "parent_saw_settled_s": round(t_settled, 2),
            "all_connected_s": round(max(connected_at), 3) if connected_at else None,
            "connected_p50_s": round(q(connected_at, 0.5), 3) if connected_at else None,
-           "settled_all_s": round(max(settled), 3) if len(settled) == n else None,
+           "settled_all_s": round(max(settled), 3) if settled and len(settled) == expect_v.value else None,
            "settled_p50_s": round(q(settled, 0.5), 3) if settled else None,
            "last_frame_s": round(max(last_frame), 3) if last_frame else None,
            "frames_min": min(frames), "frames_median": statistics.median(frames), "frames_p99": q(frames, 0.99),
@@ -357,6 +375,10 @@ def storm(b, jwts, procs, timeout):
            "rss_settled_mb": round(rss_settled / 2**20, 1), "rss_after_mb": round(rss1 / 2**20, 1),
            "presence_frames_metric": m1.get("broker_presence_frames_total", 0) - m0.get("broker_presence_frames_total", 0),
            "presence_users_online": m1.get("broker_presence_users_online"),
+           "slow_dropped": m1.get("broker_sse_slow_dropped_total", 0) - m0.get("broker_sse_slow_dropped_total", 0),
+           "leaves_seen": sum(o["leaves"] for o in outs),
+           "final_count_min": min(x for o in outs for x in o["final_count"]),
+           "final_count_max": max(x for o in outs for x in o["final_count"]),
            "cpu_samples": [(round(t, 2), round(c - c0, 2)) for t, c in samples[::4]]}
     # when the server's CPU stopped growing (within 0.05 s over a second): its work for the storm done
     busy_until = None
@@ -458,7 +480,9 @@ def report(meta, runs):
              f"time; p50 {meta.get('create_user_ms_p50')} ms each, Argon2id; load average after "
              f"{meta.get('create_users_loadavg_after')})" if meta.get("create_users") else "by an earlier run (`--store`)")
           + "; JWTs minted with the run's secret after one login.", ""]
-    cols = [("loadavg_before", "load before"), ("connected", "streams open"), ("failed", "failed"),
+    for r in runs:
+        r["refused"] = ", ".join(f"{v} × {k}" for k, v in sorted(r.get("statuses", {}).items())) or "0"
+    cols = [("loadavg_before", "load before"), ("connected", "streams open"), ("refused", "refused"), ("failed", "failed"),
             ("disconnected", "dropped"), ("all_connected_s", "all open s"), ("settled_all_s", "all settled s"),
             ("last_frame_s", "last frame s"), ("frames_min", "frames min"), ("frames_median", "median"),
             ("frames_max", "max"), ("bytes_median", "bytes/stream median"), ("bytes_max", "max"),
