@@ -131,6 +131,8 @@ def client(idx, port, src, paths, expect_v, start_at, timeout, check_every, conn
             settled_q.put((idx, time.monotonic() - t0))
             settled_reported = True
         for key, _ in sel.select(0.5):
+            if stop_ev.is_set():  # the others close their streams now: their leaves are not the storm's
+                break
             s = key.data
             sk = s.sock
             if s.state == "connecting":
