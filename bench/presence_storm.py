@@ -496,7 +496,8 @@ def report(meta, runs):
     md.append(run.table(["run"] + [h for _, h in cols], rows))
     md.append("")
     md.append("Times are from the moment every connect was issued. A stream has settled when its list holds every "
-              "user; `last frame` is the last `$presence` frame any stream got (no stream is closed before every "
+              "user whose stream opened; `refused` counts the streams the server answered with an error status, "
+              "by status; `last frame` is the last `$presence` frame any stream got (no stream is closed before every "
               "list has settled and a second has passed); server CPU is from the first connect to that moment, and "
               "`server busy until` is when the server's CPU stopped growing. Every 50th stream parses every frame in full and checks its list "
               f"as a set: {', '.join(str(r['checked_violations']) for r in runs)} violation(s) over "
