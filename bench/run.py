@@ -1594,7 +1594,7 @@ def report(results, S, meta):
         md.append("### W1f: W1 with an events filter on every subscriber (Broker only)")
         md.append("")
         md.append("Every subscriber asks for `/sse?access_token=JWT&events=room.<k>.*`, k = its number mod 100: the "
-                  "tenant's filter index holds 100 prefixes of the same length with 100 subscribers each. Nchan and "
+                  "tenant's filter index holds 100 prefixes (`room.<k>.`, 7 or 8 bytes), each with 1% of the subscribers. Nchan and "
                   "Mercure have no per-subscriber filter (a channel or topic per group of subscribers is W1 itself). "
                   f"Idle CPU over {S['w1_idle_s']} s; the unfiltered row is W1's, from the same run when it ran.")
         md.append("")
