@@ -7,7 +7,7 @@
 
 Systems, started one after the other, each on a fresh instance for every workload, loopback only:
   broker   build/broker (all-in-one, embedded store in a temporary folder)
-  broker-tmpfs  the same with its store on /dev/shm: W3 and W4 only, a diagnostic row that
+  broker-tmpfs  the same with its store on /dev/shm: W3, W4 and W5 only, a diagnostic row that
            shows what the disk's flush costs (nothing is durable there), not a competitor
   nchan    nginx + Debian's libnginx-mod-nchan (bench/peers/nchan.conf.in), memory store
   mercure  Caddy + the Mercure module (bench/peers/mercure, built with Go into
@@ -27,6 +27,10 @@ Workloads:
   W3   ingest: wrk, 50 keep-alive connections, 2 threads, 10 s, POST; inserts/s and p99
   W4   many tenants: T tenants (topics/channels) x 10 subscribers; events spread round
        robin over the tenants at a fixed rate; delivery completeness and latency
+  W5   rooms: one tenant, R rooms x P subscribers (Broker: events=room.<k>.* per subscriber;
+       Nchan: a channel per room; Mercure: a topic per room); events round robin over the
+       rooms at a few paced rates, then back to back; deliveries/s and latency per step
+  W1f  W1 with events=room.<k>.* on every subscriber (100 prefixes): Broker only
   W1-TLS   W1 over HTTPS: 10,000 idle TLS subscribers (a full handshake each); server memory
            per connection, as W1
   W2b-TLS  W2b over HTTPS: the same burst, subscribers and publisher over TLS
@@ -85,7 +89,7 @@ HZ = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 KEEPALIVE_S = 15
 ALL_SYSTEMS = ["broker", "broker-tmpfs", "nchan", "mercure"]
-ALL_WORKLOADS = ["W1", "W1x", "W2a", "W2b", "W2c", "W3", "W4", "W1-TLS", "W2b-TLS"]
+ALL_WORKLOADS = ["W1", "W1f", "W1x", "W2a", "W2b", "W2c", "W3", "W4", "W5", "W1-TLS", "W2b-TLS"]
 TLS_WORKLOADS = ["W1-TLS", "W2b-TLS"]
 TLS_SNI = "localhost"  # the name in the throwaway leaf (with IP 127.0.0.1), sent and verified by the clients
 TLS = None             # the run's throwaway chain: make_tls_files()
@@ -101,11 +105,13 @@ def sizes(quick):
         return dict(w1_conns=[1000], w1_idle_s=4, w1x_conns=3000, w1x_procs=2, w2_conns=1000, w2a_rates=[10, 50, 200, 800, 3200],
                     w2a_step_s=3.0, w2b_events=100, w2c_rate=5, w2c_events=25, w3_duration=3,
                     w3_conns=50, w3_runs=1, w4_runs=1, w4_tenants=100, w4_sample=20, w4_subs=10, w4_events=5, w4_rate=100,
-                    w1_tls_conns=[1000])
+                    w1_tls_conns=[1000], w5_rooms=10, w5_per_room=100, w5_rates=[100, 400], w5_step_s=3.0,
+                    w5_unpaced_events=500)
     return dict(w1_conns=[10000, 19000], w1_idle_s=20, w1x_conns=100000, w1x_procs=7, w2_conns=10000,
                 w2a_rates=[2, 5, 10, 20, 50, 100, 200, 400, 800, 1600], w2a_step_s=5.0, w2b_events=100,
                 w2c_rate=5, w2c_events=50, w3_duration=10, w3_conns=50, w3_runs=3, w4_runs=3,
-                w4_tenants=1000, w4_sample=100, w4_subs=10, w4_events=10, w4_rate=500, w1_tls_conns=[10000])
+                w4_tenants=1000, w4_sample=100, w4_subs=10, w4_events=10, w4_rate=500, w1_tls_conns=[10000],
+                w5_rooms=100, w5_per_room=100, w5_rates=[100, 400, 1600], w5_step_s=5.0, w5_unpaced_events=4000)
 
 
 # ---------------------------------------------------------------- /proc helpers
@@ -374,9 +380,17 @@ def build_mercure():
 
 def versions(systems):
     v = {}
+    src = ROOT  # the broker's sources: those its build folder was configured from (BROKER_BUILD may be another tree's)
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
+            for line in f:
+                if line.startswith("CMAKE_HOME_DIRECTORY:"):
+                    src = line.split("=", 1)[1].strip() or ROOT
+    except OSError:
+        pass
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=src, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
                                capture_output=True, text=True).stdout.strip()
         v["broker"] = f"git {rev}{' (uncommitted changes)' if dirty else ''}"
     except OSError:
@@ -477,9 +491,10 @@ class System:
 class Broker(System):
     name = "broker"
     db_parent = None  # the folder of the store's temporary folder (None: the usual temp dir)
+    db_dir = None     # a folder kept from an earlier run (its store and users), instead of a new one
 
     def start(self):
-        self.dir = tempfile.mkdtemp(prefix="bench-broker-", dir=self.db_parent)
+        self.dir = self.db_dir or tempfile.mkdtemp(prefix="bench-broker-", dir=self.db_parent)
         self.port = free_port(27180)
         self.admin, self.secret = "bench-admin-token", "bench-jwt-secret-0123456789"
         cmd = [os.path.join(BUILD, "broker"), f"--port={self.port}", "--bind=127.0.0.1", f"--db={self.dir}/db",
@@ -587,14 +602,21 @@ class Broker(System):
         return {"WRK_PATH": "/insert", "WRK_AUTH": f"Bearer {tenant['var']}", "WRK_CTYPE": "application/json",
                 "WRK_BODY": '{"event":"e","data":{"t":0,"n":1,"s":"ingest"}}'}
 
+    def rooms(self):
+        """W5 and W1f: one user and tenant; a subscriber of room k asks for `room.<k>.*`
+        (sseload's {R}), event N is named `room.<N mod rooms>.msg` (pubload's {V})."""
+        t = self.tenants(1)[0]
+        spec = dict(self.pub_spec(t["var"]), body='{"event":"room.{V}.msg","data":{"t":{T},"n":{N}}}')
+        return {"sub_path": t["sub_path"] + "&events=room.{R}.*", "spec": spec}
+
 
 class BrokerTmpfs(Broker):
     """Diagnostic, not a competitor: the same all-in-one with its store on tmpfs (/dev/shm),
     where a flush costs nothing, so that durability is not kept. Run beside Broker in the
-    workloads that wait for the store (W3, W4): the difference between the two rows is what
+    workloads that wait for the store (W3, W4, W5): the difference between the two rows is what
     the disk's flush costs on this machine, in the same run as the peers."""
     name = "broker-tmpfs"
-    workloads = ("W3", "W4")
+    workloads = ("W3", "W4", "W5")
 
     db_parent = "/dev/shm"
 
@@ -739,6 +761,10 @@ class Nchan(System):
         return {"WRK_PATH": f"/pub/{tenant['var']}", "WRK_AUTH": "", "WRK_CTYPE": "application/json",
                 "WRK_BODY": '{"t":0,"n":1,"s":"ingest"}'}
 
+    def rooms(self):
+        """W5: a channel per room."""
+        return {"sub_path": "/sub/room{R}", "spec": self.pub_spec("room{V}")}
+
 
 class Mercure(System):
     name = "mercure"
@@ -781,6 +807,10 @@ class Mercure(System):
                 "headers": [f"Authorization: Bearer {self.pub_jwt}", "Content-Type: application/x-www-form-urlencoded"],
                 "body": f"topic={var if var else '{V}'}&data=%7B%22t%22%3A{{T}}%2C%22n%22%3A{{N}}%7D"}
 
+    def rooms(self):
+        """W5: a topic per room."""
+        return {"sub_path": "/.well-known/mercure?topic=room{R}", "spec": self.pub_spec("room{V}")}
+
     def wrk_env(self, tenant):
         return {"WRK_PATH": "/.well-known/mercure", "WRK_AUTH": f"Bearer {self.pub_jwt}",
                 "WRK_CTYPE": "application/x-www-form-urlencoded",
@@ -794,9 +824,11 @@ SYSTEMS = {"broker": Broker, "broker-tmpfs": BrokerTmpfs, "nchan": Nchan, "mercu
 class SSELoad:
     """One sseload run; reads CONNECTED/RESULT from stdout and progress lines from stderr."""
 
-    def __init__(self, port, path, n, extra, headers=(), progress=0.25, tls=None):
+    def __init__(self, port, path, n, extra, headers=(), progress=0.25, tls=None, rooms=0):
         cmd = [SSELOAD_TLS if tls else SSELOAD, "--port", str(port), "--path", path, "-n", str(n), "-q",
                "--progress", str(progress)]
+        if rooms:  # connection g asks for the path with {R} = g mod rooms
+            cmd += ["--rooms", str(rooms)]
         if tls:
             cmd += ["--tls", "--tls-ca", tls["ca"], "--sni", TLS_SNI]
         for h in headers:
@@ -931,13 +963,17 @@ def ms(x):
 
 
 # ---------------------------------------------------------------- workloads
-def hold_idle(sysobj, S, n, one_event=False, sseload_args=()):
+def hold_idle(sysobj, S, n, one_event=False, sseload_args=(), rooms=0):
     """Starts sysobj, opens n idle subscribers of one tenant, and measures the server's memory
     with them and its CPU while they idle; with one_event, then publishes one event that every
-    subscriber must receive. Returns the row."""
+    subscriber must receive. With rooms, subscriber g asks for room g mod rooms (sysobj.rooms():
+    Broker's events=room.<k>.*). Returns the row."""
     sysobj.start()
     try:
-        tenant = sysobj.tenants(1)[0]
+        if rooms:
+            tenant = {"sub_path": sysobj.rooms()["sub_path"]}
+        else:
+            tenant = sysobj.tenants(1)[0]
         sysobj.clean_baseline()
         time.sleep(1.0)
         pids = sysobj.pids()
@@ -948,7 +984,7 @@ def hold_idle(sysobj, S, n, one_event=False, sseload_args=()):
         else:
             until = ["--hold", hold, "--timeout", hold + 120]
         load = SSELoad(sysobj.port, tenant["sub_path"], n, until + ["--connect-rate", 4000, *sseload_args], progress=1,
-                       tls=sysobj.tls)
+                       tls=sysobj.tls, rooms=rooms)
         t0 = time.monotonic()
         connected = load.wait_connected(240)
         connect_s = time.monotonic() - t0
@@ -972,7 +1008,7 @@ def hold_idle(sysobj, S, n, one_event=False, sseload_args=()):
     finally:
         sysobj.stop()
     opened = max(1, connected)
-    row = {"conns": n, "open": res["connections_open"], "open_at_end": res["connections_open_at_end"],
+    row = {"conns": n, "rooms": rooms, "open": res["connections_open"], "open_at_end": res["connections_open_at_end"],
            "connect_errors": res["connect_errors"], "non200": res["non200"],
            "errors": {k: res[k] for k in ("err_addrnotavail", "err_refused", "err_timeout", "err_reset",
                                           "err_other", "connect_retries")},
@@ -995,6 +1031,14 @@ def hold_idle(sysobj, S, n, one_event=False, sseload_args=()):
 
 def w1(sysobj, S, args):
     return {"rows": [hold_idle(sysobj, S, n) for n in S["w1_conns"]]}
+
+
+def w1f(sysobj, S, args):
+    """W1 with an events filter on every subscriber: `events=room.<k>.*`, k = g mod 100, so the
+    tenant's index holds 100 prefixes of 100 subscribers each. Broker only."""
+    if not isinstance(sysobj, Broker) or isinstance(sysobj, BrokerSplit):
+        return {"not_run": "Broker only: a Nchan channel or Mercure topic per subscriber group is W1 itself"}
+    return {"rows": [hold_idle(sysobj, S, n, rooms=100) for n in S["w1_conns"]]}
 
 
 def w1x(sysobj, S, args):
@@ -1348,7 +1392,94 @@ def w4_once(sysobj, S, args):
             **store_figures(s0, s1, wall)}
 
 
-WORKLOADS = {"W1": w1, "W1x": w1x, "W2a": w2a, "W2b": w2b, "W2c": w2c, "W3": w3, "W4": w4,
+def w5(sysobj, S, args):
+    """Rooms: one tenant, R rooms of P subscribers (Broker: `events=room.<k>.*` per subscriber;
+    Nchan: a channel per room; Mercure: a topic per room); events round robin over the rooms at
+    each paced rate for w5_step_s, then w5_unpaced_events back to back. Every step has fresh
+    subscribers (one sseload, `--rooms R`) that wait for all of their room's events, so each
+    step has its own latency figures; the step after the first paced one that falls behind is
+    skipped (the unpaced one is always run)."""
+    R, P = S["w5_rooms"], S["w5_per_room"]
+    n = R * P
+    sysobj.start()
+    steps = []
+    try:
+        spec = sysobj.rooms()
+        vars_file = os.path.join(sysobj.dir, "w5-rooms.txt")
+        with open(vars_file, "w") as f:
+            f.write("\n".join(str(k) for k in range(R)) + "\n")
+        behind = False
+        for rate in S["w5_rates"] + [0]:
+            if rate and behind:
+                steps.append({"rate_target": rate, "skipped": "the previous rate fell behind"})
+                continue
+            events = (int(rate * S["w5_step_s"]) if rate else S["w5_unpaced_events"]) // R * R
+            per_sub = events // R
+            tmo = int((events / rate if rate else 0) + 60)
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            load = SSELoad(sysobj.port, spec["sub_path"], n,
+                           ["--until-events", per_sub, "--expect", per_sub, "--timeout", tmo, "--connect-rate", 4000,
+                            "--procs", 2, "--max-ids", events + 100, "--detail", 0], progress=0, rooms=R)
+            connected = load.wait_connected(120)
+            time.sleep(1.0)
+            c0, l0 = cpu_seconds(sysobj.pids()), cpu_seconds(load.pids())
+            s0 = sysobj.store_counters()
+            t0 = time.monotonic()
+            pr = pubload(sysobj.port, spec["spec"], rate, count=events, conns=args.pub_conns, vars_file=vars_file,
+                         timeout=tmo)
+            res = load.finish(tmo + 5)
+            wall = time.monotonic() - t0
+            c1 = cpu_seconds(sysobj.pids())
+            s1 = sysobj.store_counters()
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            # sseload and pubload, from t0 on (sseload's connecting before it left out)
+            gen = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime) - l0
+            delivered = res["events_total"]
+            span_s = res["burst_ms"] / 1000 if res["burst_ms"] else None
+            expected = pr["ok"] * P
+            step = {"rate_target": rate, "events": events, "per_subscriber": per_sub, "connected": connected,
+                    "open_at_end": res["connections_open_at_end"], "pub_ok": pr["ok"], "pub_non2xx": pr["non2xx"],
+                    "pub_errors": pr["errors"], "pub_rate": round(pr["achieved_rate"], 1),
+                    "pub_elapsed_ms": round(pr["elapsed_s"] * 1000, 1), "pub_p99_ms": pr["resp_p99_ms"],
+                    "deliveries": delivered, "expected": expected, "conns_below_expect": res["conns_below_expect"],
+                    "ids_incomplete": res["ids_incomplete"], "stale": res["stale_total"],
+                    "out_of_order": res["out_of_order"], "disconnected": res["disconnected"],
+                    "stop_reason": res["stop_reason"],
+                    # deliveries over the time from the first event's send to the last receipt
+                    "deliveries_per_s": round(delivered / span_s) if span_s else None,
+                    "offered_deliveries_per_s": round(pr["achieved_rate"] * P) if rate else None,
+                    "tail_ms": round(res["burst_ms"] - pr["elapsed_s"] * 1000, 1) if res["burst_ms"] else None,
+                    "latency_p50_ms": res["latency_p50_ms"], "latency_p99_ms": res["latency_p99_ms"],
+                    "latency_max_ms": res["latency_max_ms"], "reach_all_p99_ms": res["reach_all_p99_ms"],
+                    "server_cpu_s": round(c1 - c0, 3),
+                    "server_cpu_pct": round(100 * (c1 - c0) / wall, 1),
+                    "server_cpu_us_per_delivery": round(1e6 * (c1 - c0) / delivered, 3) if delivered else None,
+                    "loadgen_cpu_pct": round(100 * gen / wall, 1),
+                    "wall_s": round(wall, 2), **store_figures(s0, s1, wall)}
+            if rate:
+                # kept up: the publisher got its rate (answers that lag hold it back), every delivery
+                # done, the last one within a short tail after the publishing time
+                step["kept_up"] = (pr["achieved_rate"] >= 0.9 * rate and delivered >= 0.99 * expected
+                                   and step["tail_ms"] is not None
+                                   and step["tail_ms"] <= max(750, 0.15 * S["w5_step_s"] * 1000))
+                behind = not step["kept_up"]
+            steps.append(step)
+            log(f"  W5 {sysobj.name} rate {rate or 'unpaced'}: {step}")
+            if not sysobj.alive():
+                break
+        alive = sysobj.alive()
+    finally:
+        sysobj.stop()
+    ran = [st for st in steps if "deliveries_per_s" in st and st["deliveries_per_s"]]
+    peak = max(ran, key=lambda st: st["deliveries_per_s"]) if ran else {}
+    unpaced = next((st for st in steps if st["rate_target"] == 0 and "deliveries" in st), {})
+    return {"rooms": R, "per_room": P, "conns": n, "steps": steps, "server_alive": alive,
+            "peak_deliveries_per_s": peak.get("deliveries_per_s"),
+            "unpaced_deliveries_per_s": unpaced.get("deliveries_per_s"),
+            "unpaced_latency_p99_ms": unpaced.get("latency_p99_ms")}
+
+
+WORKLOADS = {"W1": w1, "W1f": w1f, "W1x": w1x, "W2a": w2a, "W2b": w2b, "W2c": w2c, "W3": w3, "W4": w4, "W5": w5,
              "W1-TLS": w1_tls, "W2b-TLS": w2b_tls}
 
 
@@ -1392,6 +1523,8 @@ HEADLINE = {  # workload -> (key, higher is better, label)
     "W2c": ("latency_p99_ms", False, "p99 latency"),
     "W3": ("inserts_per_s", True, "inserts/s"),
     "W4": ("reach_all_p99_ms", False, "reach-all p99"),
+    "W5": ("unpaced_deliveries_per_s", True, "unpaced deliveries/s"),
+    "W1f": ("rss_per_conn_b", False, "RSS/conn"),
     "W1-TLS": ("rss_per_conn_b", False, "RSS/conn"),
     "W2b-TLS": ("burst_ms", False, "burst time"),
 }
@@ -1419,7 +1552,7 @@ def report(results, S, meta):
           "- Settings: Broker all-in-one with its embedded store (every insert stored before it is answered); "
           f"Nchan memory store, {meta['nchan_workers']} nginx worker(s), message buffer 100; Mercure "
           f"`{meta['mercure_transport']}` transport; keep-alive/heartbeat every {KEEPALIVE_S} s on all three.",
-          "- `broker-tmpfs` (W3 and W4 only) is a diagnostic row, not a competitor: the same Broker with its "
+          "- `broker-tmpfs` (W3, W4 and W5 only) is a diagnostic row, not a competitor: the same Broker with its "
           "store on tmpfs, where the flush costs nothing and nothing is durable. Beside the `broker` row it shows "
           "what the disk's flush costs; `inserts per store write` and `store write µs` come from Broker's "
           "`/metrics` (`broker_store_write_*`).",
@@ -1457,6 +1590,29 @@ def report(results, S, meta):
             md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("RSS/conn")],
                             rows_for("W1", cols, pick)))
             md.append("")
+    if "W1f" in meta["workloads"]:
+        md.append("### W1f: W1 with an events filter on every subscriber (Broker only)")
+        md.append("")
+        md.append("Every subscriber asks for `/sse?access_token=JWT&events=room.<k>.*`, k = its number mod 100: the "
+                  "tenant's filter index holds 100 prefixes (`room.<k>.`, 7 or 8 bytes), each with 1% of the subscribers. Nchan and "
+                  "Mercure have no per-subscriber filter (a channel or topic per group of subscribers is W1 itself). "
+                  f"Idle CPU over {S['w1_idle_s']} s; the unfiltered row is W1's, from the same run when it ran.")
+        md.append("")
+        cols = [("open", "open conns"), ("connect_s", "connect s"), ("rss_before_mb", "RSS before MB"),
+                ("rss_with_mb", "RSS with MB"), ("rss_per_conn_b", "RSS/conn B"), ("pss_per_conn_b", "PSS/conn B"),
+                ("idle_cpu_pct", "idle CPU %"), ("server_fds", "server fds")]
+        rows = []
+        for i, n in enumerate(S["w1_conns"]):
+            for wl, label in (("W1", "none (W1)"), ("W1f", "events=room.<k>.*")):
+                r = results.get("broker", {}).get(wl)
+                if not r or "rows" not in r or len(r["rows"]) <= i:
+                    if r and "error" in r:
+                        rows.append([f"{n:,}", label, f"error: {r['error'][:120]}"] + ["–"] * (len(cols) - 1))
+                    continue
+                row = r["rows"][i]
+                rows.append([f"{n:,}", label] + [row.get(c) for c, _ in cols])
+        md.append(table(["subscribers", "filter"] + [h for _, h in cols], rows))
+        md.append("")
     if "W1x" in meta["workloads"]:
         md.append(f"### W1 at {S['w1x_conns']:,}: several server processes ({S['w1x_procs']} stream workers / nginx "
                   f"workers), idle CPU over {S['w1_idle_s']} s, then one event to every subscriber")
@@ -1639,6 +1795,50 @@ def report(results, S, meta):
             return dict(r, w4_range=f"{lo:g}-{hi:g}" if lo is not None else None)
         md.append(table(["system"] + [h for _, h in cols] + [ratio_hdr.format("reach-all p99")],
                         rows_for("W4", cols, w4_pick)))
+        md.append("")
+    if "W5" in meta["workloads"]:
+        R, P = S["w5_rooms"], S["w5_per_room"]
+        md.append(f"### W5 rooms ({R * P:,} subscribers of one tenant in {R} rooms of {P}; events round robin over "
+                  f"the rooms at {', '.join(map(str, S['w5_rates']))} ev/s for {S['w5_step_s']:.0f} s each, then "
+                  f"{S['w5_unpaced_events']:,} back to back; each event reaches {P} subscribers)")
+        md.append("")
+        md.append("Broker: one user, every subscriber `/sse?access_token=JWT&events=room.<k>.*`, events named "
+                  "`room.<k>.msg`; Nchan: a channel per room (`/sub/room<k>`); Mercure: a topic per room. Every step "
+                  "has fresh subscribers (one sseload, `--rooms`), which wait for all of their room's events. "
+                  "Deliveries/s = deliveries / (the last receipt − the first event's `t`); tail = that span − the "
+                  "publishing time; µs/delivery is the server's CPU (inserts included) per delivery; load gen CPU is "
+                  "sseload's and pubload's. A paced step that falls behind (* below) ends the paced steps.")
+        md.append("")
+        cols = [("pub_rate", "events/s sent"), ("deliveries", "deliveries"), ("expected", "expected"),
+                ("deliveries_per_s", "deliveries/s"), ("offered_deliveries_per_s", "offered/s"),
+                ("latency_p50_ms", "p50 ms"), ("latency_p99_ms", "p99 ms"), ("reach_all_p99_ms", "room reach-all p99 ms"),
+                ("tail_ms", "tail ms"), ("server_cpu_pct", "server CPU %"),
+                ("server_cpu_us_per_delivery", "server µs/delivery"), ("loadgen_cpu_pct", "load gen CPU %"),
+                ("pub_p99_ms", "insert answer p99 ms"), ("store_batch", "inserts per store write"),
+                ("store_write_us", "store write µs")]
+        rows = []
+        for rate in S["w5_rates"] + [0]:
+            for s_ in sysnames:
+                r = results.get(s_, {}).get("W5")
+                if r is None:
+                    continue
+                label = f"{rate}/s" if rate else "unpaced"
+                if "error" in r or "not_run" in r:
+                    rows.append([label, s_, (f"error: {r['error'][:120]}" if "error" in r else r["not_run"])]
+                                + ["–"] * (len(cols) - 1))
+                    continue
+                st = next((x for x in r["steps"] if x["rate_target"] == rate), None)
+                if st is None or "skipped" in st:
+                    rows.append([label, s_, "not run: " + (st["skipped"] if st else "stopped")] + ["–"] * (len(cols) - 1))
+                    continue
+                mark = "" if st.get("kept_up", True) else " *"
+                rows.append([label + mark, s_] + [st.get(c) for c, _ in cols])
+        md.append(table(["step", "system"] + [h for _, h in cols], rows))
+        md.append("")
+        for s_ in sysnames:
+            if not s_.startswith("broker") and results.get(s_, {}).get("W5") is not None:
+                md.append(f"- Broker advantage over {s_}, unpaced deliveries/s (>1 = Broker better): "
+                          f"{ratio_cell(results, 'W5', s_)}")
         md.append("")
     md.append("Notes: RSS/PSS per connection = (server RSS or PSS with the subscribers − before) / open "
               "connections, summed over the server's processes (user space only; kernel socket buffers are "

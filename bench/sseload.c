@@ -74,6 +74,7 @@ static struct {
     long conns;
     int procs;
     int sources;
+    long rooms;               /* --rooms M: connection g asks for path with {R} = g mod M; 0: one path */
     double connect_rate;
     double hold;              /* <0: not given */
     long until_events;        /* <0: not given */
@@ -355,6 +356,7 @@ typedef struct {
     uint8_t tries, ever_open, reached, src;
     uint16_t status;
     uint32_t sent;        /* request bytes written */
+    uint32_t room;        /* --rooms: this connection's room (g mod M) */
     uint64_t chunk_left;
     uint64_t counted;
     char *buf;            /* head or partial-line carry buffer */
@@ -745,8 +747,14 @@ static void w_dispatch(long i)
         W.f.no_t++;
     }
     if (c->ev_has_id) {
-        if (!stale)
+        if (!stale && opt.rooms) { /* rooms may number their events alike (Nchan): one record per room */
+            char key[ID_LEN + 16];
+            snprintf(key, sizeof key, "%u:%s", c->room, c->ev_id);
+            key[ID_LEN - 1] = 0; /* kept like any id: the first 47 bytes */
+            idtab_add(&W.ids, key, 1, now, now, c->ev_has_t ? c->ev_t : 0);
+        } else if (!stale) {
             idtab_add(&W.ids, c->ev_id, 1, now, now, c->ev_has_t ? c->ev_t : 0);
+        }
         /* ordering check for decimal ids (Broker): ids must increase on a stream */
         const char *s = c->ev_id;
         uint64_t v = 0;
@@ -1101,6 +1109,21 @@ static void w_readable(long i)
     w_read_once(i);
 }
 
+/* W.req with every "{R}" replaced by the room's number */
+static int w_room_request(uint32_t room, char *out, size_t size)
+{
+    size_t o = 0;
+    for (int k = 0; k < W.reqlen && o + 12 < size; k++) {
+        if (W.req[k] == '{' && k + 2 < W.reqlen && W.req[k + 1] == 'R' && W.req[k + 2] == '}') {
+            o += (size_t)snprintf(out + o, size - o, "%u", room);
+            k += 2;
+        } else {
+            out[o++] = W.req[k];
+        }
+    }
+    return (int)o;
+}
+
 static void w_writable(long i)
 {
     conn_t *c = &W.c[i];
@@ -1121,8 +1144,16 @@ static void w_writable(long i)
         c->state = C_SENDING;
     }
     if (c->state == C_SENDING) {
-        while (c->sent < (uint32_t)W.reqlen) {
-            ssize_t k = w_io_write(c, W.req + c->sent, (size_t)W.reqlen - c->sent);
+        /* with --rooms the request is made again for each write: the same bytes every time */
+        char rq[sizeof W.req + 256];
+        const char *req = W.req;
+        int reqlen = W.reqlen;
+        if (opt.rooms) {
+            reqlen = w_room_request(c->room, rq, sizeof rq);
+            req = rq;
+        }
+        while (c->sent < (uint32_t)reqlen) {
+            ssize_t k = w_io_write(c, req + c->sent, (size_t)reqlen - c->sent);
             if (k < 0) {
                 if (errno == EAGAIN)
                     return;
@@ -1204,6 +1235,7 @@ static void worker(int idx, long n, long first_global, int ctl, int rep)
         W.c[i].fd = -1;
         long g = first_global + i * opt.procs; /* global connection number */
         W.c[i].src = (uint8_t)(1 + g % opt.sources);
+        W.c[i].room = opt.rooms ? (uint32_t)(g % opt.rooms) : 0;
     }
     W.pending = n;
     /* request */
@@ -1354,6 +1386,8 @@ static void usage(void)
             "  --host A              server address, must be in 127.0.0.0/8 (default 127.0.0.1)\n"
             "  --port P              server port (default 8080)\n"
             "  --path S              path and query of the GET (default /sse)\n"
+            "  --rooms M             connection g asks for --path with every {R} replaced by g mod M;\n"
+            "                        event ids are tracked per room (\"room:id\")\n"
             "  --header 'K: V'       extra request header (repeatable, up to %d)\n"
             "  -n, --conns N         SSE connections to open (default 100)\n"
             "  --procs P             worker processes (default: ceil(N/18000))\n"
@@ -1431,6 +1465,8 @@ static void parse_args(int argc, char **argv)
             opt.headers[opt.nheaders++] = v;
         } else if (ARG("-n") || ARG("--conns"))
             opt.conns = atol(v);
+        else if (ARG("--rooms"))
+            opt.rooms = atol(v);
         else if (ARG("--procs"))
             opt.procs = atoi(v);
         else if (ARG("--sources"))
@@ -1476,6 +1512,10 @@ static void parse_args(int argc, char **argv)
         die("--path must start with '/' and contain no spaces or line breaks");
     if (opt.conns < 0 || opt.conns > 10000000)
         die("bad --conns");
+    if (opt.rooms < 0 || opt.rooms > 1000000)
+        die("bad --rooms");
+    if (opt.rooms && !strstr(opt.path, "{R}"))
+        die("--rooms needs {R} in --path");
     if (opt.sources == 0)
         opt.sources = (int)((opt.conns + 24999) / 25000);
     if (opt.sources < 1)
@@ -1869,7 +1909,12 @@ int main(int argc, char **argv)
         spread[nspread++] = T.e[j].last_us - T.e[j].first_us;
         if (T.e[j].t_us)
             reach[nreach++] = T.e[j].last_us - T.e[j].t_us;
-        if (T.e[j].n < F.p.opened)
+        uint64_t want = F.p.opened;
+        if (opt.rooms) { /* the room's requested connections: g mod M == room */
+            uint64_t room = strtoull(T.e[j].id, NULL, 10);
+            want = (uint64_t)(opt.conns / opt.rooms) + (room < (uint64_t)(opt.conns % opt.rooms));
+        }
+        if (T.e[j].n < want)
             incomplete++;
     }
     qsort(spread, nspread, sizeof(int64_t), cmp_i64);
@@ -2029,9 +2074,9 @@ int main(int argc, char **argv)
     }
     printf("],\"connect_time_s\":%.3f,\"duration_s\":%.3f,\"start_time_us\":%" PRId64
            ",\"stop_reason\":\"%s\",\"timed_out\":%s,\"interrupted\":%s,\"worker_failures\":%d"
-           ",\"procs\":%d,\"sources\":%d}\n",
+           ",\"procs\":%d,\"sources\":%d,\"rooms\":%ld}\n",
            connect_s, dur_s, real_start, stop_reason, timed_out ? "true" : "false",
-           interrupted ? "true" : "false", child_failures, opt.procs, opt.sources);
+           interrupted ? "true" : "false", child_failures, opt.procs, opt.sources, opt.rooms);
     fflush(stdout);
     free(spread);
     free(reach);
