@@ -63,6 +63,10 @@ struct presence_tenant {
     presence_tenant *dnext; /* the engine's list of tenants with dirty users */
     name_table users;
     presence_user *dirty;
+    /* The list a new presence stream starts with, made once and shared by
+     * every stream that comes before the tenant's next change: made for each
+     * stream, a crowd arriving at once cost the square of its size. */
+    sse_frame *list;
     stream_client *subs; /* streams that asked for presence (client_extra's pnext) */
     uint8_t on_dirty;
     char name[];
@@ -160,6 +164,7 @@ static presence_tenant *tenant_get(presence *p, const char *name, size_t len, in
 static void tenant_drop(presence *p, presence_tenant *t)
 {
     table_remove(&p->tenants, &t->link);
+    sse_frame_unref(t->list);
     free(t->users.buckets);
     free(t);
 }
@@ -300,14 +305,11 @@ int presence_stream_started(stream_engine *e, stream_client *c)
     presence_tenant *t = tenant_get(p, c->tenant->name, strlen(c->tenant->name), 1);
     if (t == NULL)
         return -1;
-    sse_frame *f = presence_frame(json_pack("{s:o}", "users", users_json(t, 1)));
-    if (f == NULL) {
+    if (t->list == NULL && (t->list = presence_frame(json_pack("{s:o}", "users", users_json(t, 1)))) == NULL) {
         tenant_maybe_drop(p, t);
         return -1;
     }
-    int rc = client_enqueue(e, c, f, 0);
-    sse_frame_unref(f);
-    if (rc != 0) {
+    if (client_enqueue(e, c, t->list, 0) != 0) {
         tenant_maybe_drop(p, t);
         return -1;
     }
@@ -521,6 +523,10 @@ static void flush_tenant(stream_engine *e, presence_tenant *t, json_t *changes)
     presence *p = e->presence;
     json_t *join = json_array(), *leave = json_array(), *mine = NULL;
     presence_user *u = t->dirty;
+    /* A user's streams changed: the next presence stream gets a list made
+     * anew (the counts as of this tick). */
+    sse_frame_unref(t->list);
+    t->list = NULL;
     t->dirty = NULL;
     for (presence_user *next; u != NULL; u = next) {
         next = u->dnext;
@@ -670,6 +676,7 @@ void presence_free(stream_engine *e)
                     free(ul);
                 }
             free(t->users.buckets);
+            sse_frame_unref(t->list);
             free(t);
         }
     for (presence_replica *r = p->replicas, *next; r != NULL; r = next) {
