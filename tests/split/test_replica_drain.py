@@ -154,7 +154,15 @@ def test_a_drained_replica_sends_its_clients_elsewhere_spread_over_the_window(de
 
             victim.proc.send_signal(signal.SIGTERM)
             t0 = seen["t0"] = time.monotonic()
-            seen["readyz"] = await blocking(status_of, victim.url("/readyz"))
+            # The process takes the signal on a thread of its own, a moment after kill()
+            # returns: a probe sent at once may come first.  Half a second at most.
+            def readyz_after_signal():
+                status = status_of(victim.url("/readyz"))
+                while status != 503 and time.monotonic() - t0 < 0.5:
+                    time.sleep(0.01)
+                    status = status_of(victim.url("/readyz"))
+                return status
+            seen["readyz"] = await blocking(readyz_after_signal)
             refused = await blocking(lambda: requests.get(victim.url("/sse"), headers=users[tenants[0]],
                                                           timeout=5))
             seen["refused"] = (refused.status_code, refused.headers.get("Retry-After"), time.monotonic() - t0)
